@@ -1,0 +1,115 @@
+//! `GET /v1/prices/{product_id}`: answer from cache, or start the work and answer 202.
+//!
+//! Lookup: L1 (moka) → Redis → claim the pending marker (`SET NX PX`) → publish. All
+//! concurrent misses for one product in this process share one load (L1 coalescing); across
+//! processes only the marker's claimant publishes. The load runs in its own task, so a client
+//! that hangs up mid-load cannot leave a claimed marker with no message behind it.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{ApiError, AppState};
+use crate::cache::{Entry, StoredResult};
+use crate::domain::ProductId;
+use crate::queue::PriceRequest;
+use crate::queue::envelope::valid_traceparent;
+
+/// Why a load failed; shared by every caller that waited on it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Cache(#[from] crate::cache::Error),
+    #[error(transparent)]
+    Publish(#[from] crate::queue::Error),
+}
+
+pub async fn get_price(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
+    let id = ProductId::parse(&raw)?;
+    tracing::Span::current().record("product_id", id.as_str());
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_traceparent(v))
+        .map(str::to_owned);
+
+    let load = {
+        let (state, id) = (state.clone(), id.clone());
+        async move { tokio::spawn(load(state, id, traceparent)).await.expect("load task does not panic") }
+    };
+    let entry = state.l1.get_or_load(&id, load).await.map_err(|e| {
+        let (what, cause) = match &*e {
+            LoadError::Cache(_) => ("cache", anyhow::Error::new(Arc::clone(&e))),
+            LoadError::Publish(_) => ("queue", anyhow::Error::new(Arc::clone(&e))),
+        };
+        ApiError::Unavailable { what, retry_after_secs: state.retry_after_secs, cause }
+    })?;
+    Ok(match entry {
+        Entry::Hit(stored) => hit(&stored),
+        Entry::Miss => accepted(&id, state.retry_after_secs),
+    })
+}
+
+async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Result<Entry, LoadError> {
+    if let Some(stored) = state.store.fetch(&id).await? {
+        return Ok(Entry::Hit(Arc::new(stored)));
+    }
+    let request = PriceRequest::new(id.clone());
+    let token = request.request_id.to_string();
+    if !state.store.claim_pending(&id, &token, state.pending_ttl).await? {
+        tracing::debug!("already pending elsewhere");
+        return Ok(Entry::Miss);
+    }
+    match state.publisher.publish(&request, traceparent.as_deref()).await {
+        Ok(delivery) => {
+            tracing::info!(request_id = %request.request_id, partition = delivery.partition, offset = delivery.offset, "request published");
+            Ok(Entry::Miss)
+        }
+        Err(e) => {
+            // Release our claim so the next request can try again at once.
+            if let Err(release) = state.store.release_pending(&id, &token).await {
+                tracing::warn!(error = %release, "cannot release pending marker; it expires by itself");
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn hit(stored: &StoredResult) -> Response {
+    let max_age = stored.ttl_left().as_secs();
+    let age = (OffsetDateTime::now_utc() - stored.comparison.computed_at).whole_seconds().max(0);
+    let mut response = (StatusCode::OK, stored.body.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("x-cache", HeaderValue::from_static("HIT"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii"));
+    headers.insert(header::AGE, HeaderValue::from(age));
+    response
+}
+
+fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {
+    let body = json!({"product_id": id, "status": "pending"});
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-cache", HeaderValue::from_static("MISS"));
+    // The id is validated: only URL-safe characters.
+    headers.insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/prices/{id}")).expect("safe id"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `GET /v1/prices/`: the id is empty.
+pub async fn empty_id() -> ApiError {
+    ApiError::InvalidProductId(crate::domain::InvalidProductId::Empty)
+}

@@ -1,0 +1,74 @@
+//! API errors as RFC 9457 `application/problem+json`.
+//!
+//! Policy: 4xx answers say exactly what was wrong and are not logged as errors; 5xx answers
+//! stay generic while the cause chain is logged once, here, inside the request's span.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::InvalidProductId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    InvalidProductId(#[from] InvalidProductId),
+    #[error("malformed path: {0}")]
+    BadPath(String),
+    #[error("no such resource")]
+    NotFound,
+    /// A dependency (Redis, the broker) failed or was too slow; try again shortly.
+    #[error("{what} unavailable")]
+    Unavailable {
+        what: &'static str,
+        retry_after_secs: u64,
+        #[source]
+        cause: anyhow::Error,
+    },
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidProductId(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn problem_type(&self) -> &'static str {
+        match self {
+            ApiError::InvalidProductId(_) => "/problems/invalid-product-id",
+            ApiError::BadPath(_) => "/problems/bad-path",
+            ApiError::NotFound => "about:blank",
+            ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let detail = match &self {
+            ApiError::Unavailable { what, cause, .. } => {
+                tracing::error!(error = format!("{cause:#}"), dependency = what, "request failed");
+                format!("{what} is unavailable; retry shortly")
+            }
+            other => other.to_string(),
+        };
+        let body = json!({
+            "type": self.problem_type(),
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ApiError::Unavailable { retry_after_secs, .. } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}

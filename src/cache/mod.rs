@@ -1,0 +1,26 @@
+//! Two cache levels: L1 in-process ([`L1`], moka) and L2 in Redis ([`RedisStore`]), plus the
+//! key scheme ([`Keys`]) and the pending markers that stop duplicate work.
+
+mod keys;
+mod l1;
+mod store;
+
+pub use keys::Keys;
+pub use l1::{Entry, L1};
+pub use store::{RedisStore, StoredResult};
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[source] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("stored value at {key} is not a comparison")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}

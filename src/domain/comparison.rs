@@ -1,0 +1,207 @@
+//! The price comparison: quotes and failures from every source, aggregated into one
+//! result with a status and a best offer.
+//!
+//! Invariants of a [`Comparison`] built by [`Comparison::aggregate`]: `quotes` are sorted
+//! by price ascending (ties by provider name), `best` is the first quote, `status` follows
+//! from how many sources answered, and `expires_at - computed_at` is the TTL the result is
+//! stored with.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{Currency, ProductId};
+
+/// One source's price for a product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    pub provider: String,
+    /// Serialized as a decimal string ("123.45"), never as a float.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+    pub currency: Currency,
+    pub latency_ms: u64,
+}
+
+/// Why a source gave no quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No complete answer within the provider timeout.
+    Timeout,
+    /// The source answered with a non-2xx status.
+    HttpStatus,
+    /// The source answered 2xx with a body that is not a valid quote.
+    InvalidResponse,
+    /// The source could not be reached (refused, DNS, reset).
+    Connect,
+}
+
+/// One source's failure, with a human-readable detail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub provider: String,
+    pub reason: FailureReason,
+    pub detail: String,
+}
+
+/// How many sources answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every source answered.
+    Complete,
+    /// Some sources answered, some failed.
+    Partial,
+    /// No source answered.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Complete => "complete",
+            Status::Partial => "partial",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// How long a result is guaranteed, by status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// The price guarantee window for `complete` and `partial` results.
+    pub answered: Duration,
+    /// A `failed` result lives briefly, so the sources are asked again soon but not hammered.
+    pub failed: Duration,
+}
+
+impl TtlPolicy {
+    pub fn for_status(&self, status: Status) -> Duration {
+        match status {
+            Status::Failed => self.failed,
+            Status::Complete | Status::Partial => self.answered,
+        }
+    }
+}
+
+/// The aggregated answer for one product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub product_id: ProductId,
+    pub status: Status,
+    pub best: Option<Quote>,
+    pub quotes: Vec<Quote>,
+    pub failures: Vec<Failure>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub computed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl Comparison {
+    /// Builds the comparison from every source's outcome.
+    pub fn aggregate(
+        product_id: ProductId,
+        outcomes: impl IntoIterator<Item = Result<Quote, Failure>>,
+        computed_at: OffsetDateTime,
+        ttl: &TtlPolicy,
+    ) -> Self {
+        let (mut quotes, mut failures) = (Vec::new(), Vec::new());
+        for outcome in outcomes {
+            match outcome {
+                Ok(quote) => quotes.push(quote),
+                Err(failure) => failures.push(failure),
+            }
+        }
+        quotes.sort_by(|a, b| a.price.cmp(&b.price).then_with(|| a.provider.cmp(&b.provider)));
+        failures.sort_by(|a, b| a.provider.cmp(&b.provider));
+        let status = match (quotes.is_empty(), failures.is_empty()) {
+            (true, _) => Status::Failed,
+            (false, true) => Status::Complete,
+            (false, false) => Status::Partial,
+        };
+        let ttl = ttl.for_status(status);
+        Self {
+            product_id,
+            status,
+            best: quotes.first().cloned(),
+            quotes,
+            failures,
+            computed_at,
+            expires_at: computed_at + ttl,
+        }
+    }
+
+    /// The TTL this result is stored with, in whole seconds (at least 1).
+    pub fn ttl_secs(&self) -> u64 {
+        (self.expires_at - self.computed_at).whole_seconds().max(1) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn quote(provider: &str, price: &str) -> Result<Quote, Failure> {
+        Ok(Quote {
+            provider: provider.into(),
+            price: Decimal::from_str(price).unwrap(),
+            currency: Currency::parse("EUR").unwrap(),
+            latency_ms: 5,
+        })
+    }
+
+    fn failure(provider: &str) -> Result<Quote, Failure> {
+        Err(Failure { provider: provider.into(), reason: FailureReason::Timeout, detail: "2000 ms".into() })
+    }
+
+    const TTL: TtlPolicy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(30) };
+
+    fn aggregate(outcomes: Vec<Result<Quote, Failure>>) -> Comparison {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        Comparison::aggregate(ProductId::parse("p1").unwrap(), outcomes, at, &TTL)
+    }
+
+    #[test]
+    fn all_answered_is_complete_sorted_with_cheapest_best() {
+        let c = aggregate(vec![quote("b", "20.00"), quote("a", "9.99"), quote("c", "100"), quote("d", "9.99")]);
+        assert_eq!(c.status, Status::Complete);
+        let order: Vec<_> = c.quotes.iter().map(|q| q.provider.as_str()).collect();
+        assert_eq!(order, ["a", "d", "b", "c"]);
+        assert_eq!(c.best.as_ref().unwrap().provider, "a");
+        assert_eq!(c.ttl_secs(), 300);
+    }
+
+    #[test]
+    fn some_failed_is_partial() {
+        let c = aggregate(vec![failure("x"), quote("a", "1.00")]);
+        assert_eq!(c.status, Status::Partial);
+        assert_eq!(c.failures.len(), 1);
+        assert_eq!(c.ttl_secs(), 300);
+    }
+
+    #[test]
+    fn none_answered_is_failed_with_short_ttl_and_no_best() {
+        let c = aggregate(vec![failure("x"), failure("y")]);
+        assert_eq!(c.status, Status::Failed);
+        assert!(c.best.is_none());
+        assert_eq!(c.ttl_secs(), 30);
+    }
+
+    #[test]
+    fn json_shape_uses_decimal_strings_and_snake_case() {
+        let c = aggregate(vec![quote("a", "12.50"), failure("x")]);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["status"], "partial");
+        assert_eq!(v["best"]["price"], "12.50");
+        assert_eq!(v["quotes"][0]["currency"], "EUR");
+        assert_eq!(v["failures"][0]["reason"], "timeout");
+        assert_eq!(v["computed_at"], "2023-11-14T22:13:20Z");
+        let back: Comparison = serde_json::from_value(v).unwrap();
+        assert_eq!(back, c);
+    }
+}

@@ -1,0 +1,84 @@
+//! Publishing with broker confirmation: an idempotent producer with `acks=all`, where every
+//! send is bounded by `kafka.publish_timeout_ms`.
+
+use std::time::Duration;
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use super::{Error, PriceRequest, base_config, envelope::TRACEPARENT_HEADER};
+use crate::settings::KafkaSettings;
+
+/// Where a message landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl Publisher {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
+        let timeout_ms = settings.publish_timeout.as_millis().max(1).to_string();
+        let producer = base_config(settings)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            // librdkafka gives up on a message after this; matching our bound means a
+            // message we reported as failed is not delivered later behind our back.
+            .set("message.timeout.ms", &timeout_ms)
+            .set("linger.ms", "2")
+            .create()?;
+        Ok(Self { producer, topic: settings.topic.clone(), timeout: settings.publish_timeout })
+    }
+
+    /// Publishes a request keyed by its product id and waits for the broker's ack.
+    pub async fn publish(&self, request: &PriceRequest, traceparent: Option<&str>) -> Result<Delivery, Error> {
+        let key = request.product_id.as_str();
+        let mut headers = OwnedHeaders::new();
+        if let Some(value) = traceparent {
+            headers = headers.insert(Header { key: TRACEPARENT_HEADER, value: Some(value) });
+        }
+        self.send(&self.topic, key.as_bytes(), &request.encode(), headers).await
+    }
+
+    /// Sends raw bytes to `topic` (the DLQ path) and waits for the broker's ack.
+    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<Delivery, Error> {
+        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        let send = self.producer.send(record, Timeout::After(self.timeout));
+        match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
+            Ok(Ok(delivery)) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
+            Ok(Err((KafkaError::MessageProduction(code), _)))
+                if code == rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+                    || code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+            {
+                Err(Error::Timeout(self.timeout))
+            }
+            Ok(Err((err, _))) => Err(Error::Kafka(err)),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Asks the broker for the topic's metadata: the readiness probe.
+    pub async fn check_broker(&self, timeout: Duration) -> Result<(), Error> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).map(drop))
+            .await
+            .expect("metadata probe does not panic")
+            .map_err(Error::Kafka)
+    }
+
+    /// Waits for queued messages to be delivered (shutdown).
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+    }
+}

@@ -1,0 +1,135 @@
+//! Processing one message: decode, skip duplicates, fan out, aggregate, store; or send an
+//! undecodable message to the DLQ.
+//!
+//! A message counts as done only when its outcome is durable (result in Redis, or message
+//! in the DLQ). Transient Redis or broker errors are retried with back-off until they pass
+//! or shutdown begins; an unfinished message is then redelivered, never skipped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::RedisStore;
+use crate::domain::{Comparison, TtlPolicy};
+use crate::providers::PriceSources;
+use crate::queue::envelope::TRACEPARENT_HEADER;
+use crate::queue::{DecodeError, PriceRequest, Publisher};
+
+/// Counters since start, logged at shutdown.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub computed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub struct Processor {
+    pub store: RedisStore,
+    pub sources: PriceSources,
+    pub publisher: Publisher,
+    pub dlq_topic: String,
+    pub ttl: TtlPolicy,
+    pub counters: Counters,
+}
+
+impl Processor {
+    /// Handles one message; true when its outcome is durable and its offset may be stored.
+    pub async fn handle(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        match PriceRequest::decode(message.payload()) {
+            Ok(request) => self.compute(&request, message, shutdown).await,
+            Err(error) => {
+                tracing::warn!(error = %error, reason = error.kind(), "undecodable message; sending it to the DLQ");
+                let done = self.retry("dead-letter", shutdown, || self.dead_letter(message, &error)).await.is_some();
+                if done {
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                done
+            }
+        }
+    }
+
+    async fn compute(&self, request: &PriceRequest, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+        let span = tracing::Span::current();
+        span.record("product_id", request.product_id.as_str());
+        span.record("request_id", tracing::field::display(request.request_id));
+        if let Some(tp) = header(message, TRACEPARENT_HEADER) {
+            span.record("traceparent", tp);
+        }
+        let id = &request.product_id;
+        let Some(fresh) = self.retry("check for a result", shutdown, || self.store.has_result(id)).await else {
+            return false;
+        };
+        if fresh {
+            tracing::info!("fresh result exists; skipping duplicate");
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let outcomes = self.sources.fan_out(id).await;
+        let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
+        if self.retry("store the result", shutdown, || self.store.store(&comparison)).await.is_none() {
+            return false;
+        }
+        let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds();
+        tracing::info!(
+            status = comparison.status.as_str(),
+            quotes = comparison.quotes.len(),
+            failures = comparison.failures.len(),
+            since_request_ms = waited_ms as i64,
+            "result stored"
+        );
+        self.counters.computed.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    async fn dead_letter(&self, message: &OwnedMessage, error: &DecodeError) -> Result<(), crate::queue::Error> {
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let failed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("format now");
+        let error_text = error.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "dlq.reason", value: Some(error.kind()) })
+            .insert(Header { key: "dlq.error", value: Some(error_text.as_str()) })
+            .insert(Header { key: "dlq.source.topic", value: Some(message.topic()) })
+            .insert(Header { key: "dlq.source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "dlq.source.offset", value: Some(offset.as_str()) })
+            .insert(Header { key: "dlq.failed_at", value: Some(failed_at.as_str()) });
+        let key = message.key().unwrap_or_default();
+        let payload = message.payload().unwrap_or_default();
+        self.publisher.send(&self.dlq_topic, key, payload, headers).await.map(drop)
+    }
+
+    /// Runs `op` until it succeeds (Some) or shutdown begins (None), backing off between tries.
+    async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut op: F) -> Option<T>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match op().await {
+                Ok(value) => return Some(value),
+                Err(e) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot {what}; retrying");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+fn header<'a>(message: &'a OwnedMessage, key: &str) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
