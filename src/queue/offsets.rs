@@ -85,7 +85,7 @@ mod tests {
         }
         assert_eq!(t.finish(0, 7), None, "5 is still running");
         assert_eq!(t.finish(0, 6), None);
-        assert_eq!(t.finish(0, 5), Some(7), "8 is still running");
+        assert_eq!(t.finish(0, 5), Some(8), "8 is still running");
         assert_eq!(t.finish(0, 8), Some(9));
     }
 
