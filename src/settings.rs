@@ -185,11 +185,8 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let environment = Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .source(env);
+        let environment =
+            Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true).source(env);
         let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
@@ -241,7 +238,10 @@ impl Settings {
         for p in &self.mock.providers {
             let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
             if !rate_ok(p.error_rate) || !rate_ok(p.hang_rate) || p.error_rate + p.hang_rate > 1.0 {
-                return fail(format!("mock.providers.{}: error_rate and hang_rate must be in [0, 1] and sum to at most 1", p.name));
+                return fail(format!(
+                    "mock.providers.{}: error_rate and hang_rate must be in [0, 1] and sum to at most 1",
+                    p.name
+                ));
             }
         }
         Ok(())

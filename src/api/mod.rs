@@ -70,6 +70,14 @@ pub fn router(state: AppState) -> Router {
 /// flushes the Kafka producer.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     let publisher = state.publisher.clone();
+    // Warm the producer's metadata in the background: the first publish to a topic would
+    // otherwise spend part of its publish timeout looking the topic up.
+    let warm = publisher.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.check_broker(Duration::from_secs(5)).await {
+            tracing::warn!(error = %e, "broker not ready at start-up; /readyz will say so");
+        }
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     publisher.flush(Duration::from_secs(5)).await;
     Ok(())

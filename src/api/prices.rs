@@ -37,11 +37,8 @@ pub async fn get_price(
     let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_traceparent(v))
-        .map(str::to_owned);
+    let traceparent =
+        headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| valid_traceparent(v)).map(str::to_owned);
 
     let load = {
         let (state, id) = (state.clone(), id.clone());

@@ -135,7 +135,8 @@ async fn price(State(state): State<MockState>, Path((provider, product)): Path<(
         wait_or_shutdown(tokio::time::sleep(MAX_HANG), &state.shutdown).await;
         return problem(StatusCode::SERVICE_UNAVAILABLE, "hung");
     }
-    let jitter = if faults.jitter_ms == 0 { 0 } else { fastrand::i64(-(faults.jitter_ms as i64)..=faults.jitter_ms as i64) };
+    let jitter =
+        if faults.jitter_ms == 0 { 0 } else { fastrand::i64(-(faults.jitter_ms as i64)..=faults.jitter_ms as i64) };
     let latency = Duration::from_millis((faults.latency_ms as i64 + jitter).max(0) as u64);
     wait_or_shutdown(tokio::time::sleep(latency), &state.shutdown).await;
     if roll < faults.error_rate {

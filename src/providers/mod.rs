@@ -95,8 +95,8 @@ impl PriceSources {
             return Err((FailureReason::HttpStatus, status.to_string()));
         }
         let bytes = response.bytes().await.map_err(classify)?;
-        let body: PriceBody = serde_json::from_slice(&bytes)
-            .map_err(|e| (FailureReason::InvalidResponse, format!("bad body: {e}")))?;
+        let body: PriceBody =
+            serde_json::from_slice(&bytes).map_err(|e| (FailureReason::InvalidResponse, format!("bad body: {e}")))?;
         if body.product_id != id.as_str() {
             return Err((FailureReason::InvalidResponse, format!("answered for product {:?}", body.product_id)));
         }

@@ -23,6 +23,8 @@ pub enum Error {
     Kafka(#[from] KafkaError),
     #[error("the broker did not confirm within {0:?}")]
     Timeout(Duration),
+    #[error("topic {0:?} does not exist on the broker")]
+    TopicMissing(String),
 }
 
 /// The options every client of ours shares.

@@ -32,7 +32,10 @@ impl OffsetTracker {
     /// Records that `offset` was handed to a worker.
     pub fn start(&mut self, partition: i32, offset: i64) {
         // The first offset seen is where consumption resumed: already the stored position.
-        let p = self.partitions.entry(partition).or_insert_with(|| Partition { stored: Some(offset), ..Default::default() });
+        let p = self
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| Partition { stored: Some(offset), ..Default::default() });
         p.in_flight.insert(offset);
         p.next = p.next.max(offset + 1);
     }

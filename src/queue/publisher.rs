@@ -50,7 +50,13 @@ impl Publisher {
     }
 
     /// Sends raw bytes to `topic` (the DLQ path) and waits for the broker's ack.
-    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<Delivery, Error> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Delivery, Error> {
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
         let send = self.producer.send(record, Timeout::After(self.timeout));
         match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
@@ -66,14 +72,19 @@ impl Publisher {
         }
     }
 
-    /// Asks the broker for the topic's metadata: the readiness probe.
+    /// Asks the broker for the topic's metadata: the readiness probe. It also fills the
+    /// client's metadata cache, so the first publish after start-up does not pay for it.
     pub async fn check_broker(&self, timeout: Duration) -> Result<(), Error> {
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout).map(drop))
+        let metadata = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout))
             .await
-            .expect("metadata probe does not panic")
-            .map_err(Error::Kafka)
+            .expect("metadata probe does not panic")?;
+        let known = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty());
+        if known { Ok(()) } else { Err(Error::TopicMissing(self.topic.clone())) }
     }
 
     /// Waits for queued messages to be delivered (shutdown).

@@ -106,8 +106,13 @@ impl Worker {
                 request_id = tracing::field::Empty,
                 traceparent = tracing::field::Empty,
             );
-            let (consumer, tracker, processor, topic, shutdown) =
-                (self.consumer.clone(), self.tracker.clone(), self.processor.clone(), self.topic.clone(), shutdown.clone());
+            let (consumer, tracker, processor, topic, shutdown) = (
+                self.consumer.clone(),
+                self.tracker.clone(),
+                self.processor.clone(),
+                self.topic.clone(),
+                shutdown.clone(),
+            );
             tasks.spawn(
                 async move {
                     let done = processor.handle(&message, &shutdown).await;

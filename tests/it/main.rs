@@ -1,1 +1,10 @@
+//! Integration suite: real Redis and a real Kafka-protocol broker over the network.
+//! Start them with `scripts/test.sh` (which then runs this suite).
 
+mod helpers;
+
+mod dlq;
+mod edge;
+mod group;
+mod pipeline;
+mod stampede;

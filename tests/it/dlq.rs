@@ -1,0 +1,44 @@
+//! A message that cannot be decoded goes to the DLQ, and the consumer moves on.
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::message::Headers;
+
+use crate::helpers::{env, get, key_of};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
+    let env = env().start().await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer();
+    let product = env.product("after-junk");
+
+    // Same key as the good request, so both land on one partition, garbage first.
+    env.produce_raw(&product, b"\x00not json at all").await;
+    assert_eq!(get(&env.http, &format!("{}/v1/prices/{product}", producer.base)).await.0, 202);
+    let result = env.wait_result(&product, Duration::from_secs(30)).await;
+    assert_eq!(result["status"], "complete");
+
+    let key = product.clone();
+    let dlq = env
+        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
+            seen.iter().any(|m| key_of(m) == key)
+        })
+        .await;
+    let dead = dlq.iter().find(|m| key_of(m) == product).unwrap();
+    assert_eq!(dead.payload(), Some(&b"\x00not json at all"[..]));
+    let headers: std::collections::HashMap<String, String> = dead
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+        .collect();
+    assert_eq!(headers["dlq.reason"], "invalid_json");
+    assert_eq!(headers["dlq.source.topic"], env.settings.kafka.topic);
+    assert!(headers["dlq.source.offset"].parse::<i64>().is_ok(), "{headers:?}");
+    assert!(headers["dlq.source.partition"].parse::<i32>().is_ok(), "{headers:?}");
+    assert!(!headers["dlq.error"].is_empty());
+    consumer.stop().await;
+    producer.stop().await;
+}

@@ -1,0 +1,134 @@
+//! The edges: bad ids are refused before any I/O, and a dead Redis or broker means a quick
+//! 503, never a hung request.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use pricefront::api::{AppState, router};
+use tower::ServiceExt;
+
+use crate::helpers::{env, get, spawn_producer, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_product_ids_get_400_problem_json_and_touch_nothing() {
+    let env = env().start().await;
+    let app = router(AppState::build(&env.settings).unwrap());
+    let too_long = "a".repeat(65);
+    let bad = [
+        "/v1/prices/..%2Fetc".to_owned(),
+        format!("/v1/prices/{too_long}"),
+        "/v1/prices/".to_owned(),
+        "/v1/prices/%C3%A9t%C3%A9".to_owned(),
+        "/v1/prices/a%20b".to_owned(),
+        "/v1/prices/-lead".to_owned(),
+        "/v1/prices/%FF%FE".to_owned(),
+    ];
+    for uri in &bad {
+        let res = app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 400, "{uri}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json", "{uri}");
+        let body: serde_json::Value =
+            serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["status"], 400, "{uri}");
+        assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(), "{body}");
+    }
+    let ok_but_longest = "a".repeat(64);
+    let res = app
+        .clone()
+        .oneshot(Request::get(format!("/v1/prices/{ok_but_longest}x")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    let res = app.clone().oneshot(Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", env.settings.redis.key_prefix))
+        .query_async(&mut env.redis.clone())
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "no key may be written for a bad id: {keys:?}");
+}
+
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_means_a_quick_503() {
+    let env = env().start().await;
+    let port = free_port();
+    let server = RedisServer(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH"),
+    );
+    let mut settings = env.settings.clone();
+    settings.redis.url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
+    wait_for("the private redis-server", Duration::from_secs(10), || async {
+        client.get_multiplexed_async_connection().await.map(drop).map_err(|e| e.to_string())
+    })
+    .await;
+    let producer = spawn_producer(&settings).await;
+    producer.wait_ready(&env.http).await;
+    let (status, _, _) = get(&env.http, &format!("{}/v1/prices/{}", producer.base, env.product("up"))).await;
+    assert_eq!(status, 202, "works while Redis is up");
+
+    drop(server);
+    let started = Instant::now();
+    let (status, headers, body) = get(&env.http, &format!("{}/v1/prices/{}", producer.base, env.product("down"))).await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(2), "503 took {took:?}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(body["status"], 503);
+
+    let (status, _, body) = get(&env.http, &format!("{}/readyz", producer.base)).await;
+    assert_eq!(status, 503);
+    assert_ne!(body["redis"], "ok");
+    assert_eq!(body["kafka"], "ok");
+    assert_eq!(get(&env.http, &format!("{}/healthz", producer.base)).await.0, 200);
+    producer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_means_a_quick_503_and_the_claim_is_released() {
+    let env = env().set("kafka", "publish_timeout_ms", "1000").start().await;
+    let mut settings = env.settings.clone();
+    settings.kafka.brokers = format!("127.0.0.1:{}", free_port());
+    let producer = spawn_producer(&settings).await;
+    let product = env.product("nobroker");
+
+    let started = Instant::now();
+    let (status, headers, body) = get(&env.http, &format!("{}/v1/prices/{product}", producer.base)).await;
+    let took = started.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_millis(2500), "503 took {took:?}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(env.redis_get(&env.pending_key(&product)).await, None, "marker released for the next try");
+
+    let (status, _, body) = get(&env.http, &format!("{}/readyz", producer.base)).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["redis"], "ok");
+    assert_ne!(body["kafka"], "ok");
+    producer.stop().await;
+}

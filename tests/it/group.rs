@@ -1,0 +1,83 @@
+//! The consumer group: partitions split across members, a member killed with SIGKILL, and
+//! requests published while no consumer runs.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use crate::helpers::{env, get, provider, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_killed_mid_run_loses_no_request() {
+    let env = env()
+        .providers(vec![provider("alpha", 400), provider("beta", 400)])
+        .set("consumer", "max_in_flight", "2")
+        .start()
+        .await;
+    let producer = env.spawn_producer().await;
+    let first = env.spawn_consumer_process();
+    let mut second = env.spawn_consumer_process();
+
+    let split = wait_for("both consumers to hold partitions", Duration::from_secs(60), || async {
+        let (a, b) = (first.assigned(), second.assigned());
+        if !a.is_empty() && !b.is_empty() { Ok((a, b)) } else { Err(format!("first {a:?}, second {b:?}")) }
+    })
+    .await;
+    println!("partitions split: {split:?}");
+    let mut all: Vec<i64> = split.0.iter().chain(&split.1).copied().collect();
+    all.sort();
+    assert_eq!(all, [0, 1, 2], "every partition has exactly one owner");
+
+    let products: Vec<String> = (0..24).map(|i| env.product(&format!("k{i}"))).collect();
+    let urls: Vec<String> = products.iter().map(|p| format!("{}/v1/prices/{p}", producer.base)).collect();
+    let statuses = join_all(urls.iter().map(|url| get(&env.http, url))).await;
+    assert!(statuses.iter().all(|(s, _, _)| *s == 202));
+
+    // Kill one member as soon as work is under way, while most requests are unfinished.
+    let done_at_kill = wait_for("the first results", Duration::from_secs(30), || async {
+        let mut done = 0;
+        for p in &products {
+            done += env.redis_get(&env.result_key(p)).await.is_some() as usize;
+        }
+        if done > 0 { Ok(done) } else { Err("no result yet".into()) }
+    })
+    .await;
+    second.kill9();
+    println!("killed one consumer with {done_at_kill}/{} results written", products.len());
+    assert!(done_at_kill < products.len(), "the kill must land mid-run");
+
+    for p in &products {
+        env.wait_result(p, Duration::from_secs(60)).await;
+    }
+    producer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_published_while_no_consumer_runs_are_processed_on_start() {
+    let env = env().start().await;
+    let producer = env.spawn_producer().await;
+
+    // One request processed and committed by a first consumer, which then stops cleanly.
+    let consumer = env.spawn_consumer();
+    let before = env.product("before");
+    assert_eq!(get(&env.http, &format!("{}/v1/prices/{before}", producer.base)).await.0, 202);
+    env.wait_result(&before, Duration::from_secs(30)).await;
+    consumer.stop().await;
+
+    let products: Vec<String> = (0..10).map(|i| env.product(&format!("offline{i}"))).collect();
+    for p in &products {
+        assert_eq!(get(&env.http, &format!("{}/v1/prices/{p}", producer.base)).await.0, 202);
+    }
+    for p in &products {
+        assert_eq!(env.redis_get(&env.result_key(p)).await, None, "nobody is consuming");
+    }
+
+    let consumer = env.spawn_consumer();
+    for p in &products {
+        env.wait_result(p, Duration::from_secs(30)).await;
+    }
+    let calls = env.calls_for(&before).await;
+    assert!(calls.values().all(|&n| n == 1), "committed work is not redone: {calls:?}");
+    consumer.stop().await;
+    producer.stop().await;
+}

@@ -1,0 +1,431 @@
+//! Test harness: every test gets its own Redis key prefix, topic, DLQ topic and consumer
+//! group, its own mock price APIs on port 0, and spawns the real services (in-process on
+//! port 0, or as processes where a test must kill one) against the real Redis and broker.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pricefront::api::{self, AppState};
+use pricefront::domain::Currency;
+use pricefront::queue::admin;
+use pricefront::settings::{MockProviderSettings, Settings};
+use pricefront::{mock, worker::Worker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn brokers() -> String {
+    std::env::var("PRICEFRONT__KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PRICEFRONT__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
+/// A mock price API with a fixed latency and no faults.
+pub fn provider(name: &str, latency_ms: u64) -> MockProviderSettings {
+    MockProviderSettings {
+        name: name.into(),
+        latency_ms,
+        jitter_ms: 0,
+        error_rate: 0.0,
+        hang_rate: 0.0,
+        currency: Currency::parse("EUR").unwrap(),
+    }
+}
+
+/// Polls `check` until it yields `Ok`, or fails after `deadline` with the last thing seen.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}; last seen: {seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn env() -> TestEnvBuilder {
+    TestEnvBuilder {
+        providers: vec![provider("alpha", 20), provider("beta", 40), provider("gamma", 60)],
+        overrides: BTreeMap::new(),
+    }
+}
+
+/// Builder for one test's isolated world.
+pub struct TestEnvBuilder {
+    providers: Vec<MockProviderSettings>,
+    overrides: BTreeMap<&'static str, Vec<(String, String)>>,
+}
+
+impl TestEnvBuilder {
+    /// Sets `[section] key = value`; `value` is a TOML literal (`1500`, `"x"`).
+    pub fn set(mut self, section: &'static str, key: &str, value: &str) -> Self {
+        let entries = self.overrides.entry(section).or_default();
+        entries.retain(|(k, _)| k != key);
+        entries.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn providers(mut self, providers: Vec<MockProviderSettings>) -> Self {
+        self.providers = providers;
+        self
+    }
+
+    pub async fn start(self) -> TestEnv {
+        init_tracing();
+        let name = format!("it-{}", uuid::Uuid::new_v4().simple());
+
+        let mock_shutdown = CancellationToken::new();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mock_addr = listener.local_addr().unwrap();
+        let (providers, token) = (self.providers.clone(), mock_shutdown.clone());
+        tokio::spawn(async move { mock::serve(listener, &providers, token).await });
+
+        let mut base: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
+        let mut put =
+            |section, key: &str, value: String| base.entry(section).or_default().push((key.to_owned(), value));
+        put("producer", "listen", "\"127.0.0.1:0\"".into());
+        put("redis", "url", format!("{:?}", redis_url()));
+        put("redis", "key_prefix", format!("{name:?}"));
+        put("kafka", "brokers", format!("{:?}", brokers()));
+        put("kafka", "topic", format!("{name:?}"));
+        put("kafka", "dlq_topic", format!("\"{name}.dlq\""));
+        put("kafka", "group_id", format!("\"{name}-group\""));
+        put("kafka", "session_timeout_ms", "6000".into());
+        put("consumer", "drain_timeout_ms", "3000".into());
+        put("log", "format", "\"json\"".into());
+        put("mock", "listen", "\"127.0.0.1:0\"".into());
+        for (section, entries) in self.overrides {
+            for (key, value) in entries {
+                let list = base.entry(section).or_default();
+                list.retain(|(k, _)| *k != key);
+                list.push((key, value));
+            }
+        }
+        let mut toml = String::new();
+        for (section, entries) in &base {
+            writeln!(toml, "[{section}]").unwrap();
+            for (key, value) in entries {
+                writeln!(toml, "{key} = {value}").unwrap();
+            }
+        }
+        for p in &self.providers {
+            writeln!(
+                toml,
+                "[[providers]]\nname = {:?}\nurl = \"http://{mock_addr}/{}/prices/{{product_id}}\"",
+                p.name, p.name
+            )
+            .unwrap();
+            writeln!(
+                toml,
+                "[[mock.providers]]\nname = {:?}\nlatency_ms = {}\njitter_ms = {}\nerror_rate = {:?}\nhang_rate = {:?}\ncurrency = \"{}\"",
+                p.name, p.latency_ms, p.jitter_ms, p.error_rate, p.hang_rate, p.currency
+            )
+            .unwrap();
+        }
+        let config_path = std::env::temp_dir().join(format!("{name}.toml"));
+        std::fs::write(&config_path, &toml).unwrap();
+        let settings = Settings::load_from(Some(&config_path), Some(Default::default()))
+            .unwrap_or_else(|e| panic!("test settings: {e}\n{toml}"));
+        admin::ensure_topics(&settings.kafka).await.expect("create topics");
+
+        let redis =
+            redis::Client::open(settings.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        TestEnv { name, settings, config_path, mock_addr, http: reqwest::Client::new(), redis, mock_shutdown }
+    }
+}
+
+pub struct TestEnv {
+    pub name: String,
+    pub settings: Settings,
+    pub config_path: PathBuf,
+    pub mock_addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub redis: redis::aio::MultiplexedConnection,
+    mock_shutdown: CancellationToken,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.mock_shutdown.cancel();
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+impl TestEnv {
+    pub fn product(&self, tag: &str) -> String {
+        format!("{tag}-{}", &self.name[3..15])
+    }
+
+    pub fn result_key(&self, product: &str) -> String {
+        format!("{}:result:{product}", self.settings.redis.key_prefix)
+    }
+
+    pub fn pending_key(&self, product: &str) -> String {
+        format!("{}:pending:{product}", self.settings.redis.key_prefix)
+    }
+
+    /// Starts a producer and waits until `/readyz` says Redis and the topic are there, as a
+    /// load balancer would before sending it traffic.
+    pub async fn spawn_producer(&self) -> ProducerHandle {
+        let producer = spawn_producer(&self.settings).await;
+        producer.wait_ready(&self.http).await;
+        producer
+    }
+
+    pub fn spawn_consumer(&self) -> ConsumerHandle {
+        spawn_consumer(&self.settings)
+    }
+
+    /// Starts the real `consumer` binary with this test's config, capturing its JSON logs.
+    pub fn spawn_consumer_process(&self) -> ConsumerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+            .env("PRICEFRONT_CONFIG", &self.config_path)
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn consumer");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (stdout, sink) = (child.stdout.take().unwrap(), logs.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        ConsumerProcess { child, logs }
+    }
+
+    /// The mock's `/_stats`.
+    pub async fn mock_stats(&self) -> Value {
+        self.http.get(format!("http://{}/_stats", self.mock_addr)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn set_faults(&self, provider: &str, faults: Value) {
+        let res =
+            self.http.put(format!("http://{}/_faults/{provider}", self.mock_addr)).json(&faults).send().await.unwrap();
+        assert_eq!(res.status(), 204);
+    }
+
+    /// Calls per provider for one product.
+    pub async fn calls_for(&self, product: &str) -> BTreeMap<String, u64> {
+        let stats = self.mock_stats().await;
+        stats["providers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, s)| (name.clone(), s["by_product"][product].as_u64().unwrap_or(0)))
+            .collect()
+    }
+
+    pub async fn redis_get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query_async(&mut self.redis.clone()).await.unwrap()
+    }
+
+    pub async fn redis_ttl(&self, key: &str) -> i64 {
+        redis::cmd("TTL").arg(key).query_async(&mut self.redis.clone()).await.unwrap()
+    }
+
+    pub async fn redis_del(&self, key: &str) {
+        redis::cmd("DEL").arg(key).query_async::<i64>(&mut self.redis.clone()).await.unwrap();
+    }
+
+    /// Waits until the result for `product` is in Redis and returns it.
+    pub async fn wait_result(&self, product: &str, deadline: Duration) -> Value {
+        let key = self.result_key(product);
+        wait_for(&format!("result for {product}"), deadline, || async {
+            match self.redis_get(&key).await {
+                Some(body) => Ok(serde_json::from_str(&body).unwrap()),
+                None => Err("no result key".into()),
+            }
+        })
+        .await
+    }
+
+    /// Sends raw bytes to the request topic, as a foreign producer would.
+    pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
+        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        let record = FutureRecord::to(&self.settings.kafka.topic).key(key).payload(payload);
+        producer.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
+    }
+
+    /// Reads every partition of `topic` from the beginning until `done` holds for what was read.
+    /// Counts by reading, not by watermarks (the broker's watermarks are not trusted).
+    pub async fn read_topic(
+        &self,
+        topic: &str,
+        deadline: Duration,
+        done: impl Fn(&[OwnedMessage]) -> bool + Send + 'static,
+    ) -> Vec<OwnedMessage> {
+        let (topic, partitions) = (topic.to_owned(), self.settings.kafka.partitions);
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
+            }
+            consumer.assign(&tpl).unwrap();
+            let started = Instant::now();
+            let mut seen = Vec::new();
+            while !done(&seen) {
+                assert!(
+                    started.elapsed() < deadline,
+                    "reading {topic}: condition not met after {deadline:?}; read {} messages",
+                    seen.len()
+                );
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                    seen.push(m.detach());
+                }
+            }
+            seen
+        })
+        .await
+        .unwrap()
+    }
+}
+
+pub fn key_of(m: &OwnedMessage) -> String {
+    String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned()
+}
+
+pub struct ProducerHandle {
+    pub base: String,
+    shutdown: CancellationToken,
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+impl ProducerHandle {
+    pub async fn wait_ready(&self, http: &reqwest::Client) {
+        let url = format!("{}/readyz", self.base);
+        wait_for("producer readiness", Duration::from_secs(30), || async {
+            match get(http, &url).await {
+                (200, _, _) => Ok(()),
+                (status, _, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.join.await.unwrap().unwrap();
+    }
+}
+
+pub async fn spawn_producer(settings: &Settings) -> ProducerHandle {
+    let state = AppState::build(settings).expect("build producer");
+    let listener = TcpListener::bind(settings.producer.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let join = tokio::spawn(api::serve(listener, state, shutdown.clone()));
+    ProducerHandle { base: format!("http://{addr}"), shutdown, join }
+}
+
+pub struct ConsumerHandle {
+    shutdown: CancellationToken,
+    join: JoinHandle<()>,
+}
+
+impl ConsumerHandle {
+    /// Graceful stop: drain, commit, leave the group.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.join.await.unwrap();
+    }
+}
+
+pub fn spawn_consumer(settings: &Settings) -> ConsumerHandle {
+    let worker = Worker::build(settings).expect("build consumer");
+    let shutdown = CancellationToken::new();
+    let join = tokio::spawn(worker.run(shutdown.clone()));
+    ConsumerHandle { shutdown, join }
+}
+
+pub struct ConsumerProcess {
+    pub child: Child,
+    pub logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl ConsumerProcess {
+    /// The partitions this process holds now, from its "partitions assigned/revoked" logs.
+    pub fn assigned(&self) -> Vec<i64> {
+        let logs = self.logs.lock().unwrap();
+        let mut current = Vec::new();
+        for line in logs.iter() {
+            match line["message"].as_str() {
+                Some("partitions assigned") => current = parse_list(&line["partitions"]),
+                Some("partitions revoked") => {
+                    let revoked = parse_list(&line["partitions"]);
+                    current.retain(|p| !revoked.contains(p));
+                }
+                _ => {}
+            }
+        }
+        current
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ConsumerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `"[0, 2]"` (a Debug-formatted list in a log field) → `[0, 2]`.
+fn parse_list(v: &Value) -> Vec<i64> {
+    v.as_str()
+        .unwrap_or("")
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+/// GET with the status, headers and JSON body.
+pub async fn get(http: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let res = http.get(url).send().await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    let body = res.bytes().await.unwrap();
+    (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
