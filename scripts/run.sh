@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: Redis and a broker (started if absent), the topics,
+# the mock price APIs, the producer and one consumer per partition. Ctrl-C stops everything
+# this script started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+trap 'log "stopping"; stop_started' EXIT
+trap 'exit 130' INT TERM
+
+log "building (release)"
+cargo build --release --quiet --bins
+bin=target/release
+redis_url=$($bin/admin get redis.url)
+brokers=$($bin/admin get kafka.brokers)
+partitions=$($bin/admin get kafka.partitions)
+listen=$($bin/admin get producer.listen)
+
+ensure_redis "$redis_url"
+ensure_broker "$brokers"
+$bin/admin create-topics
+
+start() {
+  local name=$1
+  shift
+  "$@" >"$RUN_DIR/logs/$name.log" 2>&1 &
+  STARTED_PIDS+=($!)
+}
+start mock-providers $bin/mock-providers
+start producer $bin/producer
+for i in $(seq 1 "$partitions"); do start "consumer-$i" $bin/consumer; done
+
+ready() { curl -fsS "http://$listen/readyz" >/dev/null 2>&1; }
+wait_until 60 "the producer at $listen" ready || { tail -n 20 "$RUN_DIR"/logs/*.log; exit 1; }
+
+cat <<TXT
+
+pricefront is running: producer on http://$listen, $partitions consumers, mock price APIs.
+Logs: $RUN_DIR/logs/  (tail -f $RUN_DIR/logs/*.log)
+
+Ask for a price (202 at first, then 200 with the comparison):
+
+  curl -i http://$listen/v1/prices/sku-123
+
+Press Ctrl-C to stop everything this script started.
+TXT
+wait -n "${STARTED_PIDS[@]}" || true
+log "a process exited; see $RUN_DIR/logs"

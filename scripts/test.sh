@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: brings up Redis and a Kafka-protocol broker (reusing any already
+# running), then runs the whole suite. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+trap stop_started EXIT
+
+cargo build --quiet --bin admin
+redis_url=$(target/debug/admin get redis.url)
+brokers=$(target/debug/admin get kafka.brokers)
+ensure_redis_server_binary   # the suite starts a private redis-server to kill it
+ensure_redis "$redis_url"
+ensure_broker "$brokers"
+export PRICEFRONT__REDIS__URL="$redis_url" PRICEFRONT__KAFKA__BROKERS="$brokers"
+cargo test "$@"
