@@ -11,10 +11,15 @@ mkdir -p "$RUN_DIR/logs"
 
 log() { printf '\033[1m[pricefront]\033[0m %s\n' "$*" >&2; }
 
+# Stops in reverse start order, each before the next, so the services stop while Redis and
+# the broker they talk to are still there.
 stop_started() {
-  local pid
-  for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  local i pid
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    pid=${STARTED_PIDS[i]}
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   STARTED_PIDS=()
 }
 
@@ -64,7 +69,8 @@ ensure_redis() {
   fi
   ensure_redis_server_binary
   log "starting redis-server on $host:$port (logs: $RUN_DIR/logs/redis.log)"
-  redis-server --bind "$host" --port "$port" --save "" --appendonly no >"$RUN_DIR/logs/redis.log" 2>&1 &
+  # setsid: a Ctrl-C in the terminal must not reach it before our services have stopped.
+  setsid redis-server --bind "$host" --port "$port" --save "" --appendonly no >"$RUN_DIR/logs/redis.log" 2>&1 &
   STARTED_PIDS+=($!)
   wait_until 15 "Redis at $host:$port" redis_answers "$host" "$port"
 }
@@ -95,7 +101,7 @@ ensure_broker() {
   fi
   tansu=$(tansu_binary)
   log "starting tansu (in-memory Kafka-protocol broker) on $host:$port (logs: $RUN_DIR/logs/tansu.log)"
-  "$tansu" broker --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
+  setsid "$tansu" broker --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
     --storage-engine memory://tansu/ >"$RUN_DIR/logs/tansu.log" 2>&1 &
   STARTED_PIDS+=($!)
   wait_until 30 "the broker at $host:$port" tcp_open "$host" "$port"

@@ -45,4 +45,4 @@ Ask for a price (202 at first, then 200 with the comparison):
 Press Ctrl-C to stop everything this script started.
 TXT
 wait -n "${STARTED_PIDS[@]}" || true
-log "a process exited; see $RUN_DIR/logs"
+log "a process exited (logs: $RUN_DIR/logs); stopping the rest"

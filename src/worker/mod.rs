@@ -130,17 +130,27 @@ impl Worker {
             );
         }
 
+        let processor = self.processor;
         tracing::info!(in_flight = tasks.len(), "draining");
         tasks.close();
         if tokio::time::timeout(self.drain_timeout, tasks.wait()).await.is_err() {
             tracing::warn!(unfinished = tasks.len(), "drain timed out; unfinished messages will be redelivered");
         }
-        match self.consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed"),
-            Err(e) => tracing::info!(error = %e, "nothing to commit"),
+        // The final commit and the group leave talk to the broker; bound them so a broker
+        // that is gone cannot hold the process forever (the group then expires us instead).
+        let consumer = self.consumer;
+        let leave = tokio::task::spawn_blocking(move || {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => tracing::info!("offsets committed"),
+                Err(e) => tracing::info!(error = %e, "nothing committed"),
+            }
+            consumer.unsubscribe();
+            drop(consumer);
+        });
+        if tokio::time::timeout(self.drain_timeout, leave).await.is_err() {
+            tracing::warn!("broker unreachable; stopped without a final commit (unfinished work will be redelivered)");
         }
-        self.consumer.unsubscribe();
-        let c = &self.processor.counters;
+        let c = &processor.counters;
         tracing::info!(
             computed = c.computed.load(Ordering::Relaxed),
             duplicates = c.duplicates.load(Ordering::Relaxed),
