@@ -141,12 +141,53 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// One price source and how it is protected. Only `name` and `url` are required.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub name: String,
     /// URL template; `{product_id}` is replaced by the validated id.
     pub url: String,
+    /// Bound on one attempt; the whole call (retries included) stays within
+    /// `consumer.provider_timeout_ms`. Default: that whole budget (so a hang is not retried).
+    #[serde(rename = "attempt_timeout_ms", default, deserialize_with = "opt_millis")]
+    pub attempt_timeout: Option<Duration>,
+    /// Extra attempts after a retryable failure (connect, timeout, 502/503/504), made only
+    /// while the time budget allows.
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+    /// First back-off before a retry; doubles with jitter.
+    #[serde(rename = "retry_backoff_ms", default = "defaults::retry_backoff", deserialize_with = "millis")]
+    pub retry_backoff: Duration,
+    /// Bulkhead: most calls in flight to this provider from one consumer.
+    #[serde(default = "defaults::max_concurrency")]
+    pub max_concurrency: usize,
+    /// Consecutive failed attempts that open the circuit.
+    #[serde(default = "defaults::breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open circuit refuses calls before one probe is let through.
+    #[serde(rename = "breaker_cooldown_ms", default = "defaults::breaker_cooldown", deserialize_with = "millis")]
+    pub breaker_cooldown: Duration,
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn retries() -> u32 {
+        1
+    }
+    pub fn retry_backoff() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn max_concurrency() -> usize {
+        64
+    }
+    pub fn breaker_failures() -> u32 {
+        5
+    }
+    pub fn breaker_cooldown() -> Duration {
+        Duration::from_secs(10)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -233,6 +274,15 @@ impl Settings {
             if reqwest::Url::parse(&p.url.replace("{product_id}", "x")).is_err() {
                 return fail(format!("providers.{}: url {:?} is not a valid URL", p.name, p.url));
             }
+            if p.max_concurrency == 0 || p.breaker_failures == 0 {
+                return fail(format!("providers.{}: max_concurrency and breaker_failures must be at least 1", p.name));
+            }
+            if p.attempt_timeout.is_some_and(|t| t.is_zero() || t > self.consumer.provider_timeout) {
+                return fail(format!(
+                    "providers.{}: attempt_timeout_ms must be positive and at most consumer.provider_timeout_ms",
+                    p.name
+                ));
+            }
         }
         unique_names("mock.providers", self.mock.providers.iter().map(|p| p.name.as_str()))?;
         for p in &self.mock.providers {
@@ -264,6 +314,10 @@ fn unique_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<
 
 fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
+}
+
+fn opt_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
 }
 
 fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

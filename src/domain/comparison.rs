@@ -37,6 +37,8 @@ pub enum FailureReason {
     InvalidResponse,
     /// The source could not be reached (refused, DNS, reset).
     Connect,
+    /// The source failed repeatedly and is being skipped for a cool-down.
+    CircuitOpen,
 }
 
 /// One source's failure, with a human-readable detail.

@@ -1,19 +1,35 @@
-//! The price sources: one HTTP client per configured `[[providers]]` entry and the
-//! concurrent fan-out over all of them.
+//! The price sources: one client per configured `[[providers]]` entry, each behind a
+//! bulkhead, a bounded retry and a circuit breaker, and the concurrent fan-out over all.
 //!
-//! Invariant: [`PriceSources::fan_out`] returns one outcome per source, and never takes
-//! longer than `consumer.provider_timeout_ms` (plus scheduling): a slow, failing or hanging
-//! source becomes a [`Failure`] and does not hold up the others.
+//! Invariant: [`PriceSources::fan_out`] returns one outcome per source and never takes
+//! longer than `consumer.provider_timeout_ms` (plus scheduling): retries, waits for a
+//! bulkhead slot and back-offs all spend the same per-source budget, never extend it. A slow,
+//! failing or hanging source becomes a [`Failure`] and does not hold up the others.
 
+mod breaker;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::join_all;
+use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
+
+pub use breaker::{Breaker, Permit};
 
 use crate::domain::{Currency, Failure, FailureReason, ProductId, Quote};
 use crate::settings::ProviderSettings;
+
+/// Largest response body read from a price API.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Prices above this are treated as a broken source, not a quote.
+const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// A retry is only worth starting with at least this much budget left.
+const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 
 /// The body a price API answers with.
 #[derive(Debug, Deserialize)]
@@ -24,16 +40,35 @@ struct PriceBody {
     currency: Currency,
 }
 
-#[derive(Clone, Debug)]
+/// Why one attempt failed, and whether another attempt might help.
+#[derive(Debug)]
+struct AttemptError {
+    reason: FailureReason,
+    detail: String,
+    retryable: bool,
+}
+
+impl AttemptError {
+    fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        let retryable = matches!(reason, FailureReason::Timeout | FailureReason::Connect);
+        Self { reason, detail: detail.into(), retryable }
+    }
+}
+
 struct Source {
     name: String,
     url_template: String,
+    attempt_timeout: Option<Duration>,
+    retries: u32,
+    retry_backoff: Duration,
+    bulkhead: Semaphore,
+    breaker: Breaker,
 }
 
 /// Every configured price API, sharing one connection pool.
 #[derive(Clone)]
 pub struct PriceSources {
-    sources: Vec<Source>,
+    sources: Arc<Vec<Source>>,
     http: reqwest::Client,
     timeout: Duration,
 }
@@ -44,9 +79,22 @@ impl PriceSources {
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            // Provider URLs come from configuration only; a redirect must not move the call elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let sources = providers.iter().map(|p| Source { name: p.name.clone(), url_template: p.url.clone() }).collect();
-        Ok(Self { sources, http, timeout })
+        let sources = providers
+            .iter()
+            .map(|p| Source {
+                name: p.name.clone(),
+                url_template: p.url.clone(),
+                attempt_timeout: p.attempt_timeout,
+                retries: p.retries,
+                retry_backoff: p.retry_backoff,
+                bulkhead: Semaphore::new(p.max_concurrency),
+                breaker: Breaker::new(p.breaker_failures, p.breaker_cooldown),
+            })
+            .collect();
+        Ok(Self { sources: Arc::new(sources), http, timeout })
     }
 
     pub fn len(&self) -> usize {
@@ -68,46 +116,113 @@ impl PriceSources {
 
     async fn ask(&self, source: &Source, id: &ProductId) -> Result<Quote, Failure> {
         let started = Instant::now();
-        let fail = |reason, detail: String| Failure { provider: source.name.clone(), reason, detail };
-        // reqwest's own timeout covers the body too; this outer bound is the guarantee.
-        let outcome = match tokio::time::timeout(self.timeout, self.call(source, id)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err((FailureReason::Timeout, format!("no answer within {} ms", self.timeout.as_millis()))),
-        };
+        let outcome = self.ask_within(source, id, started + self.timeout).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         match outcome {
             Ok(body) => {
                 tracing::debug!(latency_ms, price = %body.price, "quote");
                 Ok(Quote { provider: source.name.clone(), price: body.price, currency: body.currency, latency_ms })
             }
-            Err((reason, detail)) => {
-                tracing::info!(latency_ms, ?reason, %detail, "provider failed");
-                Err(fail(reason, detail))
+            Err(e) => {
+                tracing::info!(latency_ms, reason = ?e.reason, detail = %e.detail, "provider failed");
+                Err(Failure { provider: source.name.clone(), reason: e.reason, detail: e.detail })
             }
         }
     }
 
-    async fn call(&self, source: &Source, id: &ProductId) -> Result<PriceBody, (FailureReason, String)> {
+    /// Bulkhead, then attempts through the breaker with jittered back-off, all before `deadline`.
+    async fn ask_within(&self, source: &Source, id: &ProductId, deadline: Instant) -> Result<PriceBody, AttemptError> {
+        let budget_ms = self.timeout.as_millis();
+        let no_slot = || AttemptError::new(FailureReason::Timeout, format!("no free call slot within {budget_ms} ms"));
+        let _slot = tokio::time::timeout_at(deadline.into(), source.bulkhead.acquire())
+            .await
+            .map_err(|_| no_slot())?
+            .expect("bulkhead is never closed");
+        // A slot freed at the very end of the budget is no use: don't send a doomed call.
+        if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
+            return Err(no_slot());
+        }
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(source.retry_backoff)
+            .with_jitter()
+            .with_max_times(source.retries as usize)
+            .build();
+        let mut attempts = 0;
+        loop {
+            if source.breaker.try_acquire(Instant::now()) == Permit::Refused {
+                let detail = "skipped: circuit open after repeated failures";
+                return Err(AttemptError::new(FailureReason::CircuitOpen, detail));
+            }
+            attempts += 1;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let attempt_budget = source.attempt_timeout.map_or(left, |t| t.min(left));
+            let outcome = match tokio::time::timeout(attempt_budget, self.call(source, id)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(AttemptError::new(
+                    FailureReason::Timeout,
+                    format!("no answer within {} ms", attempt_budget.as_millis()),
+                )),
+            };
+            if source.breaker.record(outcome.is_ok(), Instant::now()) {
+                tracing::warn!(provider = %source.name, "circuit opened");
+            }
+            let mut error = match outcome {
+                Ok(body) => return Ok(body),
+                Err(e) => e,
+            };
+            let delay = backoff.next().filter(|d| Instant::now() + *d + MIN_ATTEMPT < deadline);
+            match delay {
+                Some(delay) if error.retryable => {
+                    tracing::debug!(attempt = attempts, reason = ?error.reason, delay_ms = delay.as_millis() as u64, "retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => {
+                    if attempts > 1 {
+                        error.detail = format!("{} (after {attempts} attempts)", error.detail);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    async fn call(&self, source: &Source, id: &ProductId) -> Result<PriceBody, AttemptError> {
         let url = source.url_template.replace("{product_id}", id.as_str());
-        let response = self.http.get(&url).send().await.map_err(classify)?;
+        let mut response = self.http.get(&url).send().await.map_err(classify)?;
         let status = response.status();
         if !status.is_success() {
-            return Err((FailureReason::HttpStatus, status.to_string()));
+            let mut e = AttemptError::new(FailureReason::HttpStatus, status.to_string());
+            e.retryable = matches!(
+                status,
+                StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+            );
+            return Err(e);
         }
-        let bytes = response.bytes().await.map_err(classify)?;
-        let body: PriceBody =
-            serde_json::from_slice(&bytes).map_err(|e| (FailureReason::InvalidResponse, format!("bad body: {e}")))?;
+        let too_big =
+            || AttemptError::new(FailureReason::InvalidResponse, format!("body larger than {MAX_BODY_BYTES} bytes"));
+        if response.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(too_big());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let invalid = |detail: String| AttemptError::new(FailureReason::InvalidResponse, detail);
+        let body: PriceBody = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("bad body: {e}")))?;
         if body.product_id != id.as_str() {
-            return Err((FailureReason::InvalidResponse, format!("answered for product {:?}", body.product_id)));
+            return Err(invalid(format!("answered for product {:?}", body.product_id)));
         }
-        if body.price <= Decimal::ZERO {
-            return Err((FailureReason::InvalidResponse, format!("non-positive price {}", body.price)));
+        if body.price <= Decimal::ZERO || body.price > MAX_PRICE {
+            return Err(invalid(format!("implausible price {}", body.price)));
         }
         Ok(body)
     }
 }
 
-fn classify(e: reqwest::Error) -> (FailureReason, String) {
+fn classify(e: reqwest::Error) -> AttemptError {
     let reason = if e.is_timeout() {
         FailureReason::Timeout
     } else if e.is_connect() {
@@ -123,5 +238,5 @@ fn classify(e: reqwest::Error) -> (FailureReason, String) {
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
-    (reason, detail)
+    AttemptError::new(reason, detail)
 }

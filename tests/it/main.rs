@@ -7,4 +7,5 @@ mod dlq;
 mod edge;
 mod group;
 mod pipeline;
+mod providers;
 mod stampede;
