@@ -5,11 +5,12 @@
 //! commits it) never passes an offset that started and has not finished. Messages finish
 //! out of order under concurrency; the position only moves when the lowest one does.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Default)]
 struct Partition {
-    in_flight: BTreeSet<i64>,
+    /// Offset → still running (false: abandoned unfinished, e.g. at shutdown).
+    in_flight: BTreeMap<i64, bool>,
     /// One past the highest offset started.
     next: i64,
     /// The last position handed out for storing.
@@ -18,7 +19,7 @@ struct Partition {
 
 impl Partition {
     fn position(&self) -> i64 {
-        self.in_flight.first().copied().unwrap_or(self.next)
+        self.in_flight.keys().next().copied().unwrap_or(self.next)
     }
 }
 
@@ -36,7 +37,7 @@ impl OffsetTracker {
             .partitions
             .entry(partition)
             .or_insert_with(|| Partition { stored: Some(offset), ..Default::default() });
-        p.in_flight.insert(offset);
+        p.in_flight.insert(offset, true);
         p.next = p.next.max(offset + 1);
     }
 
@@ -44,15 +45,30 @@ impl OffsetTracker {
     /// partition if it moved forward. Offsets of partitions since forgotten are ignored.
     pub fn finish(&mut self, partition: i32, offset: i64) -> Option<i64> {
         let p = self.partitions.get_mut(&partition)?;
-        if !p.in_flight.remove(&offset) {
-            return None;
-        }
+        p.in_flight.remove(&offset)?;
         let position = p.position();
         if p.stored.is_some_and(|s| s >= position) {
             return None;
         }
         p.stored = Some(position);
         Some(position)
+    }
+
+    /// Records that `offset` stopped without finishing: it no longer runs, and the position
+    /// never passes it (it will be redelivered).
+    pub fn abandon(&mut self, partition: i32, offset: i64) {
+        if let Some(running) = self.partitions.get_mut(&partition).and_then(|p| p.in_flight.get_mut(&offset)) {
+            *running = false;
+        }
+    }
+
+    /// Messages of `partitions` still being worked on.
+    pub fn running(&self, partitions: &[i32]) -> usize {
+        partitions
+            .iter()
+            .filter_map(|p| self.partitions.get(p))
+            .map(|p| p.in_flight.values().filter(|&&running| running).count())
+            .sum()
     }
 
     /// Forgets a partition (revoked, or assigned afresh).
@@ -93,6 +109,18 @@ mod tests {
     }
 
     #[test]
+    fn abandoned_offsets_stop_running_but_block_the_position() {
+        let mut t = OffsetTracker::default();
+        t.start(0, 1);
+        t.start(0, 2);
+        t.abandon(0, 1);
+        assert_eq!(t.running(&[0]), 1);
+        assert_eq!(t.finish(0, 2), None, "1 was never finished");
+        assert_eq!(t.running(&[0]), 0);
+        assert_eq!(t.in_flight(), 1);
+    }
+
+    #[test]
     fn partitions_are_independent() {
         let mut t = OffsetTracker::default();
         t.start(0, 1);
@@ -123,7 +151,7 @@ mod tests {
             count += 1;
             let mut t = OffsetTracker::default();
             offsets.iter().for_each(|&o| t.start(0, o));
-            let mut done = BTreeSet::new();
+            let mut done = std::collections::BTreeSet::new();
             for &o in order {
                 done.insert(o);
                 if let Some(pos) = t.finish(0, o) {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,11 +22,14 @@ use tracing::Instrument;
 
 use crate::cache::RedisStore;
 use crate::providers::PriceSources;
-use crate::queue::consumer::{self, GroupConsumer, SharedTracker};
-use crate::queue::{Publisher, offsets::OffsetTracker};
+use crate::queue::Publisher;
+use crate::queue::consumer::{self, GroupConsumer, InFlight};
 use crate::settings::Settings;
 
-pub use process::{Counters, Processor};
+pub use process::{Counters, Processor, RedisHealth};
+
+/// How often a paused consumer checks whether Redis is back.
+const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -38,7 +43,7 @@ pub enum BuildError {
 
 pub struct Worker {
     consumer: Arc<GroupConsumer>,
-    tracker: SharedTracker,
+    in_flight: Arc<InFlight>,
     processor: Arc<Processor>,
     topic: String,
     max_in_flight: usize,
@@ -48,7 +53,7 @@ pub struct Worker {
 impl Worker {
     /// Builds the clients and joins the group (the join completes on the first poll).
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
-        let tracker: SharedTracker = Arc::new(std::sync::Mutex::new(OffsetTracker::default()));
+        let in_flight = Arc::new(InFlight::default());
         let processor = Processor {
             store: RedisStore::connect_lazy(&settings.redis)?,
             sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?,
@@ -56,10 +61,15 @@ impl Worker {
             dlq_topic: settings.kafka.dlq_topic.clone(),
             ttl: settings.cache.ttl_policy(),
             counters: Counters::default(),
+            redis_health: Default::default(),
         };
         Ok(Self {
-            consumer: Arc::new(consumer::subscribe(&settings.kafka, tracker.clone())?),
-            tracker,
+            consumer: Arc::new(consumer::subscribe(
+                &settings.kafka,
+                in_flight.clone(),
+                settings.consumer.drain_timeout,
+            )?),
+            in_flight,
             processor: Arc::new(processor),
             topic: settings.kafka.topic.clone(),
             max_in_flight: settings.consumer.max_in_flight,
@@ -71,10 +81,50 @@ impl Worker {
         &self.processor.counters
     }
 
+    /// The next message; while Redis is failing, the assigned partitions are paused (polling
+    /// goes on, so rebalances and the group session are still served) and Redis is probed.
+    async fn next_message(&self, paused: &mut bool) -> KafkaResult<BorrowedMessage<'_>> {
+        let health = &self.processor.redis_health;
+        loop {
+            let degraded = health.is_degraded();
+            // Re-applied while degraded: a rebalance hands out partitions unpaused.
+            if degraded || *paused {
+                match self.consumer.assignment() {
+                    Ok(assignment) if degraded => {
+                        if let Err(e) = self.consumer.pause(&assignment) {
+                            tracing::warn!(error = %e, "cannot pause partitions");
+                        }
+                    }
+                    Ok(assignment) => {
+                        if let Err(e) = self.consumer.resume(&assignment) {
+                            tracing::warn!(error = %e, "cannot resume partitions");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
+                }
+                *paused = degraded;
+            }
+            if !degraded {
+                return self.consumer.recv().await;
+            }
+            tokio::select! {
+                // Anything fetched before the pause is still processed; it retries until Redis is back.
+                message = self.consumer.recv() => return message,
+                _ = health.recovered() => {}
+                _ = tokio::time::sleep(REDIS_PROBE_INTERVAL) => {
+                    if self.processor.store.ping().await.is_ok() {
+                        health.report(true);
+                    }
+                }
+            }
+        }
+    }
+
     /// Consumes until `shutdown` fires, then drains and commits.
     pub async fn run(self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let tasks = TaskTracker::new();
+        let mut paused = false;
         tracing::info!(topic = %self.topic, max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
         loop {
             // Take a permit before fetching, so at most max_in_flight messages are held.
@@ -86,17 +136,20 @@ impl Worker {
             let message = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                message = self.consumer.recv() => message,
+                message = self.next_message(&mut paused) => message,
             };
             let message = match message {
                 Ok(message) => message.detach(),
                 Err(e) => {
                     tracing::warn!(error = %e, "consume error");
+                    drop(permit);
+                    // Errors come in bursts while the broker is away; don't spin on them.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             let (partition, offset) = (message.partition(), message.offset());
-            self.tracker.lock().expect("tracker lock").start(partition, offset);
+            self.in_flight.lock().start(partition, offset);
             let span = tracing::info_span!(
                 "message",
                 topic = %self.topic,
@@ -106,9 +159,9 @@ impl Worker {
                 request_id = tracing::field::Empty,
                 traceparent = tracing::field::Empty,
             );
-            let (consumer, tracker, processor, topic, shutdown) = (
+            let (consumer, in_flight, processor, topic, shutdown) = (
                 self.consumer.clone(),
-                self.tracker.clone(),
+                self.in_flight.clone(),
                 self.processor.clone(),
                 self.topic.clone(),
                 shutdown.clone(),
@@ -117,14 +170,21 @@ impl Worker {
                 async move {
                     let done = processor.handle(&message, &shutdown).await;
                     drop(permit);
-                    if !done {
-                        tracing::warn!("message left unfinished; it will be redelivered");
-                        return;
-                    }
-                    let position = tracker.lock().expect("tracker lock").finish(partition, offset);
+                    let position = {
+                        let mut tracker = in_flight.lock();
+                        if done {
+                            tracker.finish(partition, offset)
+                        } else {
+                            tracing::warn!("message left unfinished; it will be redelivered");
+                            tracker.abandon(partition, offset);
+                            None
+                        }
+                    };
+                    // Stored before waking a revoke that waits for this partition to drain.
                     if let Some(position) = position {
                         consumer::store_position(&consumer, &topic, partition, position);
                     }
+                    in_flight.notify();
                 }
                 .instrument(span),
             );

@@ -5,8 +5,10 @@
 //! in the DLQ). Transient Redis or broker errors are retried with back-off until they pass
 //! or shutdown begins; an unfinished message is then redelivered, never skipped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use rdkafka::Message;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
@@ -29,6 +31,36 @@ pub struct Counters {
     pub retries: AtomicU64,
 }
 
+/// Whether Redis is failing; while it is, the consume loop pauses its partitions instead of
+/// piling up work that cannot be stored.
+#[derive(Debug, Default)]
+pub struct RedisHealth {
+    degraded: AtomicBool,
+    recovered: Notify,
+}
+
+impl RedisHealth {
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::SeqCst)
+    }
+
+    pub fn report(&self, ok: bool) {
+        let was_degraded = self.degraded.swap(!ok, Ordering::SeqCst);
+        match (was_degraded, ok) {
+            (false, false) => tracing::warn!("Redis is failing; pausing consumption until it recovers"),
+            (true, true) => {
+                tracing::info!("Redis recovered; resuming consumption");
+                self.recovered.notify_waiters();
+            }
+            _ => {}
+        }
+    }
+
+    pub async fn recovered(&self) {
+        self.recovered.notified().await
+    }
+}
+
 pub struct Processor {
     pub store: RedisStore,
     pub sources: PriceSources,
@@ -36,6 +68,7 @@ pub struct Processor {
     pub dlq_topic: String,
     pub ttl: TtlPolicy,
     pub counters: Counters,
+    pub redis_health: RedisHealth,
 }
 
 impl Processor {
@@ -62,7 +95,7 @@ impl Processor {
             span.record("traceparent", tp);
         }
         let id = &request.product_id;
-        let Some(fresh) = self.retry("check for a result", shutdown, || self.store.has_result(id)).await else {
+        let Some(fresh) = self.retry_redis("check for a result", shutdown, || self.store.has_result(id)).await else {
             return false;
         };
         if fresh {
@@ -72,7 +105,7 @@ impl Processor {
         }
         let outcomes = self.sources.fan_out(id).await;
         let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
-        if self.retry("store the result", shutdown, || self.store.store(&comparison)).await.is_none() {
+        if self.retry_redis("store the result", shutdown, || self.store.store(&comparison)).await.is_none() {
             return false;
         }
         let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds();
@@ -102,6 +135,23 @@ impl Processor {
         let key = message.key().unwrap_or_default();
         let payload = message.payload().unwrap_or_default();
         self.publisher.send(&self.dlq_topic, key, payload, headers).await.map(drop)
+    }
+
+    /// [`Self::retry`] for a Redis operation, reporting Redis health as it goes.
+    async fn retry_redis<T, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut op: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::cache::Error>>,
+    {
+        self.retry(what, shutdown, || {
+            let attempt = op();
+            async {
+                let outcome = attempt.await;
+                self.redis_health.report(outcome.is_ok());
+                outcome
+            }
+        })
+        .await
     }
 
     /// Runs `op` until it succeeds (Some) or shutdown begins (None), backing off between tries.
