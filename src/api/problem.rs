@@ -17,6 +17,8 @@ pub enum ApiError {
     BadPath(String),
     #[error("no such resource")]
     NotFound,
+    #[error("method not allowed; use GET")]
+    MethodNotAllowed,
     /// A dependency (Redis, the broker) failed or was too slow; try again shortly.
     #[error("{what} unavailable")]
     Unavailable {
@@ -32,6 +34,7 @@ impl ApiError {
         match self {
             ApiError::InvalidProductId(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -40,7 +43,7 @@ impl ApiError {
         match self {
             ApiError::InvalidProductId(_) => "/problems/invalid-product-id",
             ApiError::BadPath(_) => "/problems/bad-path",
-            ApiError::NotFound => "about:blank",
+            ApiError::NotFound | ApiError::MethodNotAllowed => "about:blank",
             ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
         }
     }
@@ -66,6 +69,9 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, ApiError::MethodNotAllowed) {
+            headers.insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
+        }
         if let ApiError::Unavailable { retry_after_secs, .. } = self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

@@ -95,6 +95,14 @@ mod tests {
         assert_eq!(ProductId::parse("a b"), Err(InvalidProductId::BadChar(' ')));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_agrees_with_the_documented_pattern(raw in "\\PC{0,70}|[A-Za-z0-9._-]{0,70}") {
+            let pattern = regex::Regex::new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").unwrap();
+            proptest::prop_assert_eq!(ProductId::parse(&raw).is_ok(), pattern.is_match(&raw));
+        }
+    }
+
     #[test]
     fn deserializing_validates() {
         assert!(serde_json::from_str::<ProductId>("\"ok-1\"").is_ok());

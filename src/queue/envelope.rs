@@ -111,6 +111,24 @@ mod tests {
         assert!(matches!(PriceRequest::decode(None), Err(DecodeError::Empty)));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = PriceRequest::decode(Some(&bytes));
+        }
+
+        #[test]
+        fn decoding_mutated_envelopes_never_panics(cut in 0usize..200, byte in proptest::num::u8::ANY, at in 0usize..200) {
+            let mut raw = PriceRequest::new(ProductId::parse("sku-1").unwrap()).encode();
+            let at = at % raw.len();
+            raw[at] = byte;
+            raw.truncate(cut.max(1).min(raw.len()));
+            if let Ok(request) = PriceRequest::decode(Some(&raw)) {
+                proptest::prop_assert!(ProductId::parse(request.product_id.as_str()).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn traceparent_format() {
         assert!(valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));

@@ -132,3 +132,31 @@ async fn broker_down_means_a_quick_503_and_the_claim_is_released() {
     assert_ne!(body["kafka"], "ok");
     producer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_never_5xx() {
+    let env = env().start().await;
+    let producer = env.spawn_producer().await;
+    let url = |path: &str| format!("{}{path}", producer.base);
+
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let res = env.http.request(method.clone(), url("/v1/prices/sku-1")).send().await.unwrap();
+        assert_eq!(res.status(), 405, "{method}");
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
+        assert_eq!(res.headers()["allow"], "GET,HEAD");
+    }
+    for path in ["/v1/prices/%", "/v1/prices/%zz", "/v1/prices/a/b", "/v1/prices//", "/v1//prices/x"] {
+        let status = env.http.get(url(path)).send().await.unwrap().status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+    }
+    let status = env.http.get(url("/v1/prices/q-1?%%%=&&x=%FF")).send().await.unwrap().status().as_u16();
+    assert!(status == 202 || status == 200, "a junk query string is ignored: {status}");
+    let huge = "x".repeat(1024 * 1024);
+    match env.http.get(url("/v1/prices/h-1")).header("x-junk", huge).send().await {
+        Ok(res) => assert!(res.status().is_client_error(), "{}", res.status()),
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "connection refused outright: {e}"),
+    }
+    let res = env.http.get(url("/v1/prices/after-junk")).send().await.unwrap();
+    assert_eq!(res.status(), 202, "the server is unharmed");
+    producer.stop().await;
+}
