@@ -120,6 +120,9 @@ pub struct ConsumerSettings {
     /// `PRICEFRONT__CONSUMER__PROVIDER_TIMEOUT_MS`: bound on one provider call.
     #[serde(rename = "provider_timeout_ms", deserialize_with = "millis")]
     pub provider_timeout: Duration,
+    /// `PRICEFRONT__CONSUMER__MAX_ATTEMPTS`: tries before a message whose processing keeps
+    /// failing (Redis answering with an error) goes to the DLQ. An unreachable Redis is waited out instead.
+    pub max_attempts: u32,
     /// `PRICEFRONT__CONSUMER__DRAIN_TIMEOUT_MS`: bound on finishing in-flight work at shutdown.
     #[serde(rename = "drain_timeout_ms", deserialize_with = "millis")]
     pub drain_timeout: Duration,
@@ -248,8 +251,8 @@ impl Settings {
         if self.cache.l1_ttl.is_zero() || self.cache.ttl.is_zero() || self.cache.failed_ttl.is_zero() {
             return fail("cache TTLs must be positive".into());
         }
-        if self.consumer.max_in_flight == 0 {
-            return fail("consumer.max_in_flight must be at least 1".into());
+        if self.consumer.max_in_flight == 0 || self.consumer.max_attempts == 0 {
+            return fail("consumer.max_in_flight and consumer.max_attempts must be at least 1".into());
         }
         // The marker must outlive one fan-out, or a second request for the same product
         // would be published while the first is still being computed.

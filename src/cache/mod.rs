@@ -24,3 +24,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 }
+
+impl Error {
+    /// True when Redis could not be reached or did not answer (worth waiting out); false when
+    /// it answered with an error (retrying the same thing will likely fail the same way).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Timeout(_) => true,
+            Error::Redis(e) => {
+                e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
+            }
+            Error::Corrupt { .. } => false,
+        }
+    }
+}

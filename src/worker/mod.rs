@@ -62,6 +62,7 @@ impl Worker {
             ttl: settings.cache.ttl_policy(),
             counters: Counters::default(),
             redis_health: Default::default(),
+            max_attempts: settings.consumer.max_attempts,
         };
         Ok(Self {
             consumer: Arc::new(consumer::subscribe(

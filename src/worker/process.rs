@@ -20,7 +20,7 @@ use crate::cache::RedisStore;
 use crate::domain::{Comparison, TtlPolicy};
 use crate::providers::PriceSources;
 use crate::queue::envelope::TRACEPARENT_HEADER;
-use crate::queue::{DecodeError, PriceRequest, Publisher};
+use crate::queue::{PriceRequest, Publisher};
 
 /// Counters since start, logged at shutdown.
 #[derive(Debug, Default)]
@@ -61,6 +61,14 @@ impl RedisHealth {
     }
 }
 
+/// Why processing a message stopped without an outcome.
+enum Stop {
+    /// Shutdown began; the message is left for redelivery.
+    Shutdown,
+    /// It kept failing; the message goes to the DLQ with this error.
+    GaveUp(String),
+}
+
 pub struct Processor {
     pub store: RedisStore,
     pub sources: PriceSources,
@@ -69,25 +77,35 @@ pub struct Processor {
     pub ttl: TtlPolicy,
     pub counters: Counters,
     pub redis_health: RedisHealth,
+    /// Attempts before a message whose processing keeps failing goes to the DLQ.
+    pub max_attempts: u32,
 }
 
 impl Processor {
     /// Handles one message; true when its outcome is durable and its offset may be stored.
     pub async fn handle(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
-        match PriceRequest::decode(message.payload()) {
-            Ok(request) => self.compute(&request, message, shutdown).await,
-            Err(error) => {
-                tracing::warn!(error = %error, reason = error.kind(), "undecodable message; sending it to the DLQ");
-                let done = self.retry("dead-letter", shutdown, || self.dead_letter(message, &error)).await.is_some();
-                if done {
-                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                }
-                done
-            }
+        let (kind, error) = match PriceRequest::decode(message.payload()) {
+            Ok(request) => match self.compute(&request, message, shutdown).await {
+                Ok(()) => return true,
+                Err(Stop::Shutdown) => return false,
+                Err(Stop::GaveUp(error)) => ("processing_failed", error),
+            },
+            Err(error) => (error.kind(), error.to_string()),
+        };
+        tracing::warn!(%error, reason = kind, "sending the message to the DLQ");
+        let done = self.retry("dead-letter", shutdown, || self.dead_letter(message, kind, &error)).await.is_some();
+        if done {
+            self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         }
+        done
     }
 
-    async fn compute(&self, request: &PriceRequest, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
+    async fn compute(
+        &self,
+        request: &PriceRequest,
+        message: &OwnedMessage,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
         let span = tracing::Span::current();
         span.record("product_id", request.product_id.as_str());
         span.record("request_id", tracing::field::display(request.request_id));
@@ -95,19 +113,14 @@ impl Processor {
             span.record("traceparent", tp);
         }
         let id = &request.product_id;
-        let Some(fresh) = self.retry_redis("check for a result", shutdown, || self.store.has_result(id)).await else {
-            return false;
-        };
-        if fresh {
+        if self.retry_redis("check for a result", shutdown, || self.store.has_result(id)).await? {
             tracing::info!("fresh result exists; skipping duplicate");
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return Ok(());
         }
         let outcomes = self.sources.fan_out(id).await;
         let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
-        if self.retry_redis("store the result", shutdown, || self.store.store(&comparison)).await.is_none() {
-            return false;
-        }
+        self.retry_redis("store the result", shutdown, || self.store.store(&comparison)).await?;
         let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds();
         tracing::info!(
             status = comparison.status.as_str(),
@@ -117,17 +130,16 @@ impl Processor {
             "result stored"
         );
         self.counters.computed.fetch_add(1, Ordering::Relaxed);
-        true
+        Ok(())
     }
 
-    async fn dead_letter(&self, message: &OwnedMessage, error: &DecodeError) -> Result<(), crate::queue::Error> {
+    async fn dead_letter(&self, message: &OwnedMessage, kind: &str, error: &str) -> Result<(), crate::queue::Error> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let failed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("format now");
-        let error_text = error.to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "dlq.reason", value: Some(error.kind()) })
-            .insert(Header { key: "dlq.error", value: Some(error_text.as_str()) })
+            .insert(Header { key: "dlq.reason", value: Some(kind) })
+            .insert(Header { key: "dlq.error", value: Some(error) })
             .insert(Header { key: "dlq.source.topic", value: Some(message.topic()) })
             .insert(Header { key: "dlq.source.partition", value: Some(partition.as_str()) })
             .insert(Header { key: "dlq.source.offset", value: Some(offset.as_str()) })
@@ -137,21 +149,37 @@ impl Processor {
         self.publisher.send(&self.dlq_topic, key, payload, headers).await.map(drop)
     }
 
-    /// [`Self::retry`] for a Redis operation, reporting Redis health as it goes.
-    async fn retry_redis<T, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut op: F) -> Option<T>
+    /// Runs a Redis operation until it succeeds. While Redis is unreachable it waits it out
+    /// (reporting the consumer degraded); an error answer is retried `max_attempts` times.
+    async fn retry_redis<T, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut op: F) -> Result<T, Stop>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, crate::cache::Error>>,
     {
-        self.retry(what, shutdown, || {
-            let attempt = op();
-            async {
-                let outcome = attempt.await;
-                self.redis_health.report(outcome.is_ok());
-                outcome
+        let mut backoff = Duration::from_millis(100);
+        let mut answered_errors = 0;
+        loop {
+            match op().await {
+                Ok(value) => {
+                    self.redis_health.report(true);
+                    return Ok(value);
+                }
+                Err(e) if e.is_unreachable() => self.redis_health.report(false),
+                Err(e) => {
+                    answered_errors += 1;
+                    if answered_errors >= self.max_attempts {
+                        return Err(Stop::GaveUp(format!("cannot {what} after {answered_errors} attempts: {e}")));
+                    }
+                }
             }
-        })
-        .await
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(retry_in_ms = backoff.as_millis() as u64, "cannot {what}; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Runs `op` until it succeeds (Some) or shutdown begins (None), backing off between tries.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::message::Headers;
 
-use crate::helpers::{env, get, key_of};
+use crate::helpers::{RedisServer, env, free_port, get, key_of, spawn_consumer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
@@ -41,4 +41,39 @@ async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
     assert!(!headers["dlq.error"].is_empty());
     consumer.stop().await;
     producer.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_keeps_failing_goes_to_the_dlq_after_bounded_attempts() {
+    // A read-only replica answers every write with an error: Redis is up, the work fails.
+    let replica = RedisServer::start(&["--replicaof", "127.0.0.1", &free_port().to_string()]).await;
+    let env = env().set("consumer", "max_attempts", "2").start().await;
+    let mut settings = env.settings.clone();
+    settings.redis.url = replica.url();
+    let consumer = spawn_consumer(&settings);
+
+    let product = env.product("readonly");
+    let request = pricefront::queue::PriceRequest::new(pricefront::domain::ProductId::parse(&product).unwrap());
+    env.produce_raw(&product, &request.encode()).await;
+
+    let key = product.clone();
+    let dlq = env
+        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
+            seen.iter().any(|m| key_of(m) == key)
+        })
+        .await;
+    let dead = dlq.iter().find(|m| key_of(m) == product).unwrap();
+    let header = |name: &str| {
+        dead.headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("dlq.reason").as_deref(), Some("processing_failed"));
+    let error = header("dlq.error").unwrap();
+    assert!(error.contains("after 2 attempts") && error.to_lowercase().contains("read only"), "{error}");
+    assert_eq!(dead.payload(), Some(&request.encode()[..]), "the original message, untouched");
+    consumer.stop().await;
 }

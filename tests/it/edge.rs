@@ -1,7 +1,6 @@
 //! The edges: bad ids are refused before any I/O, and a dead Redis or broker means a quick
 //! 503, never a hung request.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -10,7 +9,7 @@ use http_body_util::BodyExt;
 use pricefront::api::{AppState, router};
 use tower::ServiceExt;
 
-use crate::helpers::{env, get, spawn_producer, wait_for};
+use crate::helpers::{RedisServer, env, free_port, get, spawn_producer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_product_ids_get_400_problem_json_and_touch_nothing() {
@@ -55,37 +54,12 @@ async fn bad_product_ids_get_400_problem_json_and_touch_nothing() {
     assert!(keys.is_empty(), "no key may be written for a bad id: {keys:?}");
 }
 
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_means_a_quick_503() {
     let env = env().start().await;
-    let port = free_port();
-    let server = RedisServer(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH"),
-    );
+    let server = RedisServer::start(&[]).await;
     let mut settings = env.settings.clone();
-    settings.redis.url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(settings.redis.url.as_str()).unwrap();
-    wait_for("the private redis-server", Duration::from_secs(10), || async {
-        client.get_multiplexed_async_connection().await.map(drop).map_err(|e| e.to_string())
-    })
-    .await;
+    settings.redis.url = server.url();
     let producer = spawn_producer(&settings).await;
     producer.wait_ready(&env.http).await;
     let (status, _, _) = get(&env.http, &format!("{}/v1/prices/{}", producer.base, env.product("up"))).await;

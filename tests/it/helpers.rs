@@ -429,3 +429,46 @@ pub async fn get(http: &reqwest::Client, url: &str) -> (u16, reqwest::header::He
     let body = res.bytes().await.unwrap();
     (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A private `redis-server` on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub async fn start(extra_args: &[&str]) -> Self {
+        Self::start_on(free_port(), extra_args).await
+    }
+
+    pub async fn start_on(port: u16, extra_args: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let server = Self { child, port };
+        let client = redis::Client::open(server.url()).unwrap();
+        wait_for("a private redis-server", Duration::from_secs(10), || async {
+            client.get_multiplexed_async_connection().await.map(drop).map_err(|e| e.to_string())
+        })
+        .await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
