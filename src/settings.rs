@@ -82,6 +82,9 @@ pub struct KafkaSettings {
     /// `PRICEFRONT__KAFKA__PUBLISH_TIMEOUT_MS`: a publish not confirmed by then answers 503.
     #[serde(rename = "publish_timeout_ms", deserialize_with = "millis")]
     pub publish_timeout: Duration,
+    /// `PRICEFRONT__KAFKA__PRODUCER_QUEUE_MAX_MESSAGES`: unsent messages a producer holds
+    /// while the broker is slow or away; past it, publishing fails at once (503).
+    pub producer_queue_max_messages: u32,
     /// `PRICEFRONT__KAFKA__SESSION_TIMEOUT_MS`: how long before a dead consumer's partitions move.
     #[serde(rename = "session_timeout_ms", deserialize_with = "millis")]
     pub session_timeout: Duration,

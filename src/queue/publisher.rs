@@ -35,6 +35,10 @@ impl Publisher {
             // message we reported as failed is not delivered later behind our back.
             .set("message.timeout.ms", &timeout_ms)
             .set("linger.ms", "2")
+            // Bounded: while the broker is away, unsent messages cannot pile up without
+            // limit; a full queue answers at once and the caller gets 503.
+            .set("queue.buffering.max.messages", settings.producer_queue_max_messages.to_string())
+            .set("queue.buffering.max.kbytes", "65536")
             .create()?;
         Ok(Self { producer, topic: settings.topic.clone(), timeout: settings.publish_timeout })
     }
@@ -62,8 +66,7 @@ impl Publisher {
         match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
             Ok(Ok(delivery)) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
             Ok(Err((KafkaError::MessageProduction(code), _)))
-                if code == rdkafka::types::RDKafkaErrorCode::MessageTimedOut
-                    || code == rdkafka::types::RDKafkaErrorCode::QueueFull =>
+                if code == rdkafka::types::RDKafkaErrorCode::MessageTimedOut =>
             {
                 Err(Error::Timeout(self.timeout))
             }
