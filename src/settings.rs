@@ -299,6 +299,10 @@ impl Settings {
                     p.name
                 ));
             }
+            if p.latency_ms > crate::mock::MAX_DELAY_MS || p.jitter_ms > crate::mock::MAX_DELAY_MS {
+                let max = crate::mock::MAX_DELAY_MS;
+                return fail(format!("mock.providers.{}: latency_ms and jitter_ms must be at most {max}", p.name));
+            }
         }
         Ok(())
     }

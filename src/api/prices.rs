@@ -15,7 +15,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{ApiError, AppState};
-use crate::cache::{Entry, StoredResult};
+use crate::cache::{self, Entry, Lookup, StoredResult};
 use crate::domain::ProductId;
 use crate::queue::PriceRequest;
 use crate::queue::envelope::valid_traceparent;
@@ -40,16 +40,18 @@ pub async fn get_price(
     let traceparent =
         headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| valid_traceparent(v)).map(str::to_owned);
 
-    let load = {
+    // The whole lookup runs in its own task: a client hanging up can neither abort a load
+    // that other requests are waiting on, nor leave a claimed marker with no message behind it.
+    let lookup = {
         let (state, id) = (state.clone(), id.clone());
-        async move { tokio::spawn(load(state, id, traceparent)).await.expect("load task does not panic") }
+        tokio::spawn(async move { state.l1.get_or_load(&id, load(state.clone(), id.clone(), traceparent)).await })
     };
-    let entry = state.l1.get_or_load(&id, load).await.map_err(|e| {
-        let (what, cause) = match &*e {
-            LoadError::Cache(_) => ("cache", anyhow::Error::new(Arc::clone(&e))),
-            LoadError::Publish(_) => ("queue", anyhow::Error::new(Arc::clone(&e))),
+    let entry = lookup.await.expect("lookup task does not panic").map_err(|e| {
+        let what = match &*e {
+            LoadError::Cache(_) => "cache",
+            LoadError::Publish(_) => "queue",
         };
-        ApiError::Unavailable { what, retry_after_secs: state.retry_after_secs, cause }
+        ApiError::Unavailable { what, retry_after_secs: state.retry_after_secs, cause: anyhow::Error::new(e) }
     })?;
     Ok(match entry {
         Entry::Hit(stored) => hit(&stored),
@@ -58,14 +60,23 @@ pub async fn get_price(
 }
 
 async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Result<Entry, LoadError> {
-    if let Some(stored) = state.store.fetch(&id).await? {
-        return Ok(Entry::Hit(Arc::new(stored)));
-    }
     let request = PriceRequest::new(id.clone());
     let token = request.request_id.to_string();
-    if !state.store.claim_pending(&id, &token, state.pending_ttl).await? {
-        tracing::debug!("already pending elsewhere");
-        return Ok(Entry::Miss);
+    let lookup = match state.store.lookup_or_claim(&id, &token, state.pending_ttl).await {
+        Err(cache::Error::Corrupt { key, source }) => {
+            tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
+            state.store.delete_result(&id).await?;
+            state.store.lookup_or_claim(&id, &token, state.pending_ttl).await?
+        }
+        other => other?,
+    };
+    match lookup {
+        Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(stored))),
+        Lookup::AlreadyPending => {
+            tracing::debug!("already pending");
+            return Ok(Entry::Miss);
+        }
+        Lookup::Claimed => {}
     }
     match state.publisher.publish(&request, traceparent.as_deref()).await {
         Ok(delivery) => {
@@ -73,10 +84,13 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
             Ok(Entry::Miss)
         }
         Err(e) => {
-            // Release our claim so the next request can try again at once.
-            if let Err(release) = state.store.release_pending(&id, &token).await {
-                tracing::warn!(error = %release, "cannot release pending marker; it expires by itself");
-            }
+            // Release our claim so the next request can try again at once; in the background,
+            // so the 503 is not delayed by it.
+            tokio::spawn(async move {
+                if let Err(release) = state.store.release_pending(&id, &token).await {
+                    tracing::warn!(error = %release, "cannot release pending marker; it expires by itself");
+                }
+            });
             Err(e.into())
         }
     }

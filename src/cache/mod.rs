@@ -7,7 +7,7 @@ mod store;
 
 pub use keys::Keys;
 pub use l1::{Entry, L1};
-pub use store::{RedisStore, StoredResult};
+pub use store::{Lookup, RedisStore, StoredResult};
 
 use std::time::Duration;
 

@@ -30,6 +30,27 @@ impl StoredResult {
     }
 }
 
+/// What the miss path found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(StoredResult),
+    /// No result; this caller now owns the pending marker and must publish (or release it).
+    Claimed,
+    /// No result; somebody else's request is already pending.
+    AlreadyPending,
+}
+
+/// KEYS: result, pending; ARGV: token, pending TTL in ms.
+const LOOKUP_OR_CLAIM: &str = r"
+local body = redis.call('GET', KEYS[1])
+if body then
+  return {1, body, redis.call('PTTL', KEYS[1])}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {2, false, 0}
+end
+return {0, false, 0}";
+
 /// Deletes the pending marker only if it still holds our token, so a producer whose claim
 /// expired never releases somebody else's.
 const RELEASE_IF_OWNER: &str = r"
@@ -43,6 +64,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     timeout: Duration,
+    lookup_or_claim: Script,
+    release_if_owner: Script,
 }
 
 impl RedisStore {
@@ -55,7 +78,13 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(Error::Redis)?;
-        Ok(Self { conn, keys: Keys::new(settings.key_prefix.clone()), timeout: settings.timeout })
+        Ok(Self {
+            conn,
+            keys: Keys::new(settings.key_prefix.clone()),
+            timeout: settings.timeout,
+            lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
+            release_if_owner: Script::new(RELEASE_IF_OWNER),
+        })
     }
 
     pub fn keys(&self) -> &Keys {
@@ -76,21 +105,36 @@ impl RedisStore {
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
     }
 
-    /// Reads the result and its remaining TTL in one round trip.
-    pub async fn fetch(&self, id: &ProductId) -> Result<Option<StoredResult>, Error> {
+    /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
+    /// to claim the pending marker. One script, so no result can be written between the read
+    /// and the claim (which would publish work that is already done).
+    pub async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
-        let (body, pttl): (Option<Vec<u8>>, i64) =
-            self.bounded(redis::pipe().get(&key).pttl(&key).query_async(&mut conn)).await?;
-        let Some(body) = body else { return Ok(None) };
-        // -1: no TTL (someone wrote it by hand); -2: expired between GET and PTTL.
-        let ttl_left = match pttl {
-            ms if ms > 0 => Duration::from_millis(ms as u64),
-            -2 => return Ok(None),
-            _ => Duration::ZERO,
-        };
-        let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
-        Ok(Some(StoredResult { comparison, body: Bytes::from(body), expires: Instant::now() + ttl_left }))
+        let mut invocation = self.lookup_or_claim.key(&key);
+        invocation.key(self.keys.pending(id)).arg(token).arg(pending_ttl.as_millis() as u64);
+        let (outcome, body, pttl): (i64, Option<Vec<u8>>, i64) =
+            self.bounded(invocation.invoke_async(&mut conn)).await?;
+        match (outcome, body) {
+            (1, Some(body)) => {
+                // -1: no TTL (written by hand); serve it, but never from L1.
+                let ttl_left = Duration::from_millis(pttl.max(0) as u64);
+                let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
+                Ok(Lookup::Hit(StoredResult {
+                    comparison,
+                    body: Bytes::from(body),
+                    expires: Instant::now() + ttl_left,
+                }))
+            }
+            (2, _) => Ok(Lookup::Claimed),
+            _ => Ok(Lookup::AlreadyPending),
+        }
+    }
+
+    /// Deletes a result (one found corrupt, so it is computed again).
+    pub async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.del::<_, i64>(self.keys.result(id))).await.map(drop)
     }
 
     pub async fn has_result(&self, id: &ProductId) -> Result<bool, Error> {
@@ -98,25 +142,10 @@ impl RedisStore {
         self.bounded(conn.exists(self.keys.result(id))).await
     }
 
-    /// `SET pending token NX PX ttl`: true if this caller now owns the marker.
-    pub async fn claim_pending(&self, id: &ProductId, token: &str, ttl: Duration) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("SET")
-            .arg(self.keys.pending(id))
-            .arg(token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .to_owned();
-        let reply: Option<String> = self.bounded(cmd.query_async(&mut conn)).await?;
-        Ok(reply.is_some())
-    }
-
     /// Releases the marker if `token` still owns it.
     pub async fn release_pending(&self, id: &ProductId, token: &str) -> Result<(), Error> {
         let mut conn = self.conn.clone();
-        let script = Script::new(RELEASE_IF_OWNER);
-        let mut invocation = script.key(self.keys.pending(id));
+        let mut invocation = self.release_if_owner.key(self.keys.pending(id));
         invocation.arg(token);
         self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
     }

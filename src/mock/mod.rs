@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{Currency, ProductId};
 use crate::settings::MockProviderSettings;
 
+/// Largest latency or jitter accepted, so delays stay meaningful and arithmetic cannot overflow.
+pub const MAX_DELAY_MS: u64 = 60_000;
 /// Longest a hanging call is held, so a client without a timeout is not held forever.
 const MAX_HANG: Duration = Duration::from_secs(600);
 
@@ -181,6 +183,9 @@ async fn set_faults(State(state): State<MockState>, Path(provider): Path<String>
     if !rate_ok(next.error_rate) || !rate_ok(next.hang_rate) || next.error_rate + next.hang_rate > 1.0 {
         return problem(StatusCode::BAD_REQUEST, "error_rate and hang_rate must be in [0, 1] and sum to at most 1");
     }
+    if next.latency_ms > MAX_DELAY_MS || next.jitter_ms > MAX_DELAY_MS {
+        return problem(StatusCode::BAD_REQUEST, format!("latency_ms and jitter_ms must be at most {MAX_DELAY_MS}"));
+    }
     *faults = next;
     tracing::info!(%provider, ?next, "faults changed");
     StatusCode::NO_CONTENT.into_response()
@@ -236,6 +241,8 @@ mod tests {
         assert_eq!(call(&app, "GET", "/acme/prices/p1", "").await.0, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(call(&app, "PUT", "/_faults/acme", r#"{"error_rate": 1.5}"#).await.0, StatusCode::BAD_REQUEST);
         assert_eq!(call(&app, "PUT", "/_faults/acme", r#"{"eror_rate": 1}"#).await.0, StatusCode::BAD_REQUEST);
+        let huge = r#"{"jitter_ms": 18446744073709551615}"#;
+        assert_eq!(call(&app, "PUT", "/_faults/acme", huge).await.0, StatusCode::BAD_REQUEST);
         assert_eq!(call(&app, "PUT", "/_faults/nobody", r#"{}"#).await.0, StatusCode::NOT_FOUND);
 
         let (_, stats) = call(&app, "GET", "/_stats", "").await;

@@ -31,8 +31,9 @@ impl Publisher {
         let producer = base_config(settings)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            // librdkafka gives up on a message after this; matching our bound means a
-            // message we reported as failed is not delivered later behind our back.
+            // librdkafka stops retrying a message after this, so a publish we answered 503 for
+            // is not retried behind our back. (One already in flight may still have landed;
+            // the consumer then computes it, which is harmless.)
             .set("message.timeout.ms", &timeout_ms)
             .set("linger.ms", "2")
             // Bounded: while the broker is away, unsent messages cannot pile up without
@@ -78,6 +79,10 @@ impl Publisher {
     /// Asks the broker for the topic's metadata: the readiness probe. It also fills the
     /// client's metadata cache, so the first publish after start-up does not pay for it.
     pub async fn check_broker(&self, timeout: Duration) -> Result<(), Error> {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            return Err(Error::Kafka(rdkafka::error::KafkaError::MessageProduction(code)))
+                .inspect_err(|_| tracing::error!(%code, %reason, "the Kafka producer failed fatally"));
+        }
         let producer = self.producer.clone();
         let topic = self.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout))

@@ -216,6 +216,7 @@ impl Worker {
             computed = c.computed.load(Ordering::Relaxed),
             duplicates = c.duplicates.load(Ordering::Relaxed),
             dead_lettered = c.dead_lettered.load(Ordering::Relaxed),
+            dropped = c.dropped.load(Ordering::Relaxed),
             retries = c.retries.load(Ordering::Relaxed),
             "consumer stopped"
         );

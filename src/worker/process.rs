@@ -28,6 +28,8 @@ pub struct Counters {
     pub computed: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages neither processed nor accepted by the DLQ (logged whole at error level).
+    pub dropped: AtomicU64,
     pub retries: AtomicU64,
 }
 
@@ -93,11 +95,25 @@ impl Processor {
             Err(error) => (error.kind(), error.to_string()),
         };
         tracing::warn!(%error, reason = kind, "sending the message to the DLQ");
-        let done = self.retry("dead-letter", shutdown, || self.dead_letter(message, kind, &error)).await.is_some();
-        if done {
-            self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        match self.send_to_dlq(message, kind, &error, shutdown).await {
+            Ok(()) => {
+                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(Stop::Shutdown) => false,
+            Err(Stop::GaveUp(dlq_error)) => {
+                // The broker refuses this message for good (too large, say). Blocking the
+                // partition forever would stall every request behind it; log it whole instead.
+                tracing::error!(
+                    %dlq_error,
+                    key = %String::from_utf8_lossy(message.key().unwrap_or_default()),
+                    payload = %String::from_utf8_lossy(message.payload().unwrap_or_default()),
+                    "cannot dead-letter the message; dropping it"
+                );
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
         }
-        done
     }
 
     async fn compute(
@@ -115,6 +131,10 @@ impl Processor {
         let id = &request.product_id;
         if self.retry_redis("check for a result", shutdown, || self.store.has_result(id)).await? {
             tracing::info!("fresh result exists; skipping duplicate");
+            // A marker this request claimed would otherwise hold off new requests until it expires.
+            if let Err(e) = self.store.release_pending(id, &request.request_id.to_string()).await {
+                tracing::debug!(error = %e, "cannot release the pending marker");
+            }
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
@@ -182,24 +202,32 @@ impl Processor {
         }
     }
 
-    /// Runs `op` until it succeeds (Some) or shutdown begins (None), backing off between tries.
-    async fn retry<T, E, F, Fut>(&self, what: &str, shutdown: &CancellationToken, mut op: F) -> Option<T>
-    where
-        E: std::fmt::Display,
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
-    {
+    /// Sends to the DLQ until it works. A broker that does not confirm is waited out; a
+    /// refusal is retried `max_attempts` times.
+    async fn send_to_dlq(
+        &self,
+        message: &OwnedMessage,
+        kind: &str,
+        error: &str,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
         let mut backoff = Duration::from_millis(100);
+        let mut refusals = 0;
         loop {
-            match op().await {
-                Ok(value) => return Some(value),
+            match self.dead_letter(message, kind, error).await {
+                Ok(()) => return Ok(()),
+                Err(e @ crate::queue::Error::Timeout(_)) => tracing::warn!(error = %e, "cannot dead-letter; retrying"),
                 Err(e) => {
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot {what}; retrying");
+                    refusals += 1;
+                    if refusals >= self.max_attempts {
+                        return Err(Stop::GaveUp(e.to_string()));
+                    }
+                    tracing::warn!(error = %e, "dead-letter refused; retrying");
                 }
             }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));

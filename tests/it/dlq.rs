@@ -39,6 +39,21 @@ async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
     assert!(headers["dlq.source.offset"].parse::<i64>().is_ok(), "{headers:?}");
     assert!(headers["dlq.source.partition"].parse::<i32>().is_ok(), "{headers:?}");
     assert!(!headers["dlq.error"].is_empty());
+
+    // Its offset was stored: a restarted group does not dead-letter it again. A second
+    // garbage message with the same key (so the same partitions, in order) marks the end.
+    consumer.stop().await;
+    let consumer = env.spawn_consumer();
+    env.produce_raw(&product, b"end marker").await;
+    let key = product.clone();
+    let dlq = env
+        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
+            seen.iter().any(|m| key_of(m) == key && m.payload() == Some(&b"end marker"[..]))
+        })
+        .await;
+    let copies =
+        dlq.iter().filter(|m| key_of(m) == product && m.payload() == Some(&b"\x00not json at all"[..])).count();
+    assert_eq!(copies, 1, "dead-lettered once, never redelivered");
     consumer.stop().await;
     producer.stop().await;
 }

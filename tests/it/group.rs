@@ -28,18 +28,28 @@ async fn a_consumer_killed_mid_run_loses_no_request() {
     all.sort();
     assert_eq!(all, [0, 1, 2], "every partition has exactly one owner");
 
-    let products: Vec<String> = (0..24).map(|i| env.product(&format!("k{i}"))).collect();
+    let products: Vec<String> = (0..40).map(|i| env.product(&format!("k{i}"))).collect();
     let urls: Vec<String> = products.iter().map(|p| format!("{}/v1/prices/{p}", producer.base)).collect();
     let statuses = join_all(urls.iter().map(|url| get(&env.http, url))).await;
     assert!(statuses.iter().all(|(s, _, _)| *s == 202));
 
-    // Kill one member as soon as work is under way, while most requests are unfinished.
-    let done_at_kill = wait_for("the first results", Duration::from_secs(30), || async {
+    // Kill one member once work is well under way (past an auto-commit of stored offsets),
+    // while most requests are unfinished.
+    let first_result = std::time::Instant::now();
+    let count_done = || async {
         let mut done = 0;
         for p in &products {
             done += env.redis_get(&env.result_key(p)).await.is_some() as usize;
         }
-        if done > 0 { Ok(done) } else { Err("no result yet".into()) }
+        done
+    };
+    let done_at_kill = wait_for("results under way", Duration::from_secs(30), || async {
+        let done = count_done().await;
+        if done >= 6 && first_result.elapsed() > Duration::from_millis(1500) {
+            Ok(done)
+        } else {
+            Err(format!("{done} results"))
+        }
     })
     .await;
     second.kill9();
@@ -72,12 +82,16 @@ async fn requests_published_while_no_consumer_runs_are_processed_on_start() {
         assert_eq!(env.redis_get(&env.result_key(p)).await, None, "nobody is consuming");
     }
 
+    // Were its offset not committed, the new consumer would see `before` again and, with its
+    // result gone, ask the providers a second time.
+    env.redis_del(&env.result_key(&before)).await;
     let consumer = env.spawn_consumer();
     for p in &products {
         env.wait_result(p, Duration::from_secs(30)).await;
     }
     let calls = env.calls_for(&before).await;
     assert!(calls.values().all(|&n| n == 1), "committed work is not redone: {calls:?}");
+    assert_eq!(env.redis_get(&env.result_key(&before)).await, None);
     consumer.stop().await;
     producer.stop().await;
 }

@@ -207,7 +207,12 @@ impl TestEnv {
 
     /// Starts the real `consumer` binary with this test's config, capturing its JSON logs.
     pub fn spawn_consumer_process(&self) -> ConsumerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_consumer"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_consumer"));
+        // Only this test's config file may configure it.
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
+            command.env_remove(key);
+        }
+        let mut child = command
             .env("PRICEFRONT_CONFIG", &self.config_path)
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
             .stdout(Stdio::piped())
