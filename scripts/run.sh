@@ -10,7 +10,7 @@ trap 'exit 130' INT TERM
 
 log "building (release)"
 cargo build --release --quiet --bins
-bin=target/release
+bin=$TARGET_DIR/release
 redis_url=$($bin/admin get redis.url)
 brokers=$($bin/admin get kafka.brokers)
 partitions=$($bin/admin get kafka.partitions)

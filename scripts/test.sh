@@ -7,8 +7,8 @@ source scripts/lib.sh
 trap stop_started EXIT
 
 cargo build --quiet --bin admin
-redis_url=$(target/debug/admin get redis.url)
-brokers=$(target/debug/admin get kafka.brokers)
+redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
+brokers=$("$TARGET_DIR/debug/admin" get kafka.brokers)
 ensure_redis_server_binary   # the suite starts a private redis-server to kill it
 ensure_redis "$redis_url"
 ensure_broker "$brokers"

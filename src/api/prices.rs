@@ -71,7 +71,7 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
         other => other?,
     };
     match lookup {
-        Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(stored))),
+        Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(*stored))),
         Lookup::AlreadyPending => {
             tracing::debug!("already pending");
             return Ok(Entry::Miss);

@@ -33,7 +33,7 @@ impl StoredResult {
 /// What the miss path found.
 #[derive(Debug)]
 pub enum Lookup {
-    Hit(StoredResult),
+    Hit(Box<StoredResult>),
     /// No result; this caller now owns the pending marker and must publish (or release it).
     Claimed,
     /// No result; somebody else's request is already pending.
@@ -120,11 +120,11 @@ impl RedisStore {
                 // -1: no TTL (written by hand); serve it, but never from L1.
                 let ttl_left = Duration::from_millis(pttl.max(0) as u64);
                 let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
-                Ok(Lookup::Hit(StoredResult {
+                Ok(Lookup::Hit(Box::new(StoredResult {
                     comparison,
                     body: Bytes::from(body),
                     expires: Instant::now() + ttl_left,
-                }))
+                })))
             }
             (2, _) => Ok(Lookup::Claimed),
             _ => Ok(Lookup::AlreadyPending),

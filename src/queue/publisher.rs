@@ -66,9 +66,7 @@ impl Publisher {
         let send = self.producer.send(record, Timeout::After(self.timeout));
         match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
             Ok(Ok(delivery)) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((KafkaError::MessageProduction(code), _)))
-                if code == rdkafka::types::RDKafkaErrorCode::MessageTimedOut =>
-            {
+            Ok(Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut), _))) => {
                 Err(Error::Timeout(self.timeout))
             }
             Ok(Err((err, _))) => Err(Error::Kafka(err)),
