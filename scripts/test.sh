@@ -12,5 +12,7 @@ brokers=$("$TARGET_DIR/debug/admin" get kafka.brokers)
 ensure_redis_server_binary   # the suite starts a private redis-server to kill it
 ensure_redis "$redis_url"
 ensure_broker "$brokers"
-export PRICEFRONT__REDIS__URL="$redis_url" PRICEFRONT__KAFKA__BROKERS="$brokers"
+# The chaos tests stop and restart a private broker of their own.
+PRICEFRONT_TEST_TANSU=$(tansu_binary)
+export PRICEFRONT__REDIS__URL="$redis_url" PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU
 cargo test "$@"

@@ -1,8 +1,16 @@
 //! Publishing with broker confirmation: an idempotent producer with `acks=all`, where every
 //! send is bounded by `kafka.publish_timeout_ms`.
+//!
+//! Self-healing: an idempotent producer whose broker came back without its state (a restart
+//! with in-memory storage, a rebuilt cluster) can stay stuck timing out every send, with no
+//! error that says so. When sends keep timing out while the broker answers metadata
+//! requests, the producer is replaced with a fresh one.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -18,17 +26,26 @@ pub struct Delivery {
     pub offset: i64,
 }
 
+/// Consecutive timed-out sends after which a reachable broker means a stuck producer.
+const STUCK_AFTER_TIMEOUTS: u32 = 3;
+/// Least time between two replacements.
+const REBUILD_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<RwLock<FutureProducer>>,
+    config: ClientConfig,
     topic: String,
     timeout: Duration,
+    consecutive_timeouts: Arc<AtomicU32>,
+    last_rebuild: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
         let timeout_ms = settings.publish_timeout.as_millis().max(1).to_string();
-        let producer = base_config(settings)
+        let mut config = base_config(settings);
+        config
             .set("acks", "all")
             .set("enable.idempotence", "true")
             // librdkafka stops retrying a message after this, so a publish we answered 503 for
@@ -39,9 +56,20 @@ impl Publisher {
             // Bounded: while the broker is away, unsent messages cannot pile up without
             // limit; a full queue answers at once and the caller gets 503.
             .set("queue.buffering.max.messages", settings.producer_queue_max_messages.to_string())
-            .set("queue.buffering.max.kbytes", "65536")
-            .create()?;
-        Ok(Self { producer, topic: settings.topic.clone(), timeout: settings.publish_timeout })
+            .set("queue.buffering.max.kbytes", "65536");
+        let producer = config.create()?;
+        Ok(Self {
+            producer: Arc::new(RwLock::new(producer)),
+            config,
+            topic: settings.topic.clone(),
+            timeout: settings.publish_timeout,
+            consecutive_timeouts: Arc::default(),
+            last_rebuild: Arc::default(),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer.read().expect("producer lock").clone()
     }
 
     /// Publishes a request keyed by its product id and waits for the broker's ack.
@@ -63,25 +91,76 @@ impl Publisher {
         headers: OwnedHeaders,
     ) -> Result<Delivery, Error> {
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        let send = self.producer.send(record, Timeout::After(self.timeout));
-        match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
+        let producer = self.producer();
+        let send = producer.send(record, Timeout::After(self.timeout));
+        let outcome = match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
             Ok(Ok(delivery)) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut), _))) => {
+            Ok(Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut), _))) | Err(_) => {
                 Err(Error::Timeout(self.timeout))
             }
             Ok(Err((err, _))) => Err(Error::Kafka(err)),
-            Err(_) => Err(Error::Timeout(self.timeout)),
+        };
+        match &outcome {
+            Ok(_) => self.consecutive_timeouts.store(0, Ordering::Relaxed),
+            Err(Error::Timeout(_)) => {
+                if self.consecutive_timeouts.fetch_add(1, Ordering::Relaxed) + 1 >= STUCK_AFTER_TIMEOUTS {
+                    self.spawn_rebuild_check();
+                }
+            }
+            Err(_) if producer.client().fatal_error().is_some() => self.spawn_rebuild_check(),
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// In the background, so the caller's answer is not delayed by the check.
+    fn spawn_rebuild_check(&self) {
+        let this = self.clone();
+        tokio::spawn(async move { this.rebuild_if_stuck().await });
+    }
+
+    /// Replaces the producer if sends keep timing out although the broker answers.
+    async fn rebuild_if_stuck(&self) {
+        {
+            let mut last = self.last_rebuild.lock().expect("rebuild lock");
+            if last.is_some_and(|at| at.elapsed() < REBUILD_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let fatal = self.producer().client().fatal_error().is_some();
+        if !fatal && self.topic_metadata(Duration::from_secs(1)).await.is_err() {
+            // The broker is away: timeouts are expected, and a new producer would not help.
+            *self.last_rebuild.lock().expect("rebuild lock") = None;
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(
+                    timeouts = self.consecutive_timeouts.load(Ordering::Relaxed),
+                    fatal,
+                    "the Kafka producer is stuck (failed fatally, or sends time out while the broker answers); replacing it"
+                );
+                *self.producer.write().expect("producer lock") = fresh;
+                self.consecutive_timeouts.store(0, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),
         }
     }
 
     /// Asks the broker for the topic's metadata: the readiness probe. It also fills the
     /// client's metadata cache, so the first publish after start-up does not pay for it.
     pub async fn check_broker(&self, timeout: Duration) -> Result<(), Error> {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            return Err(Error::Kafka(rdkafka::error::KafkaError::MessageProduction(code)))
-                .inspect_err(|_| tracing::error!(%code, %reason, "the Kafka producer failed fatally"));
+        if let Some((code, reason)) = self.producer().client().fatal_error() {
+            tracing::error!(%code, %reason, "the Kafka producer failed fatally");
+            return Err(Error::Kafka(KafkaError::MessageProduction(code)));
         }
-        let producer = self.producer.clone();
+        self.topic_metadata(timeout).await
+    }
+
+    /// Fetches the request topic's metadata; Ok if the topic exists with partitions.
+    async fn topic_metadata(&self, timeout: Duration) -> Result<(), Error> {
+        let producer = self.producer();
         let topic = self.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || producer.client().fetch_metadata(Some(&topic), timeout))
             .await
@@ -95,7 +174,7 @@ impl Publisher {
 
     /// Waits for queued messages to be delivered (shutdown).
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
     }
 }

@@ -76,6 +76,7 @@ pub fn env() -> TestEnvBuilder {
     TestEnvBuilder {
         providers: vec![provider("alpha", 20), provider("beta", 40), provider("gamma", 60)],
         overrides: BTreeMap::new(),
+        provider_options: BTreeMap::new(),
     }
 }
 
@@ -83,6 +84,7 @@ pub fn env() -> TestEnvBuilder {
 pub struct TestEnvBuilder {
     providers: Vec<MockProviderSettings>,
     overrides: BTreeMap<&'static str, Vec<(String, String)>>,
+    provider_options: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl TestEnvBuilder {
@@ -91,6 +93,12 @@ impl TestEnvBuilder {
         let entries = self.overrides.entry(section).or_default();
         entries.retain(|(k, _)| k != key);
         entries.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets a resilience key of one `[[providers]]` entry (`retries`, `breaker_failures`, …).
+    pub fn provider_option(mut self, provider: &str, key: &str, value: &str) -> Self {
+        self.provider_options.entry(provider.into()).or_default().push((key.into(), value.into()));
         self
     }
 
@@ -144,6 +152,9 @@ impl TestEnvBuilder {
                 p.name, p.name
             )
             .unwrap();
+            for (key, value) in self.provider_options.get(&p.name).into_iter().flatten() {
+                writeln!(toml, "{key} = {value}").unwrap();
+            }
             writeln!(
                 toml,
                 "[[mock.providers]]\nname = {:?}\nlatency_ms = {}\njitter_ms = {}\nerror_rate = {:?}\nhang_rate = {:?}\ncurrency = \"{}\"",
@@ -404,6 +415,13 @@ impl ConsumerProcess {
         current
     }
 
+    /// SIGTERM, then waits for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
     pub fn kill9(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().unwrap();
@@ -476,4 +494,64 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Requests every product once through the producer, `concurrency` at a time; returns the
+/// products that were accepted (202) or already served (200).
+pub async fn request_all(http: &reqwest::Client, base: &str, products: &[String], concurrency: usize) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(products.iter().cloned())
+        .map(|p| async move {
+            let status = http.get(format!("{base}/v1/prices/{p}")).send().await.map(|r| r.status().as_u16());
+            (p, status)
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(|(p, status)| async move { matches!(status, Ok(200 | 202)).then_some(p) })
+        .collect()
+        .await
+}
+
+/// Products among `products` with no result yet in the Redis behind `conn`.
+pub async fn missing_results(
+    conn: &redis::aio::MultiplexedConnection,
+    key_prefix: &str,
+    products: &[String],
+) -> Vec<String> {
+    let mut conn = conn.clone();
+    let mut missing = Vec::new();
+    for chunk in products.chunks(500) {
+        let keys: Vec<String> = chunk.iter().map(|p| format!("{key_prefix}:result:{p}")).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.unwrap();
+        missing.extend(chunk.iter().zip(values).filter(|(_, v)| v.is_none()).map(|(p, _)| p.clone()));
+    }
+    missing
+}
+
+/// Waits until every product has a result in the Redis behind `conn`.
+pub async fn wait_all_results_in(
+    conn: &redis::aio::MultiplexedConnection,
+    key_prefix: &str,
+    products: &[String],
+    deadline: Duration,
+) {
+    wait_for(&format!("results for {} products", products.len()), deadline, || async {
+        let missing = missing_results(conn, key_prefix, products).await;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]))
+        }
+    })
+    .await
+}
+
+/// Waits until every product has a result in the test's Redis.
+pub async fn wait_all_results(env: &TestEnv, products: &[String], deadline: Duration) {
+    wait_all_results_in(&env.redis, &env.settings.redis.key_prefix, products, deadline).await
+}
+
+/// Products some provider was called for more than once (each call is one computation when
+/// the provider has no faults, so no retries).
+pub fn computed_twice(stats: &Value, provider: &str) -> usize {
+    stats["providers"][provider]["by_product"].as_object().unwrap().values().filter(|n| n.as_u64().unwrap() > 1).count()
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod chaos;
 mod dlq;
 mod edge;
 mod group;
