@@ -28,7 +28,9 @@ start() {
 }
 start mock-providers $bin/mock-providers
 start producer $bin/producer
-for i in $(seq 1 "$partitions"); do start "consumer-$i" $bin/consumer; done
+for i in $(seq 1 "$partitions"); do
+  PRICEFRONT__CONSUMER__METRICS_LISTEN="127.0.0.1:$((9100 + i))" start "consumer-$i" "$bin/consumer"
+done
 
 ready() { curl -fsS "http://$listen/readyz" >/dev/null 2>&1; }
 wait_until 60 "the producer at $listen" ready || { tail -n 20 "$RUN_DIR"/logs/*.log; exit 1; }
@@ -37,6 +39,7 @@ cat <<TXT
 
 pricefront is running: producer on http://$listen, $partitions consumers, mock price APIs.
 Logs: $RUN_DIR/logs/  (tail -f $RUN_DIR/logs/*.log)
+Metrics: http://$listen/metrics (producer), http://127.0.0.1:9101/metrics … :$((9100 + partitions)) (consumers)
 
 Ask for a price (202 at first, then 200 with the comparison):
 

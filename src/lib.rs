@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env).
 //! - [`telemetry`]: tracing subscriber setup.
+//! - [`observability`]: the Prometheus recorder and `/metrics`.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
 //! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
 //! - [`cache`]: L1 moka + L2 Redis, key scheme, pending markers.
@@ -23,6 +24,7 @@ pub mod api;
 pub mod cache;
 pub mod domain;
 pub mod mock;
+pub mod observability;
 pub mod providers;
 pub mod queue;
 pub mod settings;

@@ -118,6 +118,8 @@ impl CacheSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
+    /// `PRICEFRONT__CONSUMER__METRICS_LISTEN`: where the consumer serves `/metrics`.
+    pub metrics_listen: SocketAddr,
     /// `PRICEFRONT__CONSUMER__MAX_IN_FLIGHT`: messages processed concurrently per consumer.
     pub max_in_flight: usize,
     /// `PRICEFRONT__CONSUMER__PROVIDER_TIMEOUT_MS`: bound on one provider call.

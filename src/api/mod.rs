@@ -8,6 +8,7 @@ mod problem;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::MatchedPath;
 use axum::http::Request;
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -42,6 +43,7 @@ impl AppState {
     /// Builds the clients. Nothing connects yet: the process starts, and reports not-ready,
     /// while Redis or the broker is down.
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
+        crate::observability::handle();
         Ok(Self {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
             store: RedisStore::connect_lazy(&settings.redis)?,
@@ -54,17 +56,46 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), product_id = tracing::field::Empty)
+        tracing::info_span!(
+            "http",
+            method = %req.method(),
+            path = %req.uri().path(),
+            product_id = tracing::field::Empty,
+            request_id = tracing::field::Empty,
+        )
     });
     Router::new()
         .route("/v1/prices/{product_id}", get(prices::get_price))
         .route("/v1/prices/", get(prices::empty_id))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(|| async { ApiError::NotFound })
+        .route("/metrics", get(crate::observability::metrics_endpoint))
+        // Matched routes are counted by `track`; what matches no route is counted here.
+        .fallback(|| async {
+            metrics::counter!("pricefront_http_requests_total", "route" => "unmatched", "method" => "any", "status" => "404")
+                .increment(1);
+            ApiError::NotFound
+        })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // A route layer, so the matched route template is known to it.
+        .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
         .layer(trace)
+}
+
+/// Counts every request by route template (never the raw path, so ids cannot explode the
+/// label set) and status, and times it.
+async fn track(request: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unknown", |p| p.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("pricefront_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("pricefront_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Serves the API on `listener` until `shutdown` fires, finishes in-flight requests, then

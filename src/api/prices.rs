@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, StoredResult};
@@ -44,15 +45,26 @@ pub async fn get_price(
     // that other requests are waiting on, nor leave a claimed marker with no message behind it.
     let lookup = {
         let (state, id) = (state.clone(), id.clone());
-        tokio::spawn(async move { state.l1.get_or_load(&id, load(state.clone(), id.clone(), traceparent)).await })
+        let span = tracing::Span::current();
+        tokio::spawn(
+            async move { state.l1.get_or_load(&id, load(state.clone(), id.clone(), traceparent)).await }
+                .instrument(span),
+        )
     };
-    let entry = lookup.await.expect("lookup task does not panic").map_err(|e| {
+    let (entry, loaded) = lookup.await.expect("lookup task does not panic").map_err(|e| {
         let what = match &*e {
             LoadError::Cache(_) => "cache",
             LoadError::Publish(_) => "queue",
         };
         ApiError::Unavailable { what, retry_after_secs: state.retry_after_secs, cause: anyhow::Error::new(e) }
     })?;
+    // A hit this request did not load came from L1 (a live entry, or a load it waited on).
+    let tier = match (&entry, loaded) {
+        (Entry::Hit(_), false) => "l1",
+        (Entry::Hit(_), true) => "l2",
+        (Entry::Miss, _) => "miss",
+    };
+    metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
     Ok(match entry {
         Entry::Hit(stored) => hit(&stored),
         Entry::Miss => accepted(&id, state.retry_after_secs),
@@ -62,6 +74,7 @@ pub async fn get_price(
 async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Result<Entry, LoadError> {
     let request = PriceRequest::new(id.clone());
     let token = request.request_id.to_string();
+    tracing::Span::current().record("request_id", token.as_str());
     let lookup = match state.store.lookup_or_claim(&id, &token, state.pending_ttl).await {
         Err(cache::Error::Corrupt { key, source }) => {
             tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
@@ -80,7 +93,8 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
     }
     match state.publisher.publish(&request, traceparent.as_deref()).await {
         Ok(delivery) => {
-            tracing::info!(request_id = %request.request_id, partition = delivery.partition, offset = delivery.offset, "request published");
+            tracing::Span::current().record("request_id", tracing::field::display(request.request_id));
+            tracing::info!(partition = delivery.partition, offset = delivery.offset, "request published");
             Ok(Entry::Miss)
         }
         Err(e) => {

@@ -48,12 +48,15 @@ impl L1 {
     }
 
     /// Returns the live entry, or runs `load` once for all concurrent callers of this id.
-    pub async fn get_or_load<E, F>(&self, id: &ProductId, load: F) -> Result<Entry, Arc<E>>
+    /// The flag is true for the one caller whose `load` produced the entry.
+    pub async fn get_or_load<E, F>(&self, id: &ProductId, load: F) -> Result<(Entry, bool), Arc<E>>
     where
         F: Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
     {
-        self.cache.try_get_with_by_ref(id, load).await
+        let entry = self.cache.entry_by_ref(id).or_try_insert_with(load).await?;
+        let loaded = entry.is_fresh();
+        Ok((entry.into_value(), loaded))
     }
 }
 
@@ -78,6 +81,7 @@ mod tests {
         })
         .await
         .unwrap()
+        .0
     }
 
     #[tokio::test]

@@ -41,6 +41,18 @@ pub enum FailureReason {
     CircuitOpen,
 }
 
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::HttpStatus => "http_status",
+            FailureReason::InvalidResponse => "invalid_response",
+            FailureReason::Connect => "connect",
+            FailureReason::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
 /// One source's failure, with a human-readable detail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

@@ -118,6 +118,17 @@ impl PriceSources {
         let started = Instant::now();
         let outcome = self.ask_within(source, id, started + self.timeout).await;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let provider = source.name.clone();
+        let result = match &outcome {
+            Ok(_) => "ok",
+            Err(e) => e.reason.as_str(),
+        };
+        metrics::counter!("pricefront_provider_calls_total", "provider" => provider.clone(), "outcome" => result)
+            .increment(1);
+        metrics::histogram!("pricefront_provider_call_duration_seconds", "provider" => provider.clone())
+            .record(started.elapsed().as_secs_f64());
+        let open = source.breaker.is_open(Instant::now());
+        metrics::gauge!("pricefront_circuit_open", "provider" => provider).set(if open { 1.0 } else { 0.0 });
         match outcome {
             Ok(body) => {
                 tracing::debug!(latency_ms, price = %body.price, "quote");

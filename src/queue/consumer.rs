@@ -59,7 +59,19 @@ pub struct GroupContext {
     drain_timeout: Duration,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// Publishes per-partition lag from librdkafka's statistics. The figure is the partition's
+    /// high watermark minus our position, so it is only as right as the broker's watermarks.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                metrics::gauge!("pricefront_consumer_lag", "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -124,6 +136,7 @@ pub fn subscribe(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 4).max(100).to_string())
+        .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
     consumer.subscribe(&[&settings.topic])?;
     Ok(consumer)

@@ -100,6 +100,12 @@ impl Publisher {
             }
             Ok(Err((err, _))) => Err(Error::Kafka(err)),
         };
+        let result = match &outcome {
+            Ok(_) => "ok",
+            Err(Error::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::counter!("pricefront_publish_total", "topic" => topic.to_owned(), "outcome" => result).increment(1);
         match &outcome {
             Ok(_) => self.consecutive_timeouts.store(0, Ordering::Relaxed),
             Err(Error::Timeout(_)) => {

@@ -53,6 +53,7 @@ pub struct Worker {
 impl Worker {
     /// Builds the clients and joins the group (the join completes on the first poll).
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
+        crate::observability::handle();
         let in_flight = Arc::new(InFlight::default());
         let processor = Processor {
             store: RedisStore::connect_lazy(&settings.redis)?,
@@ -151,6 +152,7 @@ impl Worker {
             };
             let (partition, offset) = (message.partition(), message.offset());
             self.in_flight.lock().start(partition, offset);
+            metrics::gauge!("pricefront_messages_in_flight").increment(1.0);
             let span = tracing::info_span!(
                 "message",
                 topic = %self.topic,
@@ -171,6 +173,7 @@ impl Worker {
                 async move {
                     let done = processor.handle(&message, &shutdown).await;
                     drop(permit);
+                    metrics::gauge!("pricefront_messages_in_flight").decrement(1.0);
                     let position = {
                         let mut tracker = in_flight.lock();
                         if done {

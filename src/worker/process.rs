@@ -89,7 +89,10 @@ impl Processor {
         let (kind, error) = match PriceRequest::decode(message.payload()) {
             Ok(request) => match self.compute(&request, message, shutdown).await {
                 Ok(()) => return true,
-                Err(Stop::Shutdown) => return false,
+                Err(Stop::Shutdown) => {
+                    metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
+                    return false;
+                }
                 Err(Stop::GaveUp(error)) => ("processing_failed", error),
             },
             Err(error) => (error.kind(), error.to_string()),
@@ -98,9 +101,13 @@ impl Processor {
         match self.send_to_dlq(message, kind, &error, shutdown).await {
             Ok(()) => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(1);
                 true
             }
-            Err(Stop::Shutdown) => false,
+            Err(Stop::Shutdown) => {
+                metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
+                false
+            }
             Err(Stop::GaveUp(dlq_error)) => {
                 // The broker refuses this message for good (too large, say). Blocking the
                 // partition forever would stall every request behind it; log it whole instead.
@@ -111,6 +118,7 @@ impl Processor {
                     "cannot dead-letter the message; dropping it"
                 );
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pricefront_messages_total", "outcome" => "dropped").increment(1);
                 true
             }
         }
@@ -136,6 +144,7 @@ impl Processor {
                 tracing::debug!(error = %e, "cannot release the pending marker");
             }
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("pricefront_messages_total", "outcome" => "duplicate").increment(1);
             return Ok(());
         }
         let outcomes = self.sources.fan_out(id).await;
@@ -150,6 +159,8 @@ impl Processor {
             "result stored"
         );
         self.counters.computed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("pricefront_messages_total", "outcome" => "computed", "status" => comparison.status.as_str())
+            .increment(1);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ mod chaos;
 mod dlq;
 mod edge;
 mod group;
+mod metrics;
 mod pipeline;
 mod providers;
 mod stampede;
