@@ -5,17 +5,39 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::json;
 
 use super::AppState;
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
+/// `/healthz` body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+/// `/readyz` body: `ok` per dependency, or what is wrong with it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    pub redis: String,
+    pub kafka: String,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Redis answers and the broker knows the request topic.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "A dependency is unavailable", body = Readiness),
+))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (redis, kafka) = tokio::join!(
         tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()),
         state.publisher.check_broker(PROBE_TIMEOUT),
@@ -31,5 +53,5 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
     if !ready {
         tracing::warn!(%redis, %kafka, "not ready");
     }
-    (status, Json(json!({"status": if ready { "ready" } else { "unavailable" }, "redis": redis, "kafka": kafka})))
+    (status, Json(Readiness { status: if ready { "ready" } else { "unavailable" }, redis, kafka }))
 }

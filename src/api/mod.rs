@@ -1,9 +1,12 @@
 //! The producer's HTTP API: [`router`] over an [`AppState`], one module per resource, and
 //! errors as problem+json ([`ApiError`]).
 
+mod docs;
 mod health;
 mod prices;
 mod problem;
+
+pub use docs::ApiDoc;
 
 use std::time::Duration;
 
@@ -69,7 +72,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/prices/", get(prices::empty_id))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(crate::observability::metrics_endpoint))
+        .route("/metrics", get(docs::metrics))
+        .route("/openapi.json", get(docs::openapi_json))
         // Matched routes are counted by `track`; what matches no route is counted here.
         .fallback(|| async {
             metrics::counter!("pricefront_http_requests_total", "route" => "unmatched", "method" => "any", "status" => "404")

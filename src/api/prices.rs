@@ -11,13 +11,13 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+use super::problem::Problem;
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, StoredResult};
-use crate::domain::ProductId;
+use crate::domain::{Comparison, ProductId};
 use crate::queue::PriceRequest;
 use crate::queue::envelope::valid_traceparent;
 
@@ -30,6 +30,40 @@ pub enum LoadError {
     Publish(#[from] crate::queue::Error),
 }
 
+/// The 202 body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Pending {
+    #[schema(value_type = String, example = "sku-123")]
+    pub product_id: ProductId,
+    /// Always `pending`.
+    #[schema(example = "pending")]
+    pub status: &'static str,
+}
+
+/// Look up the price comparison for one product.
+#[utoipa::path(
+    get,
+    path = "/v1/prices/{product_id}",
+    tag = "prices",
+    params(("product_id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product to compare")),
+    responses(
+        (status = 200, description = "Cached comparison", body = Comparison, content_type = "application/json", headers(
+            ("x-cache" = String, description = "HIT"),
+            ("cache-control" = String, description = "max-age=<seconds of the price guarantee left>"),
+            ("age" = u64, description = "Seconds since the comparison was computed"),
+        )),
+        (status = 202, description = "Not cached yet: the comparison is being computed; poll Location", body = Pending,
+            content_type = "application/json", headers(
+            ("x-cache" = String, description = "MISS"),
+            ("location" = String, description = "Where to poll: this same URL"),
+            ("retry-after" = u64, description = "Seconds to wait before polling"),
+        )),
+        (status = 400, description = "Invalid product id", body = Problem, content_type = "application/problem+json"),
+        (status = 405, description = "Only GET and HEAD", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis or the broker is unavailable", body = Problem,
+            content_type = "application/problem+json", headers(("retry-after" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub async fn get_price(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -123,7 +157,7 @@ fn hit(stored: &StoredResult) -> Response {
 }
 
 fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {
-    let body = json!({"product_id": id, "status": "pending"});
+    let body = Pending { product_id: id.clone(), status: "pending" };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert("x-cache", HeaderValue::from_static("MISS"));

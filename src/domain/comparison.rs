@@ -15,18 +15,20 @@ use time::OffsetDateTime;
 use super::{Currency, ProductId};
 
 /// One source's price for a product.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quote {
     pub provider: String,
     /// Serialized as a decimal string ("123.45"), never as a float.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "12.40")]
     pub price: Decimal,
+    #[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: Currency,
     pub latency_ms: u64,
 }
 
 /// Why a source gave no quote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// No complete answer within the provider timeout.
@@ -54,7 +56,7 @@ impl FailureReason {
 }
 
 /// One source's failure, with a human-readable detail.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Failure {
     pub provider: String,
     pub reason: FailureReason,
@@ -62,7 +64,7 @@ pub struct Failure {
 }
 
 /// How many sources answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Every source answered.
@@ -102,16 +104,22 @@ impl TtlPolicy {
 }
 
 /// The aggregated answer for one product.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Comparison {
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "sku-123")]
     pub product_id: ProductId,
     pub status: Status,
+    /// The cheapest quote; null when no source answered.
     pub best: Option<Quote>,
+    /// Every answer, by price ascending (ties by provider).
     pub quotes: Vec<Quote>,
     pub failures: Vec<Failure>,
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub computed_at: OffsetDateTime,
+    /// End of the price guarantee: the result is served until then.
     #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: OffsetDateTime,
 }
 

@@ -8,6 +8,7 @@ mod dlq;
 mod edge;
 mod group;
 mod metrics;
+mod openapi;
 mod pipeline;
 mod providers;
 mod stampede;

@@ -1,0 +1,116 @@
+//! `/openapi.json` describes what the API really answers: real responses validate against it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{env, spawn_producer};
+
+/// What is wrong with `body` per the schema the document gives for `path`, `status`, `content_type`.
+fn errors(doc: &Value, path: &str, status: u16, content_type: &str, body: &Value) -> Vec<String> {
+    let response = &doc["paths"][path]["get"]["responses"][status.to_string()];
+    let mut schema = response["content"][content_type]["schema"].clone();
+    assert!(schema.is_object(), "no {content_type} schema for {path} {status}");
+    schema["components"] = doc["components"].clone();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator.iter_errors(body).map(|e| e.to_string()).collect()
+}
+
+fn validate(doc: &Value, path: &str, status: u16, content_type: &str, body: &Value) {
+    let errors = errors(doc, path, status, content_type, body);
+    assert!(errors.is_empty(), "{path} {status}: {errors:?}\n{body}");
+}
+
+fn documented_headers(doc: &Value, path: &str, status: u16) -> Vec<String> {
+    doc["paths"][path]["get"]["responses"][status.to_string()]["headers"]
+        .as_object()
+        .map(|h| h.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn call(http: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    let res = http.get(url).send().await.unwrap();
+    let (status, headers) = (res.status().as_u16(), res.headers().clone());
+    (status, headers, res.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_responses_validate_against_the_openapi_document() {
+    let env = env().start().await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer();
+    let doc: Value =
+        env.http.get(format!("{}/openapi.json", producer.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let prices = "/v1/prices/{product_id}";
+    for path in [prices, "/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
+    }
+
+    let product = env.product("doc");
+    let url = format!("{}/v1/prices/{product}", producer.base);
+    let (status, headers, body) = call(&env.http, &url).await;
+    assert_eq!(status, 202);
+    validate(&doc, prices, 202, "application/json", &body);
+    for header in documented_headers(&doc, prices, 202) {
+        assert!(headers.contains_key(header.as_str()), "202 lacks documented header {header}");
+    }
+
+    let pending = body;
+    env.wait_result(&product, Duration::from_secs(30)).await;
+    let (status, headers, body) = call(&env.http, &url).await;
+    assert_eq!(status, 200);
+    validate(&doc, prices, 200, "application/json", &body);
+    // The check has teeth: the wrong body, or a float price, does not validate.
+    assert!(!errors(&doc, prices, 200, "application/json", &pending).is_empty());
+    let mut float_price = body.clone();
+    float_price["quotes"][0]["price"] = json!(12.5);
+    assert!(!errors(&doc, prices, 200, "application/json", &float_price).is_empty());
+    for header in documented_headers(&doc, prices, 200) {
+        assert!(headers.contains_key(header.as_str()), "200 lacks documented header {header}");
+    }
+
+    // A failed comparison (null best, failures only) validates too.
+    for p in ["alpha", "beta", "gamma"] {
+        env.set_faults(p, json!({"error_rate": 1.0})).await;
+    }
+    let failed = env.product("doc-failed");
+    let failed_url = format!("{}/v1/prices/{failed}", producer.base);
+    call(&env.http, &failed_url).await;
+    env.wait_result(&failed, Duration::from_secs(30)).await;
+    let (status, _, body) = call(&env.http, &failed_url).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("failed")));
+    validate(&doc, prices, 200, "application/json", &body);
+
+    let (status, _, body) = call(&env.http, &format!("{}/v1/prices/..%2Fetc", producer.base)).await;
+    assert_eq!(status, 400);
+    validate(&doc, prices, 400, "application/problem+json", &body);
+    let res = env.http.post(&url).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    validate(&doc, prices, 405, "application/problem+json", &res.json().await.unwrap());
+
+    let (status, _, body) = call(&env.http, &format!("{}/healthz", producer.base)).await;
+    validate(&doc, "/healthz", status, "application/json", &body);
+    let (status, _, body) = call(&env.http, &format!("{}/readyz", producer.base)).await;
+    validate(&doc, "/readyz", status, "application/json", &body);
+
+    // 503 from a producer whose broker is gone.
+    let mut settings = env.settings.clone();
+    settings.kafka.brokers = format!("127.0.0.1:{}", crate::helpers::free_port());
+    settings.kafka.publish_timeout = Duration::from_millis(300);
+    let broken = spawn_producer(&settings).await;
+    let (status, headers, body) =
+        call(&env.http, &format!("{}/v1/prices/{}", broken.base, env.product("doc-503"))).await;
+    assert_eq!(status, 503);
+    validate(&doc, prices, 503, "application/problem+json", &body);
+    for header in documented_headers(&doc, prices, 503) {
+        assert!(headers.contains_key(header.as_str()), "503 lacks documented header {header}");
+    }
+    let (status, _, body) = call(&env.http, &format!("{}/readyz", broken.base)).await;
+    assert_eq!(status, 503);
+    validate(&doc, "/readyz", 503, "application/json", &body);
+
+    broken.stop().await;
+    consumer.stop().await;
+    producer.stop().await;
+}
