@@ -16,6 +16,7 @@
 //! - [`api`]: the producer's HTTP router and errors as problem+json.
 //! - [`worker`]: the consumer's consume-process-store loop.
 //! - [`mock`]: simulated price APIs for local runs and tests.
+//! - [`standalone`]: everything in one process on the in-memory queue and store (demos).
 //!
 //! Dependencies point downward: `api` and `worker` use `cache`, `queue`, `providers` and
 //! `domain`; `domain` uses nothing of ours.
@@ -29,5 +30,6 @@ pub mod providers;
 pub mod queue;
 pub mod settings;
 pub mod shutdown;
+pub mod standalone;
 pub mod telemetry;
 pub mod worker;

@@ -38,10 +38,8 @@ pub async fn healthz() -> Json<Health> {
     (status = 503, description = "A dependency is unavailable", body = Readiness),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let (redis, kafka) = tokio::join!(
-        tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()),
-        state.publisher.check_broker(PROBE_TIMEOUT),
-    );
+    let (redis, kafka) =
+        tokio::join!(tokio::time::timeout(PROBE_TIMEOUT, state.store.ping()), state.publisher.check(PROBE_TIMEOUT),);
     let redis = match redis {
         Ok(Ok(())) => "ok".to_owned(),
         Ok(Err(e)) => e.to_string(),

@@ -20,16 +20,18 @@ use tower_http::trace::TraceLayer;
 
 pub use problem::ApiError;
 
-use crate::cache::{L1, RedisStore};
-use crate::queue::Publisher;
+use std::sync::Arc;
+
+use crate::cache::{L1, RedisStore, ResultStore};
+use crate::queue::{Publisher, RequestQueue};
 use crate::settings::Settings;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub l1: L1,
-    pub store: RedisStore,
-    pub publisher: Publisher,
+    pub store: Arc<dyn ResultStore>,
+    pub publisher: Arc<dyn RequestQueue>,
     pub pending_ttl: Duration,
     pub retry_after_secs: u64,
 }
@@ -46,14 +48,21 @@ impl AppState {
     /// Builds the clients. Nothing connects yet: the process starts, and reports not-ready,
     /// while Redis or the broker is down.
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
+        let store = Arc::new(RedisStore::connect_lazy(&settings.redis)?);
+        let publisher = Arc::new(Publisher::new(&settings.kafka)?);
+        Ok(Self::with(settings, store, publisher))
+    }
+
+    /// The state over any store and queue (the standalone demo's in-memory ones).
+    pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
         crate::observability::handle();
-        Ok(Self {
+        Self {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
-            store: RedisStore::connect_lazy(&settings.redis)?,
-            publisher: Publisher::new(&settings.kafka)?,
+            store,
+            publisher,
             pending_ttl: settings.cache.pending_ttl,
             retry_after_secs: settings.producer.retry_after_secs,
-        })
+        }
     }
 }
 
@@ -110,7 +119,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
     // otherwise spend part of its publish timeout looking the topic up.
     let warm = publisher.clone();
     tokio::spawn(async move {
-        if let Err(e) = warm.check_broker(Duration::from_secs(5)).await {
+        if let Err(e) = warm.check(Duration::from_secs(5)).await {
             tracing::warn!(error = %e, "broker not ready at start-up; /readyz will say so");
         }
     });

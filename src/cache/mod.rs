@@ -1,15 +1,43 @@
-//! Two cache levels: L1 in-process ([`L1`], moka) and L2 in Redis ([`RedisStore`]), plus the
-//! key scheme ([`Keys`]) and the pending markers that stop duplicate work.
+//! Two cache levels: L1 in-process ([`L1`], moka) and L2 behind [`ResultStore`]: Redis
+//! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus the key
+//! scheme ([`Keys`]) and the pending markers that stop duplicate work.
 
 mod keys;
 mod l1;
+mod memory;
 mod store;
 
 pub use keys::Keys;
 pub use l1::{Entry, L1};
+pub use memory::MemoryStore;
 pub use store::{Lookup, RedisStore, StoredResult};
 
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::domain::{Comparison, ProductId};
+
+/// The shared result store (L2): what the API and the worker need of it, and nothing more.
+/// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
+/// released only by the token that claimed it.
+pub trait ResultStore: Send + Sync + 'static {
+    /// The result and its TTL if there is one, else an attempt to claim the pending marker,
+    /// atomically.
+    fn lookup_or_claim<'a>(
+        &'a self,
+        id: &'a ProductId,
+        token: &'a str,
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lookup, Error>>;
+    fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>>;
+    fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>>;
+    /// Releases the marker if `token` still owns it.
+    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// Writes the result with its TTL, clears the marker and announces it.
+    fn store<'a>(&'a self, comparison: &'a Comparison) -> BoxFuture<'a, Result<(), Error>>;
+    fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

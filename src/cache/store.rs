@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
@@ -165,5 +166,36 @@ impl RedisStore {
             .ignore()
             .to_owned();
         self.bounded(pipe.query_async::<()>(&mut conn)).await
+    }
+}
+
+impl super::ResultStore for RedisStore {
+    fn lookup_or_claim<'a>(
+        &'a self,
+        id: &'a ProductId,
+        token: &'a str,
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Lookup, Error>> {
+        Box::pin(RedisStore::lookup_or_claim(self, id, token, pending_ttl))
+    }
+
+    fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisStore::delete_result(self, id))
+    }
+
+    fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(RedisStore::has_result(self, id))
+    }
+
+    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisStore::release_pending(self, id, token))
+    }
+
+    fn store<'a>(&'a self, comparison: &'a Comparison) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisStore::store(self, comparison))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(RedisStore::ping(self))
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -182,5 +183,33 @@ impl Publisher {
     pub async fn flush(&self, timeout: Duration) {
         let producer = self.producer();
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+    }
+}
+
+impl super::RequestQueue for Publisher {
+    fn publish<'a>(
+        &'a self,
+        request: &'a PriceRequest,
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Delivery, Error>> {
+        Box::pin(Publisher::publish(self, request, traceparent))
+    }
+
+    fn send<'a>(
+        &'a self,
+        topic: &'a str,
+        key: &'a [u8],
+        payload: &'a [u8],
+        headers: OwnedHeaders,
+    ) -> BoxFuture<'a, Result<Delivery, Error>> {
+        Box::pin(Publisher::send(self, topic, key, payload, headers))
+    }
+
+    fn check(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(self.check_broker(timeout))
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(Publisher::flush(self, timeout))
     }
 }

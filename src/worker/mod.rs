@@ -21,7 +21,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::cache::RedisStore;
-use crate::providers::PriceSources;
 use crate::queue::Publisher;
 use crate::queue::consumer::{self, GroupConsumer, InFlight};
 use crate::settings::Settings;
@@ -55,16 +54,8 @@ impl Worker {
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
         crate::observability::handle();
         let in_flight = Arc::new(InFlight::default());
-        let processor = Processor {
-            store: RedisStore::connect_lazy(&settings.redis)?,
-            sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?,
-            publisher: Publisher::new(&settings.kafka)?,
-            dlq_topic: settings.kafka.dlq_topic.clone(),
-            ttl: settings.cache.ttl_policy(),
-            counters: Counters::default(),
-            redis_health: Default::default(),
-            max_attempts: settings.consumer.max_attempts,
-        };
+        let store = Arc::new(RedisStore::connect_lazy(&settings.redis)?);
+        let processor = Processor::new(settings, store, Arc::new(Publisher::new(&settings.kafka)?))?;
         Ok(Self {
             consumer: Arc::new(consumer::subscribe(
                 &settings.kafka,

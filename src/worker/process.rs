@@ -16,11 +16,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache::RedisStore;
+use std::sync::Arc;
+
+use crate::cache::ResultStore;
 use crate::domain::{Comparison, TtlPolicy};
 use crate::providers::PriceSources;
 use crate::queue::envelope::TRACEPARENT_HEADER;
-use crate::queue::{PriceRequest, Publisher};
+use crate::queue::{PriceRequest, RequestQueue};
+use crate::settings::Settings;
 
 /// Counters since start, logged at shutdown.
 #[derive(Debug, Default)]
@@ -72,9 +75,9 @@ enum Stop {
 }
 
 pub struct Processor {
-    pub store: RedisStore,
+    pub store: Arc<dyn ResultStore>,
     pub sources: PriceSources,
-    pub publisher: Publisher,
+    pub publisher: Arc<dyn RequestQueue>,
     pub dlq_topic: String,
     pub ttl: TtlPolicy,
     pub counters: Counters,
@@ -84,6 +87,23 @@ pub struct Processor {
 }
 
 impl Processor {
+    pub fn new(
+        settings: &Settings,
+        store: Arc<dyn ResultStore>,
+        publisher: Arc<dyn RequestQueue>,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            store,
+            sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?,
+            publisher,
+            dlq_topic: settings.kafka.dlq_topic.clone(),
+            ttl: settings.cache.ttl_policy(),
+            counters: Counters::default(),
+            redis_health: RedisHealth::default(),
+            max_attempts: settings.consumer.max_attempts,
+        })
+    }
+
     /// Handles one message; true when its outcome is durable and its offset may be stored.
     pub async fn handle(&self, message: &OwnedMessage, shutdown: &CancellationToken) -> bool {
         let (kind, error) = match PriceRequest::decode(message.payload()) {

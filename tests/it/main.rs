@@ -12,3 +12,4 @@ mod openapi;
 mod pipeline;
 mod providers;
 mod stampede;
+mod standalone;
