@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# The test command: brings up Redis and a Kafka-protocol broker (reusing any already
-# running), then runs the whole suite. Extra arguments go to `cargo test`.
+# The test command: brings up Redis and a Kafka-protocol broker (reusing any already running),
+# checks the deployment files, smoke-tests the k6 scripts against the real stack, then runs
+# the whole cargo suite (unit tests, and tests/it against the real services).
+#
+# With arguments, only `cargo test ARGS…` runs (after the services are up), e.g.
+#   scripts/test.sh -- chaos --nocapture
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-trap stop_started EXIT
+stack_pid=
+stop_all() {
+  if [[ -n "$stack_pid" ]]; then
+    kill -TERM "$stack_pid" 2>/dev/null || true
+    wait "$stack_pid" 2>/dev/null || true
+  fi
+  stop_started
+}
+trap stop_all EXIT
 
 cargo build --quiet --bin admin
 redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
@@ -15,4 +27,19 @@ ensure_broker "$brokers"
 # The chaos tests stop and restart a private broker of their own.
 PRICEFRONT_TEST_TANSU=$(tansu_binary)
 export PRICEFRONT__REDIS__URL="$redis_url" PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU
+
+if (($# == 0)); then
+  log "checking the deployment files (no Docker engine needed)"
+  bash scripts/check-deploy.sh
+  log "k6 smoke against the real stack (scripts/run.sh; logs in .run/ci-stack.log)"
+  bash scripts/run.sh >"$RUN_DIR/ci-stack.log" 2>&1 &
+  stack_pid=$!
+  # run.sh builds in release mode first: allow for a cold build.
+  READY_TIMEOUT=1200 bash scripts/loadtest-smoke.sh || { tail -n 30 "$RUN_DIR/ci-stack.log"; exit 1; }
+  kill -TERM "$stack_pid"
+  wait "$stack_pid" || true
+  stack_pid=
+fi
+
+# Last, so its summary closes the output.
 cargo test "$@"

@@ -129,6 +129,7 @@ impl TestEnvBuilder {
         put("kafka", "group_id", format!("\"{name}-group\""));
         put("kafka", "session_timeout_ms", "6000".into());
         put("consumer", "drain_timeout_ms", "3000".into());
+        put("consumer", "metrics_listen", "\"127.0.0.1:0\"".into());
         put("log", "format", "\"json\"".into());
         put("mock", "listen", "\"127.0.0.1:0\"".into());
         for (section, entries) in self.overrides {
