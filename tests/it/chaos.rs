@@ -13,17 +13,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    ConsumerProcess, RedisServer, brokers, computed_twice, env, free_port, get, key_of, provider, request_all,
-    spawn_consumer, spawn_producer, wait_all_results, wait_all_results_in, wait_for,
+    RedisServer, brokers, computed_twice, env, free_port, get, key_of, provider, request_all, spawn_consumer,
+    spawn_producer, wait_all_assigned, wait_all_results, wait_all_results_in, wait_for,
 };
-
-async fn wait_all_assigned(consumers: &[&ConsumerProcess]) {
-    wait_for("every consumer to hold partitions", Duration::from_secs(60), || async {
-        let held: Vec<Vec<i64>> = consumers.iter().map(|c| c.assigned()).collect();
-        if held.iter().all(|h| !h.is_empty()) { Ok(()) } else { Err(format!("{held:?}")) }
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_sigkill_one_of_three_consumers_loses_nothing() {

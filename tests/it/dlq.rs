@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::message::Headers;
 
-use crate::helpers::{RedisServer, env, free_port, get, key_of, spawn_consumer};
+use crate::helpers::{RedisServer, dead_letter_for, env, free_port, get, key_of, spawn_consumer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
@@ -20,20 +19,8 @@ async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
     let result = env.wait_result(&product, Duration::from_secs(30)).await;
     assert_eq!(result["status"], "complete");
 
-    let key = product.clone();
-    let dlq = env
-        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
-            seen.iter().any(|m| key_of(m) == key)
-        })
-        .await;
-    let dead = dlq.iter().find(|m| key_of(m) == product).unwrap();
+    let (dead, headers) = dead_letter_for(&env, &product).await;
     assert_eq!(dead.payload(), Some(&b"\x00not json at all"[..]));
-    let headers: std::collections::HashMap<String, String> = dead
-        .headers()
-        .unwrap()
-        .iter()
-        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-        .collect();
     assert_eq!(headers["dlq.reason"], "invalid_json");
     assert_eq!(headers["dlq.source.topic"], env.settings.kafka.topic);
     assert!(headers["dlq.source.offset"].parse::<i64>().is_ok(), "{headers:?}");
@@ -71,21 +58,8 @@ async fn a_request_that_keeps_failing_goes_to_the_dlq_after_bounded_attempts() {
     let request = pricefront::queue::PriceRequest::new(pricefront::domain::ProductId::parse(&product).unwrap());
     env.produce_raw(&product, &request.encode()).await;
 
-    let key = product.clone();
-    let dlq = env
-        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
-            seen.iter().any(|m| key_of(m) == key)
-        })
-        .await;
-    let dead = dlq.iter().find(|m| key_of(m) == product).unwrap();
-    let header = |name: &str| {
-        dead.headers()
-            .unwrap()
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
+    let (dead, headers) = dead_letter_for(&env, &product).await;
+    let header = |name: &str| headers.get(name).cloned();
     assert_eq!(header("dlq.reason").as_deref(), Some("processing_failed"));
     let error = header("dlq.error").unwrap();
     assert!(error.contains("after 2 attempts") && error.to_lowercase().contains("read only"), "{error}");

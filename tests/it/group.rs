@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::helpers::{env, get, provider, wait_for};
+use crate::helpers::{env, get, provider, wait_all_assigned, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_killed_mid_run_loses_no_request() {
@@ -18,11 +18,8 @@ async fn a_consumer_killed_mid_run_loses_no_request() {
     let first = env.spawn_consumer_process();
     let mut second = env.spawn_consumer_process();
 
-    let split = wait_for("both consumers to hold partitions", Duration::from_secs(60), || async {
-        let (a, b) = (first.assigned(), second.assigned());
-        if !a.is_empty() && !b.is_empty() { Ok((a, b)) } else { Err(format!("first {a:?}, second {b:?}")) }
-    })
-    .await;
+    wait_all_assigned(&[&first, &second]).await;
+    let split = (first.assigned(), second.assigned());
     println!("partitions split: {split:?}");
     let mut all: Vec<i64> = split.0.iter().chain(&split.1).copied().collect();
     all.sort();

@@ -556,3 +556,33 @@ pub async fn wait_all_results(env: &TestEnv, products: &[String], deadline: Dura
 pub fn computed_twice(stats: &Value, provider: &str) -> usize {
     stats["providers"][provider]["by_product"].as_object().unwrap().values().filter(|n| n.as_u64().unwrap() > 1).count()
 }
+
+/// Waits until the DLQ holds a message keyed `key`; returns it with its headers as strings.
+pub async fn dead_letter_for(env: &TestEnv, key: &str) -> (OwnedMessage, std::collections::HashMap<String, String>) {
+    let wanted = key.to_owned();
+    let dlq = env
+        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
+            seen.iter().any(|m| key_of(m) == wanted)
+        })
+        .await;
+    let dead = dlq.into_iter().find(|m| key_of(m) == key).unwrap();
+    let headers = dead
+        .headers()
+        .map(|h| {
+            use rdkafka::message::Headers;
+            h.iter()
+                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (dead, headers)
+}
+
+/// Waits until every consumer process holds at least one partition.
+pub async fn wait_all_assigned(consumers: &[&ConsumerProcess]) {
+    wait_for("every consumer to hold partitions", Duration::from_secs(60), || async {
+        let held: Vec<Vec<i64>> = consumers.iter().map(|c| c.assigned()).collect();
+        if held.iter().all(|h| !h.is_empty()) { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await
+}
