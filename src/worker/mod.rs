@@ -27,6 +27,8 @@ use crate::settings::Settings;
 
 pub use process::{Counters, Processor, RedisHealth};
 
+/// Time left for the final commit and group leave even when draining used up the deadline.
+const MIN_LEAVE_TIME: Duration = Duration::from_secs(1);
 /// How often a paused consumer checks whether Redis is back.
 const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -188,7 +190,10 @@ impl Worker {
         let processor = self.processor;
         tracing::info!(in_flight = tasks.len(), "draining");
         tasks.close();
-        if tokio::time::timeout(self.drain_timeout, tasks.wait()).await.is_err() {
+        // One deadline for draining and leaving, so shutdown stays within the drain timeout
+        // (validated below the session timeout), plus a short floor for the leave itself.
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
             tracing::warn!(unfinished = tasks.len(), "drain timed out; unfinished messages will be redelivered");
         }
         // The final commit and the group leave talk to the broker; bound them so a broker
@@ -202,7 +207,8 @@ impl Worker {
             consumer.unsubscribe();
             drop(consumer);
         });
-        if tokio::time::timeout(self.drain_timeout, leave).await.is_err() {
+        let leave_by = deadline.max(tokio::time::Instant::now() + MIN_LEAVE_TIME);
+        if tokio::time::timeout_at(leave_by, leave).await.is_err() {
             tracing::warn!("broker unreachable; stopped without a final commit (unfinished work will be redelivered)");
         }
         let c = &processor.counters;
