@@ -267,10 +267,11 @@ impl Settings {
                 self.cache.pending_ttl, self.consumer.provider_timeout
             ));
         }
-        // Draining must finish before the group gives our partitions away.
-        if self.consumer.drain_timeout >= self.kafka.session_timeout {
+        // Draining, then committing and leaving (at least 1 s more), must finish before the
+        // group gives our partitions away.
+        if self.consumer.drain_timeout + Duration::from_secs(1) >= self.kafka.session_timeout {
             return fail(format!(
-                "consumer.drain_timeout_ms ({:?}) must be below kafka.session_timeout_ms ({:?})",
+                "consumer.drain_timeout_ms ({:?}) plus 1 s for the group leave must be below kafka.session_timeout_ms ({:?})",
                 self.consumer.drain_timeout, self.kafka.session_timeout
             ));
         }
@@ -398,6 +399,8 @@ mod tests {
     fn cross_field_rules_fail_at_load() {
         let err = Settings::load_from(None, env(&[("PRICEFRONT__CONSUMER__DRAIN_TIMEOUT_MS", "20000")])).unwrap_err();
         assert!(err.to_string().contains("drain_timeout_ms"), "{err}");
+        let err = Settings::load_from(None, env(&[("PRICEFRONT__CONSUMER__DRAIN_TIMEOUT_MS", "9500")])).unwrap_err();
+        assert!(err.to_string().contains("group leave"), "{err}");
         let err = Settings::load_from(None, env(&[("PRICEFRONT__CACHE__PENDING_TTL_SECS", "1")])).unwrap_err();
         assert!(err.to_string().contains("pending_ttl_secs"), "{err}");
     }
