@@ -2,16 +2,22 @@
 //! - `admin create-topics`: creates the request topic and its DLQ with `kafka.partitions` partitions.
 //! - `admin get KEY`: prints one effective setting (after file and env layering), for scripts.
 
+use std::process::ExitCode;
+
 use anyhow::{Context, bail};
-use pricefront::{queue::admin, settings::Settings, telemetry};
+use pricefront::{observability, queue::admin, settings::Settings, shutdown};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load().context("loading settings")?;
+async fn main() -> ExitCode {
+    let settings = Settings::load_or_exit();
+    shutdown::exit_code(run(settings).await)
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["create-topics"] => {
-            telemetry::init(&settings.log);
+            observability::logs::init(&settings.log);
             admin::ensure_topics(&settings.kafka).await.context("creating topics")?;
             tracing::info!(topic = %settings.kafka.topic, dlq = %settings.kafka.dlq_topic, partitions = settings.kafka.partitions, "topics ready");
         }

@@ -1,18 +1,25 @@
 //! Simulated external price APIs with tunable latency and faults.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
-use pricefront::{mock, settings::Settings, shutdown, telemetry};
+use pricefront::settings::{self, Settings};
+use pricefront::{mock, observability, shutdown};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load().context("loading settings")?;
-    telemetry::init(&settings.log);
+async fn main() -> ExitCode {
+    let settings = Settings::load_or_exit();
+    let mock = mock::Mock::new(&settings.mock.providers).unwrap_or_else(|e| settings::exit_invalid(e));
+    observability::logs::init(&settings.log);
+    shutdown::exit_code(run(settings, mock).await)
+}
+
+async fn run(settings: Settings, mock: mock::Mock) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let listener = tokio::net::TcpListener::bind(settings.mock.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.mock.listen))?;
+    let listen = settings.mock.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let names: Vec<&str> = settings.mock.providers.iter().map(|p| p.name.as_str()).collect();
     tracing::info!(listen = %listener.local_addr()?, providers = ?names, "mock providers listening");
-    mock::serve(listener, &settings.mock.providers, shutdown).await.context("serving")?;
+    mock::serve(listener, mock, shutdown).await.context("serving")?;
     Ok(())
 }

@@ -1,17 +1,27 @@
 //! Zero-setup mode: the whole system in one process, no Kafka, no Redis. For trying and
 //! demos; production uses the `producer` and `consumer` binaries on Kafka and Redis.
 
+use std::process::ExitCode;
+
 use anyhow::Context;
-use pricefront::{settings::Settings, shutdown, standalone, telemetry};
+use pricefront::settings::{self, Settings};
+use pricefront::{mock, observability, shutdown, standalone};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load().context("loading settings")?;
-    telemetry::init(&settings.log);
+async fn main() -> ExitCode {
+    let settings = Settings::load_or_exit();
+    let mock = mock::Mock::new(&settings.mock.providers).unwrap_or_else(|e| settings::exit_invalid(e));
+    observability::logs::init(&settings.log);
+    shutdown::exit_code(run(settings, mock).await)
+}
+
+async fn run(settings: Settings, mock: mock::Mock) -> anyhow::Result<()> {
+    observability::metrics::install().context("installing the metrics recorder")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let (api, mock) = (settings.producer.listen, settings.mock.listen);
+    let (api, mock_addr) = (settings.producer.listen, settings.mock.listen);
     let api_listener = tokio::net::TcpListener::bind(api).await.with_context(|| format!("binding {api}"))?;
-    let mock_listener = tokio::net::TcpListener::bind(mock).await.with_context(|| format!("binding {mock}"))?;
+    let mock_listener =
+        tokio::net::TcpListener::bind(mock_addr).await.with_context(|| format!("binding {mock_addr}"))?;
     let api = api_listener.local_addr()?;
     tracing::info!(%api, mock = %mock_listener.local_addr()?, "standalone: in-memory queue and store, no Kafka or Redis");
     println!(
@@ -19,6 +29,6 @@ async fn main() -> anyhow::Result<()> {
          Ask for a price (202 at first, then 200 with the comparison):\n\n  curl -i http://{api}/v1/prices/sku-123\n\n\
          Ctrl-C stops it.\n"
     );
-    standalone::run(&settings, api_listener, mock_listener, shutdown).await.context("running")?;
+    standalone::run(&settings, mock, api_listener, mock_listener, shutdown).await.context("running")?;
     Ok(())
 }

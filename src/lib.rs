@@ -6,20 +6,20 @@
 //!
 //! # Layout
 //! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env).
-//! - [`telemetry`]: tracing subscriber setup.
-//! - [`observability`]: the Prometheus recorder and `/metrics`.
+//! - [`observability`]: logs and spans, the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
 //! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
 //! - [`cache`]: L1 moka + L2 Redis, key scheme, pending markers.
-//! - [`queue`]: message envelope, publisher, group consumer, offset tracking, topics.
+//! - [`queue`]: message envelope, publisher, the Kafka group member on its own thread, the
+//!   acknowledgement that alone moves offsets, topics; the in-memory queue.
 //! - [`providers`]: price API clients and the concurrent fan-out.
 //! - [`api`]: the producer's HTTP router and errors as problem+json.
-//! - [`worker`]: the consumer's consume-process-store loop.
+//! - [`worker`]: the consume-process-store loop, written once for every queue.
 //! - [`mock`]: simulated price APIs for local runs and tests.
 //! - [`standalone`]: everything in one process on the in-memory queue and store (demos).
 //!
 //! Dependencies point downward: `api` and `worker` use `cache`, `queue`, `providers` and
-//! `domain`; `domain` uses nothing of ours.
+//! `domain`; `domain` uses nothing of ours; `settings` uses only `domain`.
 
 pub mod api;
 pub mod cache;
@@ -31,5 +31,4 @@ pub mod queue;
 pub mod settings;
 pub mod shutdown;
 pub mod standalone;
-pub mod telemetry;
 pub mod worker;

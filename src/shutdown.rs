@@ -1,4 +1,7 @@
-//! Shutdown on SIGINT or SIGTERM, as a [`CancellationToken`] every part of a process shares.
+//! How a process ends: on SIGINT or SIGTERM, as a [`CancellationToken`] every part of it
+//! shares, and with an exit status that says how ([`exit_code`]).
+
+use std::process::ExitCode;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -18,4 +21,17 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
         trigger.cancel();
     });
     Ok(token)
+}
+
+/// Exit status 0, or 1 after printing the error with each cause once (configuration errors
+/// exit earlier, with 2: [`crate::settings::exit_invalid`]).
+pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stopped by an error");
+            eprintln!("pricefront: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

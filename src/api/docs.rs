@@ -25,7 +25,7 @@ pub struct ApiDoc;
     (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
 ))]
 pub async fn metrics() -> impl axum::response::IntoResponse {
-    crate::observability::metrics_endpoint().await
+    crate::observability::metrics::endpoint().await
 }
 
 /// This document.

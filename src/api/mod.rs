@@ -55,7 +55,6 @@ impl AppState {
 
     /// The state over any store and queue (the standalone demo's in-memory ones).
     pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
-        crate::observability::handle();
         Self {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
             store,

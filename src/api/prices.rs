@@ -145,8 +145,11 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
 }
 
 fn hit(stored: &StoredResult) -> Response {
-    let max_age = stored.ttl_left().as_secs();
-    let age = (OffsetDateTime::now_utc() - stored.comparison.computed_at).whole_seconds().max(0);
+    let now = OffsetDateTime::now_utc();
+    // Whole seconds, rounded down: never more than the body's guarantee has left, by our clock
+    // or by the store's.
+    let max_age = stored.ttl_left().min(stored.comparison.guarantee_left(now)).as_secs();
+    let age = (now - stored.comparison.computed_at).whole_seconds().max(0);
     let mut response = (StatusCode::OK, stored.body.clone()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,5 +1,10 @@
-//! L2 in process memory, for the standalone demo: the same contract as Redis (TTLs, exclusive
-//! pending markers released only by their owner), nothing shared between processes, nothing kept.
+//! L2 in process memory, for the standalone demo: the same contract as Redis (results live
+//! until their `expires_at`, exclusive pending markers released only by their owner), nothing
+//! shared between processes, nothing kept.
+//!
+//! Bounded: results are a moka cache of `max_entries`; expired markers are swept whenever
+//! the marker map has doubled since the last sweep, so it holds at most about twice the
+//! markers claimed within one `pending_ttl`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +15,7 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Error, Lookup, ResultStore, StoredResult};
+use super::{Error, Lookup, ResultStore, StoreOutcome, StoredResult};
 use crate::domain::{Comparison, ProductId};
 
 #[derive(Clone)]
@@ -28,11 +33,37 @@ impl Expiry<ProductId, Stored> for UntilExpiry {
     }
 }
 
-/// Results in a moka cache with per-entry TTLs; pending markers in a map with deadlines.
+/// The smallest marker map that is swept.
+const SWEEP_FLOOR: usize = 1024;
+
+/// Product → (token, expiry), swept of expired markers as it grows.
+#[derive(Default)]
+struct Markers {
+    live: HashMap<ProductId, (String, Instant)>,
+    sweep_at: usize,
+}
+
+impl Markers {
+    fn claim(&mut self, id: &ProductId, token: &str, until: Instant, now: Instant) {
+        if self.live.len() >= self.sweep_at.max(SWEEP_FLOOR) {
+            self.live.retain(|_, (_, until)| *until > now);
+            self.sweep_at = 2 * self.live.len();
+        }
+        self.live.insert(id.clone(), (token.to_owned(), until));
+    }
+
+    fn release(&mut self, id: &ProductId, token: &str) {
+        if self.live.get(id).is_some_and(|(owner, _)| owner == token) {
+            self.live.remove(id);
+        }
+    }
+}
+
+/// Results in a moka cache with per-entry expiry; pending markers in a swept map.
 pub struct MemoryStore {
     results: Cache<ProductId, Stored>,
-    /// Product → (token, expiry). Also the lock that makes lookup-or-claim atomic.
-    pending: Mutex<HashMap<ProductId, (String, Instant)>>,
+    /// Also the lock that makes lookup-or-claim and store atomic.
+    pending: Mutex<Markers>,
 }
 
 impl MemoryStore {
@@ -65,10 +96,10 @@ impl ResultStore for MemoryStore {
                 })));
             }
             let now = Instant::now();
-            match pending.get(id) {
+            match pending.live.get(id) {
                 Some((_, until)) if *until > now => Ok(Lookup::AlreadyPending),
                 _ => {
-                    pending.insert(id.clone(), (token.to_owned(), now + pending_ttl));
+                    pending.claim(id, token, now + pending_ttl, now);
                     Ok(Lookup::Claimed)
                 }
             }
@@ -88,23 +119,25 @@ impl ResultStore for MemoryStore {
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
-            let mut pending = self.pending.lock().expect("pending lock");
-            if pending.get(id).is_some_and(|(owner, _)| owner == token) {
-                pending.remove(id);
-            }
+            self.pending.lock().expect("pending lock").release(id, token);
             Ok(())
         })
     }
 
-    fn store<'a>(&'a self, comparison: &'a Comparison) -> BoxFuture<'a, Result<(), Error>> {
+    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {
         Box::pin(async move {
-            let body = Bytes::from(serde_json::to_vec(comparison).expect("a Comparison always serializes"));
-            let expires = Instant::now() + Duration::from_secs(comparison.ttl_secs());
+            let id = &comparison.product_id;
             let mut pending = self.pending.lock().expect("pending lock");
-            self.results
-                .insert(comparison.product_id.clone(), Stored { comparison: comparison.clone(), body, expires });
-            pending.remove(&comparison.product_id);
-            Ok(())
+            let left = comparison.expires_at - time::OffsetDateTime::now_utc();
+            if !left.is_positive() {
+                pending.release(id, token);
+                return Ok(StoreOutcome::Expired);
+            }
+            let body = Bytes::from(serde_json::to_vec(comparison).expect("a Comparison always serializes"));
+            let expires = Instant::now() + left.unsigned_abs();
+            self.results.insert(id.clone(), Stored { comparison: comparison.clone(), body, expires });
+            pending.live.remove(id);
+            Ok(StoreOutcome::Stored)
         })
     }
 
@@ -140,7 +173,7 @@ mod tests {
         store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
         let policy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(1) };
         let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy);
-        store.store(&failed).await.unwrap();
+        assert_eq!(store.store(&failed, "a").await.unwrap(), StoreOutcome::Stored);
         assert!(store.has_result(&id()).await.unwrap());
         let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap() else {
             panic!("expected a hit")
@@ -149,5 +182,28 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(!store.has_result(&id()).await.unwrap(), "expired with its TTL");
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
+    }
+
+    #[tokio::test]
+    async fn a_result_past_its_guarantee_is_not_stored_and_its_marker_is_released() {
+        let store = MemoryStore::new(100);
+        store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
+        let policy = TtlPolicy { answered: Duration::from_secs(1), failed: Duration::from_secs(1) };
+        let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(5);
+        let stale = Comparison::aggregate(id(), [], long_ago, &policy);
+        assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
+        assert!(!store.has_result(&id()).await.unwrap());
+        assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
+    }
+
+    #[tokio::test]
+    async fn expired_markers_are_swept_as_the_map_grows() {
+        let store = MemoryStore::new(100);
+        for i in 0..10 * SWEEP_FLOOR {
+            let id = ProductId::parse(&format!("p{i}")).unwrap();
+            store.lookup_or_claim(&id, "t", Duration::ZERO).await.unwrap();
+        }
+        let live = store.pending.lock().unwrap().live.len();
+        assert!(live <= SWEEP_FLOOR, "{live} markers kept, all of them expired");
     }
 }

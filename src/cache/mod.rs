@@ -34,15 +34,26 @@ pub trait ResultStore: Send + Sync + 'static {
     fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>>;
     /// Releases the marker if `token` still owns it.
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    /// Writes the result with its TTL, clears the marker and announces it.
-    fn store<'a>(&'a self, comparison: &'a Comparison) -> BoxFuture<'a, Result<(), Error>>;
+    /// Writes the result to live until its `expires_at` (never longer), clears the marker and
+    /// announces it. If the guarantee has passed by the time the write happens, writes nothing
+    /// and releases the marker if `token` still owns it.
+    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
+}
+
+/// What became of a result handed to [`ResultStore::store`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored until its `expires_at`; the marker is cleared and the result announced.
+    Stored,
+    /// Its guarantee passed before the write: nothing stored, the marker released.
+    Expired,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("redis: {0}")]
-    Redis(#[source] redis::RedisError),
+    #[error(transparent)]
+    Redis(redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
     #[error("stored value at {key} is not a comparison")]

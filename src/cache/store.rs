@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use super::{Error, Keys};
+use super::{Error, Keys, StoreOutcome};
 use crate::domain::{Comparison, ProductId};
 use crate::settings::RedisSettings;
 
@@ -52,6 +52,24 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0, false, 0}";
 
+/// Writes a result to expire at its guarantee's end (absolute, on Redis's clock), clears the
+/// marker and announces it; or, if the guarantee has passed already (the write waited), writes
+/// nothing and releases the marker if the token still owns it, so the product is computed
+/// again. One script: a write that waited in a stalled Redis is judged when it runs.
+/// KEYS: result, pending; ARGV: body, expires_at in ms since the epoch, token, channel, status.
+const STORE_UNTIL: &str = r"
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= tonumber(ARGV[2]) then
+  if redis.call('GET', KEYS[2]) == ARGV[3] then
+    redis.call('DEL', KEYS[2])
+  end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1";
+
 /// Deletes the pending marker only if it still holds our token, so a producer whose claim
 /// expired never releases somebody else's.
 const RELEASE_IF_OWNER: &str = r"
@@ -67,6 +85,7 @@ pub struct RedisStore {
     timeout: Duration,
     lookup_or_claim: Script,
     release_if_owner: Script,
+    store_until: Script,
 }
 
 impl RedisStore {
@@ -85,6 +104,7 @@ impl RedisStore {
             timeout: settings.timeout,
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
+            store_until: Script::new(STORE_UNTIL),
         })
     }
 
@@ -151,21 +171,25 @@ impl RedisStore {
         self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
     }
 
-    /// Writes the result with its TTL, clears the marker and announces it, atomically.
-    pub async fn store(&self, comparison: &Comparison) -> Result<(), Error> {
+    /// Writes the result until its `expires_at`, clears the marker and announces it; or, if
+    /// the guarantee has passed by the time Redis runs the write, releases `token`'s marker.
+    pub async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error> {
         let id = &comparison.product_id;
         let body = serde_json::to_vec(comparison).expect("a Comparison always serializes");
+        let expires_at_ms = comparison.expires_at.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.conn.clone();
-        let pipe = redis::pipe()
-            .atomic()
-            .set_ex(self.keys.result(id), body, comparison.ttl_secs())
-            .ignore()
-            .del(self.keys.pending(id))
-            .ignore()
-            .publish(self.keys.ready_channel(id), comparison.status.as_str())
-            .ignore()
-            .to_owned();
-        self.bounded(pipe.query_async::<()>(&mut conn)).await
+        let mut invocation = self.store_until.key(self.keys.result(id));
+        invocation
+            .key(self.keys.pending(id))
+            .arg(body)
+            .arg(expires_at_ms.to_string())
+            .arg(token)
+            .arg(self.keys.ready_channel(id))
+            .arg(comparison.status.as_str());
+        match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
+            1 => Ok(StoreOutcome::Stored),
+            _ => Ok(StoreOutcome::Expired),
+        }
     }
 }
 
@@ -191,8 +215,8 @@ impl super::ResultStore for RedisStore {
         Box::pin(RedisStore::release_pending(self, id, token))
     }
 
-    fn store<'a>(&'a self, comparison: &'a Comparison) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(RedisStore::store(self, comparison))
+    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {
+        Box::pin(RedisStore::store(self, comparison, token))
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {

@@ -3,8 +3,8 @@
 //!
 //! Invariants of a [`Comparison`] built by [`Comparison::aggregate`]: `quotes` are sorted
 //! by price ascending (ties by provider name), `best` is the first quote, `status` follows
-//! from how many sources answered, and `expires_at - computed_at` is the TTL the result is
-//! stored with.
+//! from how many sources answered, and `expires_at` is `computed_at` (when the quotes were
+//! gathered) plus the status's TTL. A result is never served after its `expires_at`.
 
 use std::time::Duration;
 
@@ -157,9 +157,9 @@ impl Comparison {
         }
     }
 
-    /// The TTL this result is stored with, in whole seconds (at least 1).
-    pub fn ttl_secs(&self) -> u64 {
-        (self.expires_at - self.computed_at).whole_seconds().max(1) as u64
+    /// How much of the price guarantee is left at `now` (zero once it has passed).
+    pub fn guarantee_left(&self, now: OffsetDateTime) -> Duration {
+        (self.expires_at - now).try_into().unwrap_or(Duration::ZERO)
     }
 }
 
@@ -183,6 +183,10 @@ mod tests {
 
     const TTL: TtlPolicy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(30) };
 
+    fn ttl_secs(c: &Comparison) -> i64 {
+        (c.expires_at - c.computed_at).whole_seconds()
+    }
+
     fn aggregate(outcomes: Vec<Result<Quote, Failure>>) -> Comparison {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         Comparison::aggregate(ProductId::parse("p1").unwrap(), outcomes, at, &TTL)
@@ -195,7 +199,7 @@ mod tests {
         let order: Vec<_> = c.quotes.iter().map(|q| q.provider.as_str()).collect();
         assert_eq!(order, ["a", "d", "b", "c"]);
         assert_eq!(c.best.as_ref().unwrap().provider, "a");
-        assert_eq!(c.ttl_secs(), 300);
+        assert_eq!(ttl_secs(&c), 300);
     }
 
     #[test]
@@ -203,7 +207,7 @@ mod tests {
         let c = aggregate(vec![failure("x"), quote("a", "1.00")]);
         assert_eq!(c.status, Status::Partial);
         assert_eq!(c.failures.len(), 1);
-        assert_eq!(c.ttl_secs(), 300);
+        assert_eq!(ttl_secs(&c), 300);
     }
 
     #[test]
@@ -211,7 +215,15 @@ mod tests {
         let c = aggregate(vec![failure("x"), failure("y")]);
         assert_eq!(c.status, Status::Failed);
         assert!(c.best.is_none());
-        assert_eq!(c.ttl_secs(), 30);
+        assert_eq!(ttl_secs(&c), 30);
+    }
+
+    #[test]
+    fn guarantee_left_counts_down_to_zero() {
+        let c = aggregate(vec![quote("a", "1.00")]);
+        assert_eq!(c.guarantee_left(c.computed_at), Duration::from_secs(300));
+        assert_eq!(c.guarantee_left(c.computed_at + Duration::from_secs(299)), Duration::from_secs(1));
+        assert_eq!(c.guarantee_left(c.expires_at + Duration::from_secs(1)), Duration::ZERO);
     }
 
     #[test]

@@ -4,12 +4,17 @@
 //! - `GET /{provider}/prices/{product_id}`: 200 `{"product_id", "price", "currency"}`, the
 //!   price deterministic per (provider, product); faults as configured: latency ± jitter,
 //!   `error_rate` (503), `hang_rate` (no answer until the client gives up).
-//! - `GET /_stats`: calls per provider and per product.
+//! - `GET /_stats`: calls per provider and per product. Per-product counts are kept for at
+//!   most [`STATS_MAX_PRODUCTS`] products per provider, each until it is idle for
+//!   [`STATS_IDLE`], so a long run does not grow without limit.
 //! - `PUT /_faults/{provider}`: change any of `latency_ms`, `jitter_ms`, `error_rate`,
 //!   `hang_rate` at run time (204).
+//!
+//! The mock validates its own faults, from configuration ([`Mock::new`]) and at run time alike.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +34,10 @@ use crate::settings::MockProviderSettings;
 
 /// Largest latency or jitter accepted, so delays stay meaningful and arithmetic cannot overflow.
 pub const MAX_DELAY_MS: u64 = 60_000;
+/// Products whose call counts one provider keeps.
+pub const STATS_MAX_PRODUCTS: u64 = 100_000;
+/// A product's call count is forgotten after this long without a call.
+pub const STATS_IDLE: Duration = Duration::from_secs(600);
 /// Longest a hanging call is held, so a client without a timeout is not held forever.
 const MAX_HANG: Duration = Duration::from_secs(600);
 
@@ -38,6 +47,27 @@ struct Faults {
     jitter_ms: u64,
     error_rate: f64,
     hang_rate: f64,
+}
+
+impl Faults {
+    fn validate(&self) -> Result<(), String> {
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        if !rate_ok(self.error_rate) || !rate_ok(self.hang_rate) || self.error_rate + self.hang_rate > 1.0 {
+            return Err("error_rate and hang_rate must be in [0, 1] and sum to at most 1".into());
+        }
+        if self.latency_ms > MAX_DELAY_MS || self.jitter_ms > MAX_DELAY_MS {
+            return Err(format!("latency_ms and jitter_ms must be at most {MAX_DELAY_MS}"));
+        }
+        Ok(())
+    }
+}
+
+/// A `[[mock.providers]]` entry the mock cannot run.
+#[derive(Debug, thiserror::Error)]
+#[error("mock.providers.{provider}: {problem}")]
+pub struct InvalidMock {
+    provider: String,
+    problem: String,
 }
 
 /// Body of `PUT /_faults/{provider}`: every field optional.
@@ -50,16 +80,55 @@ struct FaultsPatch {
     hang_rate: Option<f64>,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct ProviderStats {
-    calls: u64,
-    by_product: BTreeMap<String, u64>,
-}
-
 struct Provider {
     currency: Currency,
     faults: Mutex<Faults>,
-    stats: Mutex<ProviderStats>,
+    calls: AtomicU64,
+    /// Bounded: see the module doc.
+    by_product: moka::sync::Cache<String, Arc<AtomicU64>>,
+}
+
+impl Provider {
+    fn count(&self, product: &ProductId) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.by_product.get_with_by_ref(product.as_str(), Arc::default).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The simulated price APIs, validated and ready to serve.
+#[derive(Clone)]
+pub struct Mock {
+    providers: Arc<HashMap<String, Provider>>,
+}
+
+impl Mock {
+    pub fn new(providers: &[MockProviderSettings]) -> Result<Self, InvalidMock> {
+        let mut built = HashMap::new();
+        for p in providers {
+            let faults = Faults {
+                latency_ms: p.latency_ms,
+                jitter_ms: p.jitter_ms,
+                error_rate: p.error_rate,
+                hang_rate: p.hang_rate,
+            };
+            faults.validate().map_err(|problem| InvalidMock { provider: p.name.clone(), problem })?;
+            let by_product =
+                moka::sync::Cache::builder().max_capacity(STATS_MAX_PRODUCTS).time_to_idle(STATS_IDLE).build();
+            let provider =
+                Provider { currency: p.currency, faults: Mutex::new(faults), calls: AtomicU64::new(0), by_product };
+            built.insert(p.name.clone(), provider);
+        }
+        Ok(Self { providers: Arc::new(built) })
+    }
+
+    /// The mock's router; `shutdown` also ends hanging calls.
+    pub fn router(&self, shutdown: CancellationToken) -> Router {
+        Router::new()
+            .route("/{provider}/prices/{product_id}", get(price))
+            .route("/_stats", get(stats))
+            .route("/_faults/{provider}", put(set_faults))
+            .with_state(MockState { providers: self.providers.clone(), shutdown })
+    }
 }
 
 #[derive(Clone)]
@@ -68,36 +137,9 @@ struct MockState {
     shutdown: CancellationToken,
 }
 
-/// The mock's router; `shutdown` also ends hanging calls.
-pub fn router(providers: &[MockProviderSettings], shutdown: CancellationToken) -> Router {
-    let providers = providers
-        .iter()
-        .map(|p| {
-            let faults = Faults {
-                latency_ms: p.latency_ms,
-                jitter_ms: p.jitter_ms,
-                error_rate: p.error_rate,
-                hang_rate: p.hang_rate,
-            };
-            let provider =
-                Provider { currency: p.currency, faults: Mutex::new(faults), stats: Mutex::new(Default::default()) };
-            (p.name.clone(), provider)
-        })
-        .collect();
-    Router::new()
-        .route("/{provider}/prices/{product_id}", get(price))
-        .route("/_stats", get(stats))
-        .route("/_faults/{provider}", put(set_faults))
-        .with_state(MockState { providers: Arc::new(providers), shutdown })
-}
-
 /// Serves the mock on `listener` until `shutdown` fires.
-pub async fn serve(
-    listener: TcpListener,
-    providers: &[MockProviderSettings],
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let app = router(providers, shutdown.clone());
+pub async fn serve(listener: TcpListener, mock: Mock, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = mock.router(shutdown.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -126,11 +168,7 @@ async fn price(State(state): State<MockState>, Path((provider, product)): Path<(
         Ok(id) => id,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    {
-        let mut stats = p.stats.lock().expect("stats lock");
-        stats.calls += 1;
-        *stats.by_product.entry(product.to_string()).or_default() += 1;
-    }
+    p.count(&product);
     let faults = *p.faults.lock().expect("faults lock");
     let roll = fastrand::f64();
     if roll < faults.error_rate + faults.hang_rate && roll >= faults.error_rate {
@@ -158,8 +196,9 @@ async fn wait_or_shutdown(wait: impl Future<Output = ()>, shutdown: &Cancellatio
 async fn stats(State(state): State<MockState>) -> Response {
     let mut providers = serde_json::Map::new();
     for (name, p) in state.providers.iter() {
-        let stats = p.stats.lock().expect("stats lock");
-        providers.insert(name.clone(), serde_json::to_value(&*stats).expect("stats serialize"));
+        let by_product: BTreeMap<String, u64> =
+            p.by_product.iter().map(|(product, n)| ((*product).clone(), n.load(Ordering::Relaxed))).collect();
+        providers.insert(name.clone(), json!({"calls": p.calls.load(Ordering::Relaxed), "by_product": by_product}));
     }
     Json(json!({ "providers": providers })).into_response()
 }
@@ -179,12 +218,8 @@ async fn set_faults(State(state): State<MockState>, Path(provider): Path<String>
         error_rate: patch.error_rate.unwrap_or(faults.error_rate),
         hang_rate: patch.hang_rate.unwrap_or(faults.hang_rate),
     };
-    let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
-    if !rate_ok(next.error_rate) || !rate_ok(next.hang_rate) || next.error_rate + next.hang_rate > 1.0 {
-        return problem(StatusCode::BAD_REQUEST, "error_rate and hang_rate must be in [0, 1] and sum to at most 1");
-    }
-    if next.latency_ms > MAX_DELAY_MS || next.jitter_ms > MAX_DELAY_MS {
-        return problem(StatusCode::BAD_REQUEST, format!("latency_ms and jitter_ms must be at most {MAX_DELAY_MS}"));
+    if let Err(problem_text) = next.validate() {
+        return problem(StatusCode::BAD_REQUEST, problem_text);
     }
     *faults = next;
     tracing::info!(%provider, ?next, "faults changed");
@@ -230,7 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn quotes_counts_and_takes_faults() {
-        let app = router(&settings(), CancellationToken::new());
+        let app = Mock::new(&settings()).unwrap().router(CancellationToken::new());
         let (status, body) = call(&app, "GET", "/acme/prices/p1", "").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["price"], price_for("acme", "p1").to_string());
@@ -248,5 +283,30 @@ mod tests {
         let (_, stats) = call(&app, "GET", "/_stats", "").await;
         assert_eq!(stats["providers"]["acme"]["calls"], 2);
         assert_eq!(stats["providers"]["acme"]["by_product"]["p1"], 2);
+    }
+
+    #[test]
+    fn invalid_faults_in_configuration_are_refused() {
+        let mut bad = settings();
+        bad[0].error_rate = 0.7;
+        bad[0].hang_rate = 0.5;
+        let err = Mock::new(&bad).err().unwrap().to_string();
+        assert!(err.starts_with("mock.providers.acme:"), "{err}");
+        let mut bad = settings();
+        bad[0].latency_ms = MAX_DELAY_MS + 1;
+        assert!(Mock::new(&bad).is_err());
+    }
+
+    #[test]
+    fn per_product_counts_are_bounded() {
+        let mock = Mock::new(&settings()).unwrap();
+        let acme = &mock.providers["acme"];
+        let extra = 1_000;
+        for i in 0..STATS_MAX_PRODUCTS + extra {
+            acme.count(&ProductId::parse(&format!("p{i}")).unwrap());
+        }
+        acme.by_product.run_pending_tasks();
+        assert!(acme.by_product.entry_count() <= STATS_MAX_PRODUCTS, "{}", acme.by_product.entry_count());
+        assert_eq!(acme.calls.load(Ordering::Relaxed), STATS_MAX_PRODUCTS + extra);
     }
 }

@@ -1,69 +1,67 @@
-//! The consumer-group client: at-least-once settings and rebalance handling.
+//! The Kafka consumer-group member, on a thread of its own.
 //!
-//! Offsets are stored by hand (`enable.auto.offset.store=false`) only when the
-//! [`OffsetTracker`] says every message at or below them is done; librdkafka auto-commits
-//! what is stored every second. On revoke, in-flight work of the revoked partitions is
-//! drained (bounded by `consumer.drain_timeout_ms`), its offsets stored, and committed
-//! before the partitions move; work still unfinished then is left for the next owner, and
-//! nothing is ever stored for a partition we no longer own.
+//! Every call into rdkafka's consumer runs on one dedicated OS thread: polling, the
+//! rebalance callbacks (which drain and commit synchronously), the final commit and the
+//! group leave. So no runtime thread ever blocks on the broker, whatever the runtime's
+//! flavour. Messages reach workers through a bounded channel as [`Incoming`]s, each with its
+//! [`Ack`](super::Ack).
+//!
+//! At least once: offsets are stored by hand (`enable.auto.offset.store=false`), only for
+//! positions the tracker releases (every message below them acknowledged done), and
+//! librdkafka auto-commits what is stored every second. On revoke nothing new begins on the
+//! revoked partitions, running work is drained (bounded by `consumer.drain_timeout_ms`), and
+//! its positions are stored and committed before the partitions move; the rest is left for
+//! the next owner. While workers take nothing (all busy, or Redis failing) the channel fills
+//! and the assigned partitions are paused, but polling goes on, so the group session and
+//! rebalances are still served.
+//!
+//! Closing is bounded ([`KafkaInbox::close`]): the thread stores what finished, commits and
+//! leaves the group; if the broker does not answer in time the process goes on without it
+//! (the group expires the member later). Acknowledgements after the close move nothing, so
+//! work given up at shutdown is redelivered.
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::runtime::{Handle, RuntimeFlavor};
+use futures::future::BoxFuture;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 
-use super::offsets::OffsetTracker;
-use super::{Error, base_config};
+use super::ack::InFlight;
+use super::message::{Headers, Incoming, Message, Origin};
+use super::{Error, Inbox, base_config};
 use crate::settings::KafkaSettings;
 
-pub type GroupConsumer = StreamConsumer<GroupContext>;
+/// Fetched messages waiting for a worker; past it, the partitions are paused.
+const PREFETCH: usize = 64;
+/// Longest a poll waits for a message; also how soon the thread notices a close.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Poll wait while messages wait for room in the channel: how soon room is noticed.
+const BACKLOG_POLL_WAIT: Duration = Duration::from_millis(5);
 
-/// The offset tracker, shared by the consume loop, the workers and the rebalance callbacks,
-/// with a condition variable signalled whenever a message stops running.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    tracker: Mutex<OffsetTracker>,
-    changed: Condvar,
-}
-
-impl InFlight {
-    pub fn lock(&self) -> MutexGuard<'_, OffsetTracker> {
-        self.tracker.lock().expect("tracker lock")
-    }
-
-    /// Call after `finish` or `abandon`.
-    pub fn notify(&self) {
-        self.changed.notify_all();
-    }
-
-    /// Blocks until no message of `partitions` runs, or `timeout` passes. Returns how many still run.
-    fn wait_idle(&self, partitions: &[i32], timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        let mut tracker = self.lock();
-        loop {
-            let running = tracker.running(partitions);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if running == 0 || left.is_zero() {
-                return running;
-            }
-            tracker = self.changed.wait_timeout(tracker, left).expect("tracker lock").0;
-        }
-    }
-}
-
-pub struct GroupContext {
+/// State shared by the inbox, its thread and the rebalance callbacks.
+struct Shared {
     in_flight: Arc<InFlight>,
+    closing: AtomicBool,
+    /// Set by each assignment, so the poll loop re-applies a pause to the new partitions.
+    reassigned: AtomicBool,
     topic: String,
     drain_timeout: Duration,
+}
+
+struct GroupContext {
+    shared: Arc<Shared>,
 }
 
 impl ClientContext for GroupContext {
     /// Publishes per-partition lag from librdkafka's statistics. The figure is the partition's
     /// high watermark minus our position, so it is only as right as the broker's watermarks.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let Some(topic) = statistics.topics.get(&self.shared.topic) else { return };
         for (partition, stats) in &topic.partitions {
             if *partition >= 0 && stats.consumer_lag >= 0 {
                 metrics::gauge!("pricefront_consumer_lag", "partition" => partition.to_string())
@@ -75,43 +73,37 @@ impl ClientContext for GroupContext {
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let shared = &self.shared;
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let partitions = partitions_of(tpl, &self.topic);
-                let unfinished = self.drain(&partitions);
-                if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                let partitions = partitions_of(tpl, &shared.topic);
+                // At close the worker has drained already, and the final commit follows.
+                let closing = shared.closing.load(Ordering::Acquire);
+                let unfinished = if closing { 0 } else { shared.in_flight.drain(&partitions, shared.drain_timeout) };
+                store_positions(consumer, &shared.topic, &shared.in_flight.take_positions(Some(&partitions)));
+                if !closing && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                     tracing::debug!(error = %e, "nothing committed on revoke");
                 }
-                let mut tracker = self.in_flight.lock();
-                partitions.iter().for_each(|&p| tracker.forget(p));
+                shared.in_flight.forget(&partitions);
+                for p in &partitions {
+                    metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(0.0);
+                }
                 tracing::info!(partitions = ?partitions, unfinished, "partitions revoked");
             }
-            Rebalance::Assign(tpl) => {
-                let mut tracker = self.in_flight.lock();
-                partitions_of(tpl, &self.topic).iter().for_each(|&p| tracker.forget(p));
-            }
+            // Whatever was known of these partitions is from an earlier assignment.
+            Rebalance::Assign(tpl) => shared.in_flight.forget(&partitions_of(tpl, &shared.topic)),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
         }
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let partitions = partitions_of(tpl, &self.topic);
-            tracing::info!(partitions = ?partitions, assigned = partitions.len(), "partitions assigned");
-        }
-    }
-}
-
-impl GroupContext {
-    /// Lets in-flight work of revoked partitions finish (and store its offsets) before they move.
-    fn drain(&self, partitions: &[i32]) -> usize {
-        // This callback runs on the runtime thread polling the consumer; waiting here is only
-        // safe where other threads keep the workers running.
-        match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| self.in_flight.wait_idle(partitions, self.drain_timeout))
+            let partitions = partitions_of(tpl, &self.shared.topic);
+            for p in &partitions {
+                metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(1.0);
             }
-            _ => self.in_flight.lock().running(partitions),
+            self.shared.reassigned.store(true, Ordering::Release);
+            tracing::info!(partitions = ?partitions, assigned = partitions.len(), "partitions assigned");
         }
     }
 }
@@ -120,14 +112,42 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
     tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
 }
 
-/// Builds a group member subscribed to `kafka.topic`.
-pub fn subscribe(
-    settings: &KafkaSettings,
-    in_flight: Arc<InFlight>,
-    drain_timeout: Duration,
-) -> Result<GroupConsumer, Error> {
-    let context = GroupContext { in_flight, topic: settings.topic.clone(), drain_timeout };
-    let consumer: GroupConsumer = base_config(settings)
+/// Stores positions (next offsets to consume) for auto-commit.
+fn store_positions(consumer: &BaseConsumer<GroupContext>, topic: &str, positions: &[(i32, i64)]) {
+    if positions.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &(partition, position) in positions {
+        if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(position)) {
+            tracing::warn!(error = %e, partition, position, "cannot build offset list");
+        }
+    }
+    // Fails only for a partition revoked meanwhile: its new owner resumes from the last
+    // commit and skips what we finished as duplicates.
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::debug!(error = %e, ?positions, "offsets not stored");
+    }
+}
+
+/// The group member's end of the channel. See the module doc.
+pub struct KafkaInbox {
+    messages: mpsc::Receiver<Incoming>,
+    shared: Arc<Shared>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+/// Joins `kafka.group_id`, subscribed to `kafka.topic` (the join completes on the thread's
+/// first polls).
+pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration) -> Result<KafkaInbox, Error> {
+    let shared = Arc::new(Shared {
+        in_flight: Arc::default(),
+        closing: AtomicBool::new(false),
+        reassigned: AtomicBool::new(false),
+        topic: settings.topic.clone(),
+        drain_timeout,
+    });
+    let consumer: BaseConsumer<GroupContext> = base_config(settings)
         .set("group.id", &settings.group_id)
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -137,21 +157,125 @@ pub fn subscribe(
         .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
         .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 4).max(100).to_string())
         .set("statistics.interval.ms", "5000")
-        .create_with_context(context)?;
+        .create_with_context(GroupContext { shared: shared.clone() })?;
     consumer.subscribe(&[&settings.topic])?;
-    Ok(consumer)
+    let (sender, messages) = mpsc::channel(PREFETCH);
+    let (stopped_tx, stopped) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || {
+            poll_loop(&consumer, &sender);
+            finish(consumer);
+            let _ = stopped_tx.send(());
+        })
+        .map_err(Error::Thread)?;
+    Ok(KafkaInbox { messages, shared, stopped: Some(stopped) })
 }
 
-/// Stores `position` (the next offset to consume) for `partition`.
-pub fn store_position(consumer: &GroupConsumer, topic: &str, partition: i32, position: i64) {
-    let mut tpl = TopicPartitionList::new();
-    if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(position)) {
-        tracing::warn!(error = %e, partition, position, "cannot build offset list");
-        return;
+/// Polls until the inbox closes, handing messages to the channel and pausing the assigned
+/// partitions while messages wait for room in it.
+fn poll_loop(consumer: &BaseConsumer<GroupContext>, sender: &mpsc::Sender<Incoming>) {
+    let shared = &consumer.context().shared;
+    let mut waiting: VecDeque<Incoming> = VecDeque::new();
+    let mut paused = false;
+    while !shared.closing.load(Ordering::Acquire) {
+        while let Some(incoming) = waiting.pop_front() {
+            match sender.try_send(incoming) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(incoming)) => {
+                    waiting.push_front(incoming);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+        let backlog = !waiting.is_empty();
+        let reassigned = shared.reassigned.swap(false, Ordering::AcqRel);
+        if backlog != paused || (backlog && reassigned) {
+            set_paused(consumer, backlog);
+            paused = backlog;
+        }
+        store_positions(consumer, &shared.topic, &shared.in_flight.take_positions(None));
+        match consumer.poll(if backlog { BACKLOG_POLL_WAIT } else { POLL_WAIT }) {
+            Some(Ok(message)) => {
+                let ack = shared.in_flight.fetched(message.partition(), message.offset());
+                waiting.push_back(Incoming { message: convert(&message), ack });
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consume error"),
+            None => {}
+        }
     }
-    // Fails only if the partition was revoked meanwhile: its new owner resumes from the
-    // last commit and skips what we finished as duplicates.
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        tracing::debug!(error = %e, partition, position, "offset not stored");
+}
+
+fn set_paused(consumer: &BaseConsumer<GroupContext>, pause: bool) {
+    let outcome = consumer
+        .assignment()
+        .and_then(|assignment| if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) });
+    match outcome {
+        Ok(()) => tracing::debug!(paused = pause, "partitions paused or resumed"),
+        Err(e) => tracing::warn!(error = %e, pause, "cannot pause or resume partitions"),
+    }
+}
+
+/// The final commit of what finished, then the group leave (in the consumer's drop).
+fn finish(consumer: BaseConsumer<GroupContext>) {
+    let shared = consumer.context().shared.clone();
+    store_positions(&consumer, &shared.topic, &shared.in_flight.take_positions(None));
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => tracing::info!("offsets committed"),
+        Err(e) => tracing::info!(error = %e, "nothing committed"),
+    }
+    drop(consumer);
+    tracing::info!("left the consumer group");
+}
+
+fn convert(m: &BorrowedMessage<'_>) -> Message {
+    let mut headers = Headers::new();
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            headers = headers.with(h.key, h.value.unwrap_or_default());
+        }
+    }
+    Message {
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        headers,
+        origin: Origin { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() },
+    }
+}
+
+impl Inbox for KafkaInbox {
+    fn next(&mut self) -> BoxFuture<'_, Option<Incoming>> {
+        Box::pin(async move {
+            loop {
+                let incoming = self.messages.recv().await?;
+                // Skipped if its partition was revoked while it waited: the next owner has it.
+                if incoming.ack.begin() {
+                    return Some(incoming);
+                }
+            }
+        })
+    }
+
+    fn close(&mut self, within: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.shared.in_flight.close();
+            self.shared.closing.store(true, Ordering::Release);
+            self.messages.close();
+            let Some(stopped) = self.stopped.take() else { return };
+            if tokio::time::timeout(within, stopped).await.is_err() {
+                tracing::warn!(
+                    "the broker did not take the final commit and group leave in time; stopping without them \
+                     (the group expires this member; unfinished work is redelivered)"
+                );
+            }
+        })
+    }
+}
+
+impl Drop for KafkaInbox {
+    fn drop(&mut self) {
+        self.shared.in_flight.close();
+        self.shared.closing.store(true, Ordering::Release);
     }
 }

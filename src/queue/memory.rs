@@ -1,64 +1,55 @@
-//! The in-process, partitioned queue of the standalone demo: one bounded channel per
-//! partition, requests partitioned by key like Kafka does, and a bounded in-memory DLQ.
+//! The in-process queue of the standalone demo: one bounded channel, and a bounded
+//! in-memory DLQ. A full channel refuses at once, as a full Kafka producer queue does.
 //!
 //! Unlike Kafka nothing survives the process, and a message being processed at shutdown is
-//! gone: the demo's trade-off, stated in the README.
+//! gone: the demo's trade-off, stated in the README. Its acknowledgements commit nothing.
 
 use std::collections::VecDeque;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::Timestamp;
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
 use tokio::sync::mpsc;
 
+use super::ack::Ack;
 use super::envelope::TRACEPARENT_HEADER;
-use super::{Delivery, Error, PriceRequest, RequestQueue};
+use super::message::{Headers, Incoming, Message, Origin};
+use super::{Delivery, Error, Inbox, PriceRequest, RequestQueue};
 
 /// Dead letters kept for inspection; older ones are dropped.
 const DLQ_KEEP: usize = 1000;
 
 pub struct MemoryQueue {
     topic: String,
-    partitions: Vec<mpsc::Sender<OwnedMessage>>,
-    next_offsets: Vec<AtomicI64>,
-    dead_letters: Mutex<VecDeque<OwnedMessage>>,
+    sender: mpsc::Sender<Message>,
+    next_offset: AtomicI64,
+    capacity: usize,
+    dead_letters: Mutex<VecDeque<Message>>,
+}
+
+/// The consuming end of a [`MemoryQueue`].
+pub struct MemoryInbox {
+    receiver: mpsc::Receiver<Message>,
 }
 
 impl MemoryQueue {
-    /// A queue with `partitions` partitions of `capacity` messages each, and their receivers.
-    pub fn new(topic: &str, partitions: usize, capacity: usize) -> (Self, Vec<mpsc::Receiver<OwnedMessage>>) {
-        let (senders, receivers) = (0..partitions.max(1)).map(|_| mpsc::channel(capacity)).unzip();
-        let next_offsets = (0..partitions.max(1)).map(|_| AtomicI64::new(0)).collect();
-        let queue = Self { topic: topic.to_owned(), partitions: senders, next_offsets, dead_letters: Mutex::default() };
-        (queue, receivers)
+    /// A queue holding up to `capacity` unconsumed messages, and its consuming end.
+    pub fn new(topic: &str, capacity: usize) -> (Self, MemoryInbox) {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let queue = Self {
+            topic: topic.to_owned(),
+            sender,
+            next_offset: AtomicI64::new(0),
+            capacity: capacity.max(1),
+            dead_letters: Mutex::default(),
+        };
+        (queue, MemoryInbox { receiver })
     }
 
     /// The dead letters kept so far (newest last).
-    pub fn dead_letters(&self) -> Vec<OwnedMessage> {
+    pub fn dead_letters(&self) -> Vec<Message> {
         self.dead_letters.lock().expect("dlq lock").iter().cloned().collect()
-    }
-
-    fn enqueue(&self, key: &[u8], payload: &[u8], headers: OwnedHeaders) -> Result<Delivery, Error> {
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        let partition = (hasher.finish() % self.partitions.len() as u64) as usize;
-        let offset = self.next_offsets[partition].fetch_add(1, Ordering::Relaxed);
-        let message = OwnedMessage::new(
-            Some(payload.to_vec()),
-            Some(key.to_vec()),
-            self.topic.clone(),
-            Timestamp::now(),
-            partition as i32,
-            offset,
-            Some(headers),
-        );
-        // Full or closed: the caller answers 503 rather than queue without bound.
-        self.partitions[partition].try_send(message).map_err(|_| Error::Timeout(Duration::ZERO))?;
-        Ok(Delivery { partition: partition as i32, offset })
     }
 }
 
@@ -68,11 +59,23 @@ impl RequestQueue for MemoryQueue {
         request: &'a PriceRequest,
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Delivery, Error>> {
-        let mut headers = OwnedHeaders::new();
+        let mut headers = Headers::new();
         if let Some(value) = traceparent {
-            headers = headers.insert(rdkafka::message::Header { key: TRACEPARENT_HEADER, value: Some(value) });
+            headers = headers.with(TRACEPARENT_HEADER, value);
         }
-        let outcome = self.enqueue(request.product_id.as_str().as_bytes(), &request.encode(), headers);
+        let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
+        let message = Message {
+            key: Some(request.product_id.as_str().as_bytes().to_vec()),
+            payload: Some(request.encode()),
+            headers,
+            origin: Origin { topic: self.topic.clone(), partition: 0, offset },
+        };
+        // Full or closed: the caller answers 503 rather than queue without bound.
+        let outcome = match self.sender.try_send(message) {
+            Ok(()) => Ok(Delivery { partition: 0, offset }),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::QueueFull(self.capacity)),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        };
         Box::pin(async move { outcome })
     }
 
@@ -81,23 +84,20 @@ impl RequestQueue for MemoryQueue {
         topic: &'a str,
         key: &'a [u8],
         payload: &'a [u8],
-        headers: OwnedHeaders,
+        headers: &'a Headers,
     ) -> BoxFuture<'a, Result<Delivery, Error>> {
-        let message = OwnedMessage::new(
-            Some(payload.to_vec()),
-            Some(key.to_vec()),
-            topic.to_owned(),
-            Timestamp::now(),
-            0,
-            0,
-            Some(headers),
-        );
         let mut dead = self.dead_letters.lock().expect("dlq lock");
         if dead.len() == DLQ_KEEP {
             dead.pop_front();
         }
-        dead.push_back(message);
-        Box::pin(async { Ok(Delivery { partition: 0, offset: 0 }) })
+        let offset = dead.back().map_or(0, |m| m.origin.offset + 1);
+        dead.push_back(Message {
+            key: Some(key.to_vec()),
+            payload: Some(payload.to_vec()),
+            headers: headers.clone(),
+            origin: Origin { topic: topic.to_owned(), partition: 0, offset },
+        });
+        Box::pin(async move { Ok(Delivery { partition: 0, offset }) })
     }
 
     fn check(&self, _: Duration) -> BoxFuture<'_, Result<(), Error>> {
@@ -109,29 +109,52 @@ impl RequestQueue for MemoryQueue {
     }
 }
 
+impl Inbox for MemoryInbox {
+    fn next(&mut self) -> BoxFuture<'_, Option<Incoming>> {
+        Box::pin(async move { Some(Incoming { message: self.receiver.recv().await?, ack: Ack::none() }) })
+    }
+
+    fn close(&mut self, _: Duration) -> BoxFuture<'_, ()> {
+        self.receiver.close();
+        Box::pin(async {})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::ProductId;
-    use rdkafka::Message;
 
     #[tokio::test]
-    async fn one_key_always_lands_on_one_partition_in_order() {
-        let (queue, mut receivers) = MemoryQueue::new("t", 3, 16);
+    async fn published_requests_arrive_in_order_with_their_headers() {
+        let (queue, mut inbox) = MemoryQueue::new("t", 16);
         let request = PriceRequest::new(ProductId::parse("sku-1").unwrap());
-        let first = queue.publish(&request, None).await.unwrap();
-        let second = queue.publish(&request, None).await.unwrap();
-        assert_eq!(first.partition, second.partition);
-        assert_eq!((first.offset, second.offset), (0, 1));
-        let rx = &mut receivers[first.partition as usize];
-        assert_eq!(PriceRequest::decode(rx.recv().await.unwrap().payload()).unwrap(), request);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(queue.publish(&request, Some(tp)).await.unwrap().offset, 0);
+        assert_eq!(queue.publish(&request, None).await.unwrap().offset, 1);
+        let first = inbox.next().await.unwrap();
+        assert_eq!(PriceRequest::decode(first.message.payload.as_deref()).unwrap(), request);
+        assert_eq!(first.message.headers.get_str(TRACEPARENT_HEADER), Some(tp));
+        first.ack.done();
+        assert_eq!(inbox.next().await.unwrap().message.origin.offset, 1);
     }
 
     #[tokio::test]
-    async fn a_full_partition_refuses_instead_of_growing() {
-        let (queue, _receivers) = MemoryQueue::new("t", 1, 1);
+    async fn a_full_queue_refuses_at_once_instead_of_growing() {
+        let (queue, _inbox) = MemoryQueue::new("t", 1);
         let request = PriceRequest::new(ProductId::parse("sku-1").unwrap());
         queue.publish(&request, None).await.unwrap();
-        assert!(matches!(queue.publish(&request, None).await, Err(Error::Timeout(_))));
+        assert!(matches!(queue.publish(&request, None).await, Err(Error::QueueFull(1))));
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_bounded() {
+        let (queue, _inbox) = MemoryQueue::new("t", 1);
+        for i in 0..DLQ_KEEP + 5 {
+            queue.send("t.dlq", b"k", i.to_string().as_bytes(), &Headers::new()).await.unwrap();
+        }
+        let dead = queue.dead_letters();
+        assert_eq!(dead.len(), DLQ_KEEP);
+        assert_eq!(dead[0].payload.as_deref(), Some(&b"5"[..]));
     }
 }

@@ -1,28 +1,35 @@
-//! Kafka plumbing: the message [envelope], the request [publisher] (also used for the DLQ),
-//! topic creation ([admin]), the group [consumer] and [offsets] tracking for at-least-once.
-//! [`RequestQueue`] is what the API and the worker need of a queue; [memory] is the
-//! in-process, partitioned stand-in used by the standalone demo.
+//! Requests in flight between producer and consumer: the message [envelope], the request
+//! [publisher] (also used for the DLQ), topic creation ([admin]), the Kafka group member
+//! ([consumer]) and the acknowledgement that alone moves its offsets ([`Ack`], over the
+//! [offsets] tracker).
+//!
+//! Two traits hide Kafka behind our own types ([`Message`], [`Headers`], [`Incoming`]):
+//! [`RequestQueue`], what the API and the worker need to publish, and [`Inbox`], what the
+//! worker consumes. [memory] implements both in process for the standalone demo.
 
+mod ack;
 pub mod admin;
 pub mod consumer;
 pub mod envelope;
-pub mod memory;
-pub mod offsets;
-pub mod publisher;
+mod memory;
+mod message;
+mod offsets;
+mod publisher;
 
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 
 use crate::settings::KafkaSettings;
 
+pub use ack::Ack;
+pub use consumer::KafkaInbox;
 pub use envelope::{DecodeError, PriceRequest};
-pub use memory::MemoryQueue;
+pub use memory::{MemoryInbox, MemoryQueue};
+pub use message::{Headers, Incoming, Message, Origin};
 pub use publisher::{Delivery, Publisher};
-
-use futures::future::BoxFuture;
-use rdkafka::message::OwnedHeaders;
 
 /// Publishing requests (and dead letters), acknowledged: Kafka, or the in-process queue.
 pub trait RequestQueue: Send + Sync + 'static {
@@ -38,7 +45,7 @@ pub trait RequestQueue: Send + Sync + 'static {
         topic: &'a str,
         key: &'a [u8],
         payload: &'a [u8],
-        headers: OwnedHeaders,
+        headers: &'a Headers,
     ) -> BoxFuture<'a, Result<Delivery, Error>>;
     /// Readiness: the queue can take requests now.
     fn check(&self, timeout: Duration) -> BoxFuture<'_, Result<(), Error>>;
@@ -46,14 +53,30 @@ pub trait RequestQueue: Send + Sync + 'static {
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()>;
 }
 
+/// The consuming end of a queue: messages to process, each with its [`Ack`].
+pub trait Inbox: Send + Sync {
+    /// The next message, or `None` once the inbox is closed for good.
+    fn next(&mut self) -> BoxFuture<'_, Option<Incoming>>;
+    /// Stops consuming: what was acknowledged done is committed, and nothing acknowledged from
+    /// now on moves an offset. Returns within `within`, whether the broker answered or not.
+    fn close(&mut self, within: Duration) -> BoxFuture<'_, ()>;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Kafka(#[from] KafkaError),
     #[error("the broker did not confirm within {0:?}")]
     Timeout(Duration),
+    /// The producer already holds as many unsent messages as it may (the broker is slow or away).
+    #[error("the producer queue is full ({0} unsent messages)")]
+    QueueFull(usize),
+    #[error("the queue is closed")]
+    Closed,
     #[error("topic {0:?} does not exist on the broker")]
     TopicMissing(String),
+    #[error("cannot start the consumer thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The options every client of ours shares.

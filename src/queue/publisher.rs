@@ -1,5 +1,7 @@
 //! Publishing with broker confirmation: an idempotent producer with `acks=all`, where every
-//! send is bounded by `kafka.publish_timeout_ms`.
+//! send is bounded by `kafka.publish_timeout_ms`. Enqueueing never waits: while the broker is
+//! slow or away, unsent messages pile up to `kafka.producer_queue_max_messages`, and past
+//! that a send fails at once with [`Error::QueueFull`].
 //!
 //! Self-healing: an idempotent producer whose broker came back without its state (a restart
 //! with in-memory storage, a rebuilt cluster) can stay stuck timing out every send, with no
@@ -15,9 +17,9 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Error, PriceRequest, base_config, envelope::TRACEPARENT_HEADER};
+use super::{Error, Headers, PriceRequest, base_config, envelope::TRACEPARENT_HEADER};
 use crate::settings::KafkaSettings;
 
 /// Where a message landed.
@@ -38,6 +40,7 @@ pub struct Publisher {
     config: ClientConfig,
     topic: String,
     timeout: Duration,
+    queue_max: usize,
     consecutive_timeouts: Arc<AtomicU32>,
     last_rebuild: Arc<Mutex<Option<Instant>>>,
 }
@@ -55,7 +58,7 @@ impl Publisher {
             .set("message.timeout.ms", &timeout_ms)
             .set("linger.ms", "2")
             // Bounded: while the broker is away, unsent messages cannot pile up without
-            // limit; a full queue answers at once and the caller gets 503.
+            // limit; a send to a full queue fails at once (`send_result`) and the caller gets 503.
             .set("queue.buffering.max.messages", settings.producer_queue_max_messages.to_string())
             .set("queue.buffering.max.kbytes", "65536");
         let producer = config.create()?;
@@ -64,6 +67,7 @@ impl Publisher {
             config,
             topic: settings.topic.clone(),
             timeout: settings.publish_timeout,
+            queue_max: settings.producer_queue_max_messages as usize,
             consecutive_timeouts: Arc::default(),
             last_rebuild: Arc::default(),
         })
@@ -75,35 +79,40 @@ impl Publisher {
 
     /// Publishes a request keyed by its product id and waits for the broker's ack.
     pub async fn publish(&self, request: &PriceRequest, traceparent: Option<&str>) -> Result<Delivery, Error> {
-        let key = request.product_id.as_str();
-        let mut headers = OwnedHeaders::new();
+        let mut headers = Headers::new();
         if let Some(value) = traceparent {
-            headers = headers.insert(Header { key: TRACEPARENT_HEADER, value: Some(value) });
+            headers = headers.with(TRACEPARENT_HEADER, value);
         }
-        self.send(&self.topic, key.as_bytes(), &request.encode(), headers).await
+        self.send(&self.topic, request.product_id.as_str().as_bytes(), &request.encode(), &headers).await
     }
 
     /// Sends raw bytes to `topic` (the DLQ path) and waits for the broker's ack.
-    pub async fn send(
-        &self,
-        topic: &str,
-        key: &[u8],
-        payload: &[u8],
-        headers: OwnedHeaders,
-    ) -> Result<Delivery, Error> {
+    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8], headers: &Headers) -> Result<Delivery, Error> {
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| all.insert(Header { key, value: Some(value) }));
         let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
         let producer = self.producer();
-        let send = producer.send(record, Timeout::After(self.timeout));
-        let outcome = match tokio::time::timeout(self.timeout + Duration::from_millis(100), send).await {
-            Ok(Ok(delivery)) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
-            Ok(Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::MessageTimedOut), _))) | Err(_) => {
-                Err(Error::Timeout(self.timeout))
+        let outcome = match producer.send_result(record) {
+            // librdkafka gives up on the message after `message.timeout.ms` (the publish
+            // timeout); the margin covers its timer granularity.
+            Ok(delivery) => match tokio::time::timeout(self.timeout + Duration::from_millis(100), delivery).await {
+                Ok(Ok(Ok(delivery))) => Ok(Delivery { partition: delivery.partition, offset: delivery.offset }),
+                Ok(Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _)))) | Err(_) => {
+                    Err(Error::Timeout(self.timeout))
+                }
+                Ok(Ok(Err((err, _)))) => Err(Error::Kafka(err)),
+                Ok(Err(_canceled)) => Err(Error::Closed),
+            },
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(Error::QueueFull(self.queue_max))
             }
-            Ok(Err((err, _))) => Err(Error::Kafka(err)),
+            Err((err, _)) => Err(Error::Kafka(err)),
         };
         let result = match &outcome {
             Ok(_) => "ok",
             Err(Error::Timeout(_)) => "timeout",
+            Err(Error::QueueFull(_)) => "queue_full",
             Err(_) => "error",
         };
         metrics::counter!("pricefront_publish_total", "topic" => topic.to_owned(), "outcome" => result).increment(1);
@@ -200,7 +209,7 @@ impl super::RequestQueue for Publisher {
         topic: &'a str,
         key: &'a [u8],
         payload: &'a [u8],
-        headers: OwnedHeaders,
+        headers: &'a Headers,
     ) -> BoxFuture<'a, Result<Delivery, Error>> {
         Box::pin(Publisher::send(self, topic, key, payload, headers))
     }

@@ -1,35 +1,39 @@
-//! The consumer: consume → process → store, with up to `consumer.max_in_flight` messages
-//! in flight and offsets stored only behind finished work.
+//! The consume loop, written once for every queue: take a message from an [`Inbox`], process
+//! it ([`Processor`]), then settle its acknowledgement: done when the outcome is durable,
+//! dropped when not (the message is then redelivered). Up to `consumer.max_in_flight`
+//! messages are processed at once. The loop never sees an offset.
 //!
-//! Shutdown: stop fetching, let in-flight work finish within `consumer.drain_timeout_ms`,
-//! store what finished, commit synchronously, leave the group. Work that did not finish is
-//! redelivered to whoever owns the partition next.
+//! While Redis is failing the loop takes no new messages (the Kafka inbox then pauses its
+//! partitions, still serving the group) and probes Redis until it answers.
+//!
+//! Shutdown: stop taking messages, let in-flight work finish within
+//! `consumer.drain_timeout_ms`, give up what did not (nothing is stored for it, so it is
+//! redelivered), then close the inbox: the final commit and the group leave, bounded by the
+//! same deadline with at least [`MIN_LEAVE_TIME`] left for them.
 
+mod health;
 mod process;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaResult;
-use rdkafka::message::BorrowedMessage;
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cache::RedisStore;
-use crate::queue::Publisher;
-use crate::queue::consumer::{self, GroupConsumer, InFlight};
+use crate::cache::{RedisStore, ResultStore};
+use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
 
-pub use process::{Counters, Processor, RedisHealth};
+pub use health::RedisHealth;
+pub use process::{Counters, Processor};
 
 /// Time left for the final commit and group leave even when draining used up the deadline.
-const MIN_LEAVE_TIME: Duration = Duration::from_secs(1);
-/// How often a paused consumer checks whether Redis is back.
+pub const MIN_LEAVE_TIME: Duration = Duration::from_secs(1);
+/// How often a loop held by a failing Redis checks whether it is back.
 const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
@@ -38,35 +42,37 @@ pub enum BuildError {
     Cache(#[from] crate::cache::Error),
     #[error(transparent)]
     Queue(#[from] crate::queue::Error),
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client for the price sources")]
     Http(#[from] reqwest::Error),
 }
 
 pub struct Worker {
-    consumer: Arc<GroupConsumer>,
-    in_flight: Arc<InFlight>,
     processor: Arc<Processor>,
-    topic: String,
+    inbox: Box<dyn Inbox>,
     max_in_flight: usize,
     drain_timeout: Duration,
 }
 
 impl Worker {
-    /// Builds the clients and joins the group (the join completes on the first poll).
+    /// The production consumer: Redis, a member of the Kafka group (joined on its first
+    /// polls), and Kafka for dead letters.
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
-        crate::observability::handle();
-        let in_flight = Arc::new(InFlight::default());
         let store = Arc::new(RedisStore::connect_lazy(&settings.redis)?);
-        let processor = Processor::new(settings, store, Arc::new(Publisher::new(&settings.kafka)?))?;
+        let dead_letters = Arc::new(Publisher::new(&settings.kafka)?);
+        let inbox = consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout)?;
+        Self::with(settings, store, dead_letters, Box::new(inbox))
+    }
+
+    /// A consumer over any store and queue (the standalone demo's in-memory ones).
+    pub fn with(
+        settings: &Settings,
+        store: Arc<dyn ResultStore>,
+        dead_letters: Arc<dyn RequestQueue>,
+        inbox: Box<dyn Inbox>,
+    ) -> Result<Self, BuildError> {
         Ok(Self {
-            consumer: Arc::new(consumer::subscribe(
-                &settings.kafka,
-                in_flight.clone(),
-                settings.consumer.drain_timeout,
-            )?),
-            in_flight,
-            processor: Arc::new(processor),
-            topic: settings.kafka.topic.clone(),
+            processor: Arc::new(Processor::new(settings, store, dead_letters)?),
+            inbox,
             max_in_flight: settings.consumer.max_in_flight,
             drain_timeout: settings.consumer.drain_timeout,
         })
@@ -76,36 +82,12 @@ impl Worker {
         &self.processor.counters
     }
 
-    /// The next message; while Redis is failing, the assigned partitions are paused (polling
-    /// goes on, so rebalances and the group session are still served) and Redis is probed.
-    async fn next_message(&self, paused: &mut bool) -> KafkaResult<BorrowedMessage<'_>> {
+    /// Holds the loop while Redis is failing, probing it every [`REDIS_PROBE_INTERVAL`].
+    async fn redis_usable(&self) {
         let health = &self.processor.redis_health;
-        loop {
-            let degraded = health.is_degraded();
-            // Re-applied while degraded: a rebalance hands out partitions unpaused.
-            if degraded || *paused {
-                match self.consumer.assignment() {
-                    Ok(assignment) if degraded => {
-                        if let Err(e) = self.consumer.pause(&assignment) {
-                            tracing::warn!(error = %e, "cannot pause partitions");
-                        }
-                    }
-                    Ok(assignment) => {
-                        if let Err(e) = self.consumer.resume(&assignment) {
-                            tracing::warn!(error = %e, "cannot resume partitions");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
-                }
-                *paused = degraded;
-            }
-            if !degraded {
-                return self.consumer.recv().await;
-            }
+        while health.is_degraded() {
             tokio::select! {
-                // Anything fetched before the pause is still processed; it retries until Redis is back.
-                message = self.consumer.recv() => return message,
-                _ = health.recovered() => {}
+                _ = health.healthy() => {}
                 _ = tokio::time::sleep(REDIS_PROBE_INTERVAL) => {
                     if self.processor.store.ping().await.is_ok() {
                         health.report(true);
@@ -115,110 +97,112 @@ impl Worker {
         }
     }
 
-    /// Consumes until `shutdown` fires, then drains and commits.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown` fires (or the inbox closes), then drains and closes.
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
-        let tasks = TaskTracker::new();
-        let mut paused = false;
-        tracing::info!(topic = %self.topic, max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
+        let mut tasks = JoinSet::new();
+        tracing::info!(max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
         loop {
-            // Take a permit before fetching, so at most max_in_flight messages are held.
+            while let Some(joined) = tasks.try_join_next() {
+                report_panic(joined);
+            }
+            // A permit first, so at most max_in_flight messages are taken.
             let permit = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
             };
-            let message = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                message = self.next_message(&mut paused) => message,
+                _ = self.redis_usable() => {}
+            }
+            let Incoming { message, ack } = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = self.inbox.next() => match next {
+                    Some(incoming) => incoming,
+                    None => {
+                        tracing::warn!("the queue closed; stopping");
+                        break;
+                    }
+                },
             };
-            let message = match message {
-                Ok(message) => message.detach(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "consume error");
-                    drop(permit);
-                    // Errors come in bursts while the broker is away; don't spin on them.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let (partition, offset) = (message.partition(), message.offset());
-            self.in_flight.lock().start(partition, offset);
-            metrics::gauge!("pricefront_messages_in_flight").increment(1.0);
             let span = tracing::info_span!(
                 "message",
-                topic = %self.topic,
-                partition,
-                offset,
+                topic = %message.origin.topic,
+                partition = message.origin.partition,
+                offset = message.origin.offset,
                 product_id = tracing::field::Empty,
                 request_id = tracing::field::Empty,
                 traceparent = tracing::field::Empty,
             );
-            let (consumer, in_flight, processor, topic, shutdown) = (
-                self.consumer.clone(),
-                self.in_flight.clone(),
-                self.processor.clone(),
-                self.topic.clone(),
-                shutdown.clone(),
-            );
+            let (processor, shutdown) = (self.processor.clone(), shutdown.clone());
             tasks.spawn(
                 async move {
-                    let done = processor.handle(&message, &shutdown).await;
+                    let _gauge = InFlightGauge::new();
+                    let durable = processor.handle(&message, &shutdown).await;
                     drop(permit);
-                    metrics::gauge!("pricefront_messages_in_flight").decrement(1.0);
-                    let position = {
-                        let mut tracker = in_flight.lock();
-                        if done {
-                            tracker.finish(partition, offset)
-                        } else {
-                            tracing::warn!("message left unfinished; it will be redelivered");
-                            tracker.abandon(partition, offset);
-                            None
-                        }
-                    };
-                    // Stored before waking a revoke that waits for this partition to drain.
-                    if let Some(position) = position {
-                        consumer::store_position(&consumer, &topic, partition, position);
+                    if durable {
+                        ack.done();
+                    } else {
+                        tracing::warn!("message left unfinished; it will be redelivered");
                     }
-                    in_flight.notify();
                 }
                 .instrument(span),
             );
         }
 
-        let processor = self.processor;
+        let deadline = Instant::now() + self.drain_timeout;
         tracing::info!(in_flight = tasks.len(), "draining");
-        tasks.close();
-        // One deadline for draining and leaving, so shutdown stays within the drain timeout
-        // (validated below the session timeout), plus a short floor for the leave itself.
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        if tokio::time::timeout_at(deadline, tasks.wait()).await.is_err() {
-            tracing::warn!(unfinished = tasks.len(), "drain timed out; unfinished messages will be redelivered");
-        }
-        // The final commit and the group leave talk to the broker; bound them so a broker
-        // that is gone cannot hold the process forever (the group then expires us instead).
-        let consumer = self.consumer;
-        let leave = tokio::task::spawn_blocking(move || {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => tracing::info!("offsets committed"),
-                Err(e) => tracing::info!(error = %e, "nothing committed"),
+        let drained = tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = tasks.join_next().await {
+                report_panic(joined);
             }
-            consumer.unsubscribe();
-            drop(consumer);
-        });
-        let leave_by = deadline.max(tokio::time::Instant::now() + MIN_LEAVE_TIME);
-        if tokio::time::timeout_at(leave_by, leave).await.is_err() {
-            tracing::warn!("broker unreachable; stopped without a final commit (unfinished work will be redelivered)");
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                unfinished = tasks.len(),
+                "drain timed out; giving up unfinished messages (they will be redelivered)"
+            );
+            tasks.abort_all();
         }
-        let c = &processor.counters;
+        let leave_by = deadline.max(Instant::now() + MIN_LEAVE_TIME);
+        self.inbox.close(leave_by - Instant::now()).await;
+        let c = &self.processor.counters;
         tracing::info!(
             computed = c.computed.load(Ordering::Relaxed),
+            expired = c.expired.load(Ordering::Relaxed),
             duplicates = c.duplicates.load(Ordering::Relaxed),
             dead_lettered = c.dead_lettered.load(Ordering::Relaxed),
             dropped = c.dropped.load(Ordering::Relaxed),
             retries = c.retries.load(Ordering::Relaxed),
             "consumer stopped"
         );
+    }
+}
+
+fn report_panic(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "processing a message panicked; it will be redelivered");
+    }
+}
+
+/// `pricefront_messages_in_flight`, kept right however a task ends (finished or aborted).
+struct InFlightGauge;
+
+impl InFlightGauge {
+    fn new() -> Self {
+        metrics::gauge!("pricefront_messages_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlightGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("pricefront_messages_in_flight").decrement(1.0);
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    RedisServer, brokers, computed_twice, env, free_port, get, key_of, provider, request_all, spawn_consumer,
+    Broker, RedisServer, brokers, computed_twice, env, free_port, get, key_of, provider, request_all, spawn_consumer,
     spawn_producer, wait_all_assigned, wait_all_results, wait_all_results_in, wait_for,
 };
 
@@ -26,7 +26,7 @@ async fn chaos_sigkill_one_of_three_consumers_loses_nothing() {
         .await;
     let producer = env.spawn_producer().await;
     let mut consumers = vec![env.spawn_consumer_process(), env.spawn_consumer_process(), env.spawn_consumer_process()];
-    wait_all_assigned(&consumers.iter().collect::<Vec<_>>()).await;
+    wait_all_assigned(&env.http, &consumers.iter().collect::<Vec<_>>()).await;
 
     let products: Vec<String> = (0..2000).map(|i| env.product(&format!("c1-{i}"))).collect();
     let accepted = request_all(&env.http, &producer.base, &products, 64).await;
@@ -59,7 +59,7 @@ async fn chaos_rolling_restart_loses_nothing() {
     let env = env().providers(vec![provider("alpha", 30), provider("beta", 60)]).start().await;
     let producer = env.spawn_producer().await;
     let mut consumers = vec![env.spawn_consumer_process(), env.spawn_consumer_process(), env.spawn_consumer_process()];
-    wait_all_assigned(&consumers.iter().collect::<Vec<_>>()).await;
+    wait_all_assigned(&env.http, &consumers.iter().collect::<Vec<_>>()).await;
 
     // Requests flow the whole time: 20 new products every 100 ms.
     let stop = CancellationToken::new();
@@ -84,10 +84,7 @@ async fn chaos_rolling_restart_loses_nothing() {
         let status = consumers[i].terminate();
         assert!(status.success(), "consumer {i} exited with {status}");
         let replacement = env.spawn_consumer_process();
-        wait_for("the replacement to get partitions", Duration::from_secs(60), || async {
-            if replacement.assigned().is_empty() { Err("none yet".to_string()) } else { Ok(()) }
-        })
-        .await;
+        wait_all_assigned(&env.http, &[&replacement]).await;
         consumers.push(replacement);
     }
     stop.cancel();
@@ -198,46 +195,10 @@ async fn chaos_redis_restart_fails_fast_then_recovers_alone() {
     drop(redis_server);
 }
 
-struct Broker(std::process::Child);
-
-impl Broker {
-    fn start(port: u16) -> Self {
-        let tansu = std::env::var("PRICEFRONT_TEST_TANSU")
-            .expect("PRICEFRONT_TEST_TANSU must name the tansu binary (scripts/test.sh sets it)");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        Self(child)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_broker_restart_fails_fast_keeps_serving_hits_then_recovers_alone() {
     let port = free_port();
-    let mut broker = Some(Broker::start(port));
-    wait_for("the private broker", Duration::from_secs(30), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
-    })
-    .await;
+    let mut broker = Some(Broker::start_on(port).await);
     let env = env().set("kafka", "brokers", &format!("\"127.0.0.1:{port}\"")).start().await;
     let producer = env.spawn_producer().await;
     let consumer = env.spawn_consumer();
@@ -261,7 +222,7 @@ async fn chaos_broker_restart_fails_fast_keeps_serving_hits_then_recovers_alone(
     }
     assert!(worst < Duration::from_millis(1500), "slowest 503: {worst:?}");
 
-    broker = Some(Broker::start(port));
+    broker = Some(Broker::start_on(port).await);
     // Memory storage: the restarted broker has no topics; recreate them as an operator would.
     wait_for("topics on the restarted broker", Duration::from_secs(30), || async {
         admin::ensure_topics(&env.settings.kafka).await.map_err(|e| e.to_string())

@@ -18,8 +18,8 @@ async fn a_consumer_killed_mid_run_loses_no_request() {
     let first = env.spawn_consumer_process();
     let mut second = env.spawn_consumer_process();
 
-    wait_all_assigned(&[&first, &second]).await;
-    let split = (first.assigned(), second.assigned());
+    let held = wait_all_assigned(&env.http, &[&first, &second]).await;
+    let split = (held[0].clone(), held[1].clone());
     println!("partitions split: {split:?}");
     let mut all: Vec<i64> = split.0.iter().chain(&split.1).copied().collect();
     all.sort();

@@ -5,18 +5,18 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use pricefront::api::{self, AppState};
 use pricefront::domain::Currency;
+use pricefront::mock::{self, Mock};
 use pricefront::queue::admin;
 use pricefront::settings::{MockProviderSettings, Settings};
-use pricefront::{mock, worker::Worker};
+use pricefront::worker::Worker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -114,8 +114,8 @@ impl TestEnvBuilder {
         let mock_shutdown = CancellationToken::new();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mock_addr = listener.local_addr().unwrap();
-        let (providers, token) = (self.providers.clone(), mock_shutdown.clone());
-        tokio::spawn(async move { mock::serve(listener, &providers, token).await });
+        let mock = Mock::new(&self.providers).expect("valid mock providers");
+        tokio::spawn(mock::serve(listener, mock, mock_shutdown.clone()));
 
         let mut base: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
         let mut put =
@@ -217,30 +217,59 @@ impl TestEnv {
         spawn_consumer(&self.settings)
     }
 
-    /// Starts the real `consumer` binary with this test's config, capturing its JSON logs.
+    /// Starts the real `consumer` binary with this test's config, capturing its JSON logs;
+    /// its `/metrics` on a port of its own.
     pub fn spawn_consumer_process(&self) -> ConsumerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_consumer"));
-        // Only this test's config file may configure it.
+        let port = free_port();
+        let child = self.spawn_binary(
+            env!("CARGO_BIN_EXE_consumer"),
+            &[("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
+        );
+        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics") }
+    }
+
+    /// Starts the real `producer` binary with this test's config on a port of its own, and
+    /// waits until it is ready.
+    pub async fn spawn_producer_process(&self) -> ProducerProcess {
+        let port = free_port();
+        let child = self.spawn_binary(
+            env!("CARGO_BIN_EXE_producer"),
+            &[("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}"))],
+        );
+        let producer = ProducerProcess { child, base: format!("http://127.0.0.1:{port}") };
+        let url = format!("{}/readyz", producer.base);
+        wait_for("the producer process to be ready", Duration::from_secs(60), || async {
+            match self.http.get(&url).send().await {
+                Ok(res) if res.status() == 200 => Ok(()),
+                Ok(res) => Err(res.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        producer
+    }
+
+    /// Runs `binary` with this test's config file and only `env` besides; its JSON logs go
+    /// to a file named after the test in the temp directory (printed if the test fails).
+    fn spawn_binary(&self, binary: &str, env: &[(&str, String)]) -> Child {
+        let mut command = Command::new(binary);
+        // Only this test's config file (and `env`) may configure it.
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
             command.env_remove(key);
         }
-        let mut child = command
+        let name = std::path::Path::new(binary).file_name().unwrap().to_string_lossy().into_owned();
+        let log = std::env::temp_dir().join(format!("{}-{name}-{}.log", self.name, uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command
             .env("PRICEFRONT_CONFIG", &self.config_path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-            .stdout(Stdio::piped())
+            .stdout(file)
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn consumer");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (stdout, sink) = (child.stdout.take().unwrap(), logs.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        ConsumerProcess { child, logs }
+            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
+        eprintln!("{name} (pid {}) logs to {}", child.id(), log.display());
+        child
     }
 
     /// The mock's `/_stats`.
@@ -291,7 +320,8 @@ impl TestEnv {
 
     /// Sends raw bytes to the request topic, as a foreign producer would.
     pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
-        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        let producer: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
         let record = FutureRecord::to(&self.settings.kafka.topic).key(key).payload(payload);
         producer.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
     }
@@ -305,9 +335,10 @@ impl TestEnv {
         done: impl Fn(&[OwnedMessage]) -> bool + Send + 'static,
     ) -> Vec<OwnedMessage> {
         let (topic, partitions) = (topic.to_owned(), self.settings.kafka.partitions);
+        let brokers = self.settings.kafka.brokers.clone();
         tokio::task::spawn_blocking(move || {
             let consumer: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", brokers())
+                .set("bootstrap.servers", &brokers)
                 .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
                 .set("enable.auto.commit", "false")
                 .create()
@@ -395,28 +426,25 @@ pub fn spawn_consumer(settings: &Settings) -> ConsumerHandle {
 
 pub struct ConsumerProcess {
     pub child: Child,
-    pub logs: Arc<Mutex<Vec<Value>>>,
+    /// Its `/metrics` URL.
+    pub metrics: String,
 }
 
 impl ConsumerProcess {
-    /// The partitions this process holds now, from its "partitions assigned/revoked" logs.
-    pub fn assigned(&self) -> Vec<i64> {
-        let logs = self.logs.lock().unwrap();
-        let mut current = Vec::new();
-        for line in logs.iter() {
-            match line["message"].as_str() {
-                Some("partitions assigned") => current = parse_list(&line["partitions"]),
-                Some("partitions revoked") => {
-                    let revoked = parse_list(&line["partitions"]);
-                    current.retain(|p| !revoked.contains(p));
-                }
-                _ => {}
-            }
-        }
-        current
+    /// The partitions this process holds now, from its `pricefront_partition_assigned` gauge
+    /// (empty while it is not up yet).
+    pub async fn assigned(&self, http: &reqwest::Client) -> Vec<i64> {
+        let Ok(res) = http.get(&self.metrics).send().await else { return Vec::new() };
+        let text = res.text().await.unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix("pricefront_partition_assigned{partition=\""))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .filter(|(_, value)| value.trim() == "1")
+            .filter_map(|(partition, _)| partition.parse().ok())
+            .collect()
     }
 
-    /// SIGTERM, then waits for a graceful exit.
+    /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
@@ -436,14 +464,17 @@ impl Drop for ConsumerProcess {
     }
 }
 
-/// `"[0, 2]"` (a Debug-formatted list in a log field) → `[0, 2]`.
-fn parse_list(v: &Value) -> Vec<i64> {
-    v.as_str()
-        .unwrap_or("")
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect()
+/// A `producer` binary, killed on drop.
+pub struct ProducerProcess {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for ProducerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// GET with the status, headers and JSON body.
@@ -578,11 +609,54 @@ pub async fn dead_letter_for(env: &TestEnv, key: &str) -> (OwnedMessage, std::co
     (dead, headers)
 }
 
-/// Waits until every consumer process holds at least one partition.
-pub async fn wait_all_assigned(consumers: &[&ConsumerProcess]) {
+/// Waits until every consumer process holds at least one partition; returns what each holds.
+pub async fn wait_all_assigned(http: &reqwest::Client, consumers: &[&ConsumerProcess]) -> Vec<Vec<i64>> {
     wait_for("every consumer to hold partitions", Duration::from_secs(60), || async {
-        let held: Vec<Vec<i64>> = consumers.iter().map(|c| c.assigned()).collect();
-        if held.iter().all(|h| !h.is_empty()) { Ok(()) } else { Err(format!("{held:?}")) }
+        let held: Vec<Vec<i64>> = join_all(consumers.iter().map(|c| c.assigned(http))).await;
+        if held.iter().all(|h| !h.is_empty()) { Ok(held) } else { Err(format!("{held:?}")) }
     })
     .await
+}
+
+/// A private tansu broker (in-memory storage) on its own port, killed on drop. Tests that
+/// stop or restart a broker use one, never the shared broker.
+pub struct Broker {
+    child: Child,
+    pub port: u16,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> Self {
+        let tansu = std::env::var("PRICEFRONT_TEST_TANSU")
+            .expect("PRICEFRONT_TEST_TANSU must name the tansu binary (scripts/test.sh sets it)");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        wait_for("a private broker", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
+        })
+        .await;
+        Self { child, port }
+    }
+
+    /// `kafka.brokers` for it, as a TOML string literal.
+    pub fn toml(&self) -> String {
+        format!("\"127.0.0.1:{}\"", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -10,6 +10,7 @@ mod group;
 mod metrics;
 mod openapi;
 mod pipeline;
+mod promises;
 mod providers;
 mod stampede;
 mod standalone;

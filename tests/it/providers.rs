@@ -23,8 +23,8 @@ async fn mock(providers: Vec<MockProviderSettings>) -> Mock {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    let token = stop.clone();
-    tokio::spawn(async move { pricefront::mock::serve(listener, &providers, token).await });
+    let mock = pricefront::mock::Mock::new(&providers).unwrap();
+    tokio::spawn(pricefront::mock::serve(listener, mock, stop.clone()));
     Mock { base, http: reqwest::Client::new(), _stop: stop.drop_guard() }
 }
 

@@ -1,4 +1,4 @@
-//! Tracing subscriber setup: human-readable text locally, one JSON object per line when
+//! Logs and spans: human-readable text locally, one JSON object per line when
 //! `log.format = "json"`. `RUST_LOG` overrides the configured filter.
 
 use tracing_subscriber::EnvFilter;
