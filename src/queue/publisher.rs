@@ -34,9 +34,31 @@ const STUCK_AFTER_TIMEOUTS: u32 = 3;
 /// Least time between two replacements.
 const REBUILD_INTERVAL: Duration = Duration::from_secs(10);
 
+/// A producer that is never dropped on a runtime thread: dropping one purges and flushes,
+/// which blocks for up to 500 ms. Sends hold an `Arc` of it; whichever drops the last one
+/// hands the producer to a blocking thread.
+struct Client(Option<FutureProducer>);
+
+impl std::ops::Deref for Client {
+    type Target = FutureProducer;
+
+    fn deref(&self) -> &FutureProducer {
+        self.0.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let producer = self.0.take();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || drop(producer));
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Publisher {
-    producer: Arc<RwLock<FutureProducer>>,
+    producer: Arc<RwLock<Arc<Client>>>,
     config: ClientConfig,
     topic: String,
     timeout: Duration,
@@ -63,7 +85,7 @@ impl Publisher {
             .set("queue.buffering.max.kbytes", "65536");
         let producer = config.create()?;
         Ok(Self {
-            producer: Arc::new(RwLock::new(producer)),
+            producer: Arc::new(RwLock::new(Arc::new(Client(Some(producer))))),
             config,
             topic: settings.topic.clone(),
             timeout: settings.publish_timeout,
@@ -73,7 +95,7 @@ impl Publisher {
         })
     }
 
-    fn producer(&self) -> FutureProducer {
+    fn producer(&self) -> Arc<Client> {
         self.producer.read().expect("producer lock").clone()
     }
 
@@ -157,7 +179,7 @@ impl Publisher {
                     fatal,
                     "the Kafka producer is stuck (failed fatally, or sends time out while the broker answers); replacing it"
                 );
-                *self.producer.write().expect("producer lock") = fresh;
+                *self.producer.write().expect("producer lock") = Arc::new(Client(Some(fresh)));
                 self.consecutive_timeouts.store(0, Ordering::Relaxed);
             }
             Err(e) => tracing::error!(error = %e, "cannot create a new Kafka producer"),

@@ -298,8 +298,18 @@ impl TestEnv {
         redis::cmd("GET").arg(key).query_async(&mut self.redis.clone()).await.unwrap()
     }
 
-    pub async fn redis_ttl(&self, key: &str) -> i64 {
-        redis::cmd("TTL").arg(key).query_async(&mut self.redis.clone()).await.unwrap()
+    /// Checks the price guarantee of a stored result, `PTTL <= expires_at - now` (with `now`
+    /// taken before the read), and returns the result; `None` if nothing is stored.
+    pub async fn assert_stored_within_guarantee(&self, product: &str) -> Option<Value> {
+        let key = self.result_key(product);
+        let now = time::OffsetDateTime::now_utc();
+        let (body, pttl): (Option<String>, i64) =
+            redis::pipe().get(&key).pttl(&key).query_async(&mut self.redis.clone()).await.unwrap();
+        let body: Value = serde_json::from_str(&body?).unwrap();
+        let left = guarantee_left_ms(&body, now);
+        // PTTL is whole milliseconds; expires_at has sub-millisecond precision.
+        assert!(i128::from(pttl) <= left + 1, "{key}: Redis keeps it {pttl} ms, the guarantee has {left} ms left");
+        Some(body)
     }
 
     pub async fn redis_del(&self, key: &str) {
@@ -659,4 +669,11 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Milliseconds from `now` until the comparison's `expires_at` (negative once passed).
+pub fn guarantee_left_ms(comparison: &Value, now: time::OffsetDateTime) -> i128 {
+    let expires_at = comparison["expires_at"].as_str().unwrap();
+    let expires_at = time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339).unwrap();
+    (expires_at - now).whole_milliseconds()
 }

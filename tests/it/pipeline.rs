@@ -8,6 +8,15 @@ use crate::helpers::{env, get, provider, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// `expires_at - computed_at` in seconds.
+fn guarantee_window(comparison: &serde_json::Value) -> i64 {
+    let at = |field: &str| {
+        let text = comparison[field].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    (at("expires_at") - at("computed_at")).whole_seconds()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_product_is_accepted_then_served_complete_and_sorted() {
     let env = env().start().await;
@@ -67,9 +76,9 @@ async fn result_ttl_is_the_guarantee_window_and_failed_results_are_short_lived()
 
     let good = env.product("good");
     assert_eq!(get(&env.http, &format!("{}/v1/prices/{good}", producer.base)).await.0, 202);
-    env.wait_result(&good, DEADLINE).await;
-    let ttl = env.redis_ttl(&env.result_key(&good)).await;
-    assert!((119..=120).contains(&ttl), "ttl {ttl}");
+    let result = env.wait_result(&good, DEADLINE).await;
+    assert_eq!(guarantee_window(&result), 120);
+    env.assert_stored_within_guarantee(&good).await;
 
     for p in ["alpha", "beta", "gamma"] {
         env.set_faults(p, json!({"error_rate": 1.0})).await;
@@ -81,8 +90,8 @@ async fn result_ttl_is_the_guarantee_window_and_failed_results_are_short_lived()
     assert_eq!(result["best"], serde_json::Value::Null);
     assert_eq!(result["failures"].as_array().unwrap().len(), 3);
     assert!(result["failures"].as_array().unwrap().iter().all(|f| f["reason"] == "http_status"));
-    let ttl = env.redis_ttl(&env.result_key(&bad)).await;
-    assert!((6..=7).contains(&ttl), "ttl {ttl}");
+    assert_eq!(guarantee_window(&result), 7);
+    env.assert_stored_within_guarantee(&bad).await;
     assert_eq!(env.redis_get(&env.pending_key(&bad)).await, None, "marker cleared with the result");
     consumer.stop().await;
     producer.stop().await;
@@ -90,8 +99,9 @@ async fn result_ttl_is_the_guarantee_window_and_failed_results_are_short_lived()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l1_serves_within_its_lifetime_even_without_redis_and_not_after() {
-    let l1_ttl = Duration::from_millis(1500);
-    let env = env().set("cache", "l1_ttl_ms", "1500").start().await;
+    // Long enough that the reads below fit in it even on a loaded machine.
+    let l1_ttl = Duration::from_secs(4);
+    let env = env().set("cache", "l1_ttl_ms", "4000").start().await;
     let producer = env.spawn_producer().await;
     let consumer = env.spawn_consumer();
     let product = env.product("l1");
@@ -110,6 +120,8 @@ async fn l1_serves_within_its_lifetime_even_without_redis_and_not_after() {
     assert_eq!(headers["x-cache"], "HIT");
     assert_eq!(body["product_id"], product.as_str());
 
+    // Waiting for the lifetime to pass is the point: a 202 polled for would hide an entry
+    // that lived too long.
     tokio::time::sleep((l1_ttl + Duration::from_millis(100)).saturating_sub(filled.elapsed())).await;
     let (status, _, _) = get(&env.http, &url).await;
     assert_eq!(status, 202, "L1 entry must be gone after its lifetime");
@@ -151,7 +163,9 @@ async fn failing_and_hanging_providers_give_partial_results_within_the_timeout()
     assert_eq!(result["failures"].as_array().unwrap().len(), 1, "{result}");
     assert_eq!(result["failures"][0]["provider"], "stuck");
     assert_eq!(result["failures"][0]["reason"], "timeout");
-    let margin = Duration::from_millis(700);
+    // The hanging source costs its budget and no more (the mock would hang for 600 s); the
+    // margin covers the publish and the consumer's fetch on a loaded machine.
+    let margin = Duration::from_secs(5);
     assert!(took >= provider_timeout && took < provider_timeout + margin, "result written after {took:?}");
     let steady = result["quotes"].as_array().unwrap().iter().find(|q| q["provider"] == "steady").unwrap();
     assert!(steady["latency_ms"].as_u64().unwrap() < 500, "a healthy source is not delayed: {steady}");

@@ -7,29 +7,12 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use pricefront::domain::ProductId;
 use pricefront::queue::PriceRequest;
-use serde_json::{Value, json};
+use serde_json::json;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::helpers::{Broker, ConsumerProcess, RedisServer, env, get, provider, wait_all_assigned, wait_for};
-
-/// Milliseconds from `now` until the comparison's `expires_at` (negative once passed).
-fn guarantee_left_ms(comparison: &Value, now: OffsetDateTime) -> i128 {
-    let expires_at = OffsetDateTime::parse(comparison["expires_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    (expires_at - now).whole_milliseconds()
-}
-
-/// Checks `PTTL ≤ expires_at − now` for a stored result, with `now` taken before the read.
-async fn assert_pttl_within_guarantee(redis: &redis::aio::MultiplexedConnection, key: &str) -> Option<Value> {
-    let now = OffsetDateTime::now_utc();
-    let (body, pttl): (Option<String>, i64) =
-        redis::pipe().get(key).pttl(key).query_async(&mut redis.clone()).await.unwrap();
-    let body: Value = serde_json::from_str(&body?).unwrap();
-    let left = guarantee_left_ms(&body, now);
-    // PTTL is whole milliseconds; expires_at has sub-millisecond precision.
-    assert!(i128::from(pttl) <= left + 1, "{key}: Redis keeps it {pttl} ms, the guarantee has {left} ms left");
-    Some(body)
-}
+use crate::helpers::{
+    Broker, ConsumerProcess, RedisServer, env, get, guarantee_left_ms, provider, wait_all_assigned, wait_for,
+};
 
 /// Waits until the mock has been asked for `product` by `source`: the fan-out is under way.
 async fn wait_fan_out_started(env: &crate::helpers::TestEnv, product: &str, source: &str) {
@@ -64,7 +47,7 @@ async fn a_price_never_outlives_its_guarantee_when_redis_stalls_writes() {
     wait_fan_out_started(&env, &late, "slow").await;
     pause_writes(&env.redis, 1500).await;
     env.wait_result(&late, Duration::from_secs(30)).await;
-    let stored = assert_pttl_within_guarantee(&env.redis, &env.result_key(&late)).await.expect("still stored");
+    let stored = env.assert_stored_within_guarantee(&late).await.expect("still stored");
     let now = OffsetDateTime::now_utc();
     let (status, headers, body) = get(&env.http, &url(&late)).await;
     assert_eq!(status, 200, "{body}");
@@ -87,7 +70,7 @@ async fn a_price_never_outlives_its_guarantee_when_redis_stalls_writes() {
         }
     })
     .await;
-    let written = assert_pttl_within_guarantee(&env.redis, &env.result_key(&expired)).await;
+    let written = env.assert_stored_within_guarantee(&expired).await;
     assert_eq!(written, None, "a result whose guarantee passed before it was written must not be stored");
     assert_eq!(get(&env.http, &url(&expired)).await.0, 202, "the next request claims it again");
     let fresh = env.wait_result(&expired, Duration::from_secs(30)).await;

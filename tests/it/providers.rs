@@ -70,7 +70,9 @@ async fn retryable_failures_are_retried_within_the_budget_only() {
     let started = Instant::now();
     let outcomes = sources.fan_out(&id("p1")).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(700), "the budget never grows: {took:?}");
+    // A retry that got a fresh budget would take another 600 ms; the rest is slack for a
+    // loaded machine.
+    assert!(took < Duration::from_millis(1100), "the budget never grows: {took:?}");
     let flaky = outcomes[0].as_ref().unwrap_err();
     assert_eq!(flaky.reason, FailureReason::HttpStatus);
     assert!(flaky.detail.ends_with("(after 2 attempts)"), "{}", flaky.detail);
@@ -112,14 +114,15 @@ async fn a_failing_provider_trips_its_breaker_and_a_probe_closes_it() {
 
 #[tokio::test]
 async fn the_bulkhead_caps_concurrent_calls_per_provider() {
-    let m = mock(vec![provider("slow", 300)]).await;
+    let m = mock(vec![provider("slow", 600)]).await;
     let mut slow = m.source("slow");
     slow.max_concurrency = 2;
-    let sources = PriceSources::new(&[slow], Duration::from_millis(450)).unwrap();
+    let sources = PriceSources::new(&[slow], Duration::from_millis(1000)).unwrap();
     let ids: Vec<ProductId> = (0..6).map(|i| id(&format!("c{i}"))).collect();
     let outcomes = futures::future::join_all(ids.iter().map(|i| sources.fan_out(i))).await;
-    // Two calls run (0-300 ms), two more get the freed slots with 150 ms of budget left and
-    // time out, and the last two never get a slot within the budget.
+    // Two calls run (0-600 ms), two more get the freed slots with 400 ms of budget left and
+    // time out, and the last two never get a slot within the budget. (The first two have
+    // 400 ms of slack for a loaded machine.)
     let ok = outcomes.iter().filter(|o| o[0].is_ok()).count();
     assert_eq!(ok, 2, "only two calls fit: {outcomes:?}");
     let failures: Vec<_> = outcomes.iter().filter_map(|o| o[0].as_ref().err()).collect();
