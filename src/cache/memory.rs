@@ -31,6 +31,17 @@ impl Expiry<ProductId, Stored> for UntilExpiry {
     fn expire_after_create(&self, _: &ProductId, value: &Stored, now: Instant) -> Option<Duration> {
         Some(value.expires.saturating_duration_since(now))
     }
+
+    /// A newer result replaces an older one with its own deadline (moka would keep the old one).
+    fn expire_after_update(
+        &self,
+        _: &ProductId,
+        value: &Stored,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.expires.saturating_duration_since(now))
+    }
 }
 
 /// The smallest marker map that is swept.
@@ -194,6 +205,18 @@ mod tests {
         assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
         assert!(!store.has_result(&id()).await.unwrap());
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
+    }
+
+    #[tokio::test]
+    async fn a_newer_result_lives_until_its_own_deadline() {
+        let store = MemoryStore::new(100);
+        let short = TtlPolicy { answered: Duration::from_millis(300), failed: Duration::from_millis(300) };
+        let long = TtlPolicy { answered: Duration::from_secs(60), failed: Duration::from_secs(60) };
+        let now = time::OffsetDateTime::now_utc();
+        store.store(&Comparison::aggregate(id(), [], now, &short), "a").await.unwrap();
+        store.store(&Comparison::aggregate(id(), [], now, &long), "b").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(store.has_result(&id()).await.unwrap(), "kept until the newer deadline, not the older one");
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use crate::settings::MockProviderSettings;
 /// Largest latency or jitter accepted, so delays stay meaningful and arithmetic cannot overflow.
 pub const MAX_DELAY_MS: u64 = 60_000;
 /// Products whose call counts one provider keeps.
-pub const STATS_MAX_PRODUCTS: u64 = 100_000;
+pub const STATS_MAX_PRODUCTS: u64 = 10_000;
 /// A product's call count is forgotten after this long without a call.
 pub const STATS_IDLE: Duration = Duration::from_secs(600);
 /// Longest a hanging call is held, so a client without a timeout is not held forever.

@@ -30,8 +30,8 @@ impl InFlight {
         Ack { inner: Some((self.clone(), ticket)) }
     }
 
-    /// Stops new work on `partitions` and blocks until none of theirs runs, or `timeout`
-    /// passes. Returns how many still run.
+    /// Stops new work on `partitions` and blocks until none of theirs runs, `timeout`
+    /// passes, or the tracker is closed (shutdown gave the work up). Returns how many still run.
     pub fn drain(&self, partitions: &[i32], timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         let mut tracker = self.lock();
@@ -39,7 +39,7 @@ impl InFlight {
         loop {
             let running = tracker.running(partitions);
             let left = deadline.saturating_duration_since(Instant::now());
-            if running == 0 || left.is_zero() {
+            if running == 0 || left.is_zero() || tracker.is_closed() {
                 return running;
             }
             tracker = self.changed.wait_timeout(tracker, left).unwrap_or_else(|p| p.into_inner()).0;
@@ -56,9 +56,11 @@ impl InFlight {
         partitions.iter().for_each(|&p| tracker.forget(p));
     }
 
-    /// From now on no acknowledgement moves a position (shutdown gave the work up).
+    /// From now on no acknowledgement moves a position (shutdown gave the work up), and a
+    /// drain waiting for that work stops waiting.
     pub fn close(&self) {
         self.lock().close();
+        self.changed.notify_all();
     }
 }
 
@@ -131,6 +133,22 @@ mod tests {
         assert!(!queued.begin(), "nothing new begins on a draining partition");
         finisher.join().unwrap();
         assert_eq!(in_flight.take_positions(Some(&[3])), [(3, 2)]);
+    }
+
+    #[test]
+    fn closing_ends_a_drain_at_once() {
+        let in_flight = Arc::new(InFlight::default());
+        let stuck = in_flight.fetched(0, 1);
+        assert!(stuck.begin());
+        let closer = {
+            let in_flight = in_flight.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                in_flight.close();
+            })
+        };
+        assert_eq!(in_flight.drain(&[0], Duration::from_secs(600)), 1, "returned when closed, not after 600 s");
+        closer.join().unwrap();
     }
 
     #[test]

@@ -77,7 +77,8 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let partitions = partitions_of(tpl, &shared.topic);
-                // At close the worker has drained already, and the final commit follows.
+                // At close (the consumer's drop) the worker has drained and the final commit is
+                // done: only the leave is left.
                 let closing = shared.closing.load(Ordering::Acquire);
                 let unfinished = if closing { 0 } else { shared.in_flight.drain(&partitions, shared.drain_timeout) };
                 store_positions(consumer, &shared.topic, &shared.in_flight.take_positions(Some(&partitions)));
@@ -85,8 +86,14 @@ impl ConsumerContext for GroupContext {
                     tracing::debug!(error = %e, "nothing committed on revoke");
                 }
                 shared.in_flight.forget(&partitions);
+                // librdkafka keeps a partition paused across unassign and assign: resume it now,
+                // so that whoever gets it next (this member again, maybe) fetches it.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "cannot resume revoked partitions");
+                }
                 for p in &partitions {
                     metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(0.0);
+                    metrics::gauge!("pricefront_consumer_lag", "partition" => p.to_string()).set(0.0);
                 }
                 tracing::info!(partitions = ?partitions, unfinished, "partitions revoked");
             }
@@ -123,8 +130,8 @@ fn store_positions(consumer: &BaseConsumer<GroupContext>, topic: &str, positions
             tracing::warn!(error = %e, partition, position, "cannot build offset list");
         }
     }
-    // Fails only for a partition revoked meanwhile: its new owner resumes from the last
-    // commit and skips what we finished as duplicates.
+    // Positions are taken and stored on the consumer's thread, before any revoke of theirs
+    // completes, so this is not expected to fail; if it does, the work is redone, not lost.
     if let Err(e) = consumer.store_offsets(&tpl) {
         tracing::debug!(error = %e, ?positions, "offsets not stored");
     }
@@ -190,9 +197,10 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, sender: &mpsc::Sender<Incomi
             }
         }
         let backlog = !waiting.is_empty();
+        // A new assignment comes unpaused (revoked partitions are resumed): apply the pause
+        // state to it whatever it is.
         let reassigned = shared.reassigned.swap(false, Ordering::AcqRel);
-        if backlog != paused || (backlog && reassigned) {
-            set_paused(consumer, backlog);
+        if (backlog != paused || reassigned) && set_paused(consumer, backlog) {
             paused = backlog;
         }
         store_positions(consumer, &shared.topic, &shared.in_flight.take_positions(None));
@@ -207,13 +215,20 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, sender: &mpsc::Sender<Incomi
     }
 }
 
-fn set_paused(consumer: &BaseConsumer<GroupContext>, pause: bool) {
+/// Pauses or resumes the whole assignment; false if that failed (it is tried again).
+fn set_paused(consumer: &BaseConsumer<GroupContext>, pause: bool) -> bool {
     let outcome = consumer
         .assignment()
         .and_then(|assignment| if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) });
     match outcome {
-        Ok(()) => tracing::debug!(paused = pause, "partitions paused or resumed"),
-        Err(e) => tracing::warn!(error = %e, pause, "cannot pause or resume partitions"),
+        Ok(()) => {
+            tracing::debug!(paused = pause, "partitions paused or resumed");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, pause, "cannot pause or resume partitions");
+            false
+        }
     }
 }
 

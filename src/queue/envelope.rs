@@ -29,8 +29,9 @@ pub struct PriceRequest {
 pub enum DecodeError {
     #[error("message has no value")]
     Empty,
+    /// Shown in the message (it goes to the DLQ's `dlq.error` header), so not a source too.
     #[error("value is not a valid price request: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("unsupported schema_version {0} (this build understands {SCHEMA_VERSION})")]
     UnsupportedVersion(u32),
 }
@@ -62,7 +63,7 @@ impl PriceRequest {
 
     pub fn decode(payload: Option<&[u8]>) -> Result<Self, DecodeError> {
         let payload = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
-        let request: PriceRequest = serde_json::from_slice(payload)?;
+        let request: PriceRequest = serde_json::from_slice(payload).map_err(DecodeError::Json)?;
         if request.schema_version != SCHEMA_VERSION {
             return Err(DecodeError::UnsupportedVersion(request.schema_version));
         }

@@ -2,8 +2,9 @@
 //! safely commit. Pure bookkeeping, no I/O: [`super::ack`] wraps it for threads.
 //!
 //! A message is `Queued` from the moment it is fetched until a worker begins it, `Running`
-//! while processed, and removed when finished. `Abandoned` ones (a worker gave up) no longer
-//! run but still hold the position back, so they are redelivered.
+//! while processed, and removed when finished. `Abandoned` ones (a worker gave up at
+//! shutdown) no longer run but still hold the position back, so the partition's next owner
+//! gets them again.
 //!
 //! Invariants:
 //! - the position of a partition (the next offset to consume, as Kafka commits it) never
@@ -160,6 +161,10 @@ impl OffsetTracker {
     /// Nothing changes from now on (shutdown).
     pub fn close(&mut self) {
         self.closed = true;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     /// Messages fetched and not finished, over all partitions.

@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -141,7 +144,16 @@ impl Worker {
             tasks.spawn(
                 async move {
                     let _gauge = InFlightGauge::new();
-                    let durable = processor.handle(&message, &shutdown).await;
+                    // A message that makes processing panic would otherwise hold its partition's
+                    // offset back until the next rebalance, and panic again then.
+                    let durable = match AssertUnwindSafe(processor.handle(&message, &shutdown)).catch_unwind().await {
+                        Ok(durable) => durable,
+                        Err(panic) => {
+                            let what = panic_message(panic.as_ref());
+                            tracing::error!(panic = %what, "processing the message panicked");
+                            processor.dead_letter(&message, "panicked", &what, &shutdown).await
+                        }
+                    };
                     drop(permit);
                     if durable {
                         ack.done();
@@ -180,6 +192,14 @@ impl Worker {
             retries = c.retries.load(Ordering::Relaxed),
             "consumer stopped"
         );
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_owned(),
     }
 }
 

@@ -26,6 +26,8 @@ use crate::queue::envelope::TRACEPARENT_HEADER;
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
 use crate::settings::Settings;
 
+/// Disagreement between our clock and Redis's that is worth a warning.
+const CLOCK_SKEW_WARNING: Duration = Duration::from_secs(1);
 /// First and longest wait between two tries of an unavailable dependency.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -102,8 +104,14 @@ impl Processor {
             },
             Err(error) => (error.kind(), error.to_string()),
         };
+        self.dead_letter(message, kind, &error, shutdown).await
+    }
+
+    /// Sends the message to the DLQ, unchanged, with why (`kind`, `error`) in its headers;
+    /// true once the DLQ has it (or the broker refused it for good and it was logged whole).
+    pub async fn dead_letter(&self, message: &Message, kind: &str, error: &str, shutdown: &CancellationToken) -> bool {
         tracing::warn!(%error, reason = kind, "sending the message to the DLQ");
-        let headers = dead_letter_headers(message, kind, &error);
+        let headers = dead_letter_headers(message, kind, error);
         let (key, payload) =
             (message.key.as_deref().unwrap_or_default(), message.payload.as_deref().unwrap_or_default());
         let send = || self.dead_letters.send(&self.dlq_topic, key, payload, &headers);
@@ -184,11 +192,19 @@ impl Processor {
                     .increment(1);
             }
             StoreOutcome::Expired => {
+                let left_by_our_clock = comparison.guarantee_left(OffsetDateTime::now_utc());
                 tracing::warn!(
                     expires_at = %comparison.expires_at,
                     since_request_ms = waited_ms,
                     "the price guarantee passed before the result could be stored; not stored, the marker released"
                 );
+                // Redis judges expiry by its own clock: if ours says there was plenty left, they disagree.
+                if left_by_our_clock > CLOCK_SKEW_WARNING {
+                    tracing::warn!(
+                        left_by_our_clock_ms = left_by_our_clock.as_millis() as u64,
+                        "Redis's clock is ahead of this consumer's: results are stored for less than their guarantee, or not at all; sync the clocks"
+                    );
+                }
                 self.counters.expired.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pricefront_messages_total", "outcome" => "expired").increment(1);
             }

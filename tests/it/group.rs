@@ -92,3 +92,29 @@ async fn requests_published_while_no_consumer_runs_are_processed_on_start() {
     consumer.stop().await;
     producer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlogged_consumer_keeps_every_partition_flowing_across_rebalances() {
+    // One message at a time and a backlog far beyond the 64 the consumer prefetches: its
+    // partitions are paused while the work waits, then a member joins and leaves again.
+    let env = env().providers(vec![provider("alpha", 20)]).set("consumer", "max_in_flight", "1").start().await;
+    let mut first = env.spawn_consumer_process();
+    wait_all_assigned(&env.http, &[&first]).await;
+    let products: Vec<String> = (0..300).map(|i| env.product(&format!("b{i}"))).collect();
+    env.request_directly(&products).await;
+    let started = std::time::Instant::now();
+    let mut second = env.spawn_consumer_process();
+    let held = wait_all_assigned(&env.http, &[&first, &second]).await;
+    println!("{:?}: while both run: {held:?}", started.elapsed());
+    assert!(second.terminate().success());
+    println!("{:?}: second stopped", started.elapsed());
+    wait_for("the first consumer to own every partition again", Duration::from_secs(60), || async {
+        let held = first.assigned(&env.http).await;
+        if held.len() == env.settings.kafka.partitions as usize { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
+    println!("{:?}: first owns all", started.elapsed());
+    crate::helpers::wait_all_results(&env, &products, Duration::from_secs(120)).await;
+    println!("{:?}: all results", started.elapsed());
+    assert!(first.terminate().success());
+}

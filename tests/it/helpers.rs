@@ -336,6 +336,28 @@ impl TestEnv {
         producer.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
     }
 
+    /// Publishes a request for each product straight to the topic, as a producer would, all at once.
+    pub async fn request_directly(&self, products: &[String]) {
+        let producer: FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
+        let requests: Vec<(String, Vec<u8>)> = products
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    pricefront::queue::PriceRequest::new(pricefront::domain::ProductId::parse(p).unwrap()).encode(),
+                )
+            })
+            .collect();
+        let sends = requests.iter().map(|(key, payload)| {
+            let record = FutureRecord::to(&self.settings.kafka.topic).key(key).payload(payload);
+            producer.send(record, Timeout::After(Duration::from_secs(10)))
+        });
+        for sent in join_all(sends).await {
+            sent.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
     /// Reads every partition of `topic` from the beginning until `done` holds for what was read.
     /// Counts by reading, not by watermarks (the broker's watermarks are not trusted).
     pub async fn read_topic(

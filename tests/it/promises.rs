@@ -5,8 +5,6 @@
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use pricefront::domain::ProductId;
-use pricefront::queue::PriceRequest;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -143,10 +141,6 @@ fn hanging_env() -> crate::helpers::TestEnvBuilder {
         .set("cache", "pending_ttl_secs", "60")
 }
 
-async fn request(env: &crate::helpers::TestEnv, product: &str) {
-    env.produce_raw(product, &PriceRequest::new(ProductId::parse(product).unwrap()).encode()).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_the_broker_gone_exits_within_the_drain_bound() {
     let broker = Broker::start().await;
@@ -155,7 +149,7 @@ async fn sigterm_with_the_broker_gone_exits_within_the_drain_bound() {
     let mut consumer = env.spawn_consumer_process();
     wait_all_assigned(&env.http, &[&consumer]).await;
     let product = env.product("inflight");
-    request(&env, &product).await;
+    env.request_directly(std::slice::from_ref(&product)).await;
     wait_fan_out_started(&env, &product, "stuck").await;
 
     drop(broker);
@@ -173,7 +167,7 @@ async fn work_given_up_at_shutdown_is_redelivered_not_skipped() {
     let mut first = env.spawn_consumer_process();
     wait_all_assigned(&env.http, &[&first]).await;
     let product = env.product("given-up");
-    request(&env, &product).await;
+    env.request_directly(std::slice::from_ref(&product)).await;
     wait_fan_out_started(&env, &product, "stuck").await;
 
     let bound = env.settings.consumer.drain_timeout + Duration::from_secs(2);
