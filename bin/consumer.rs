@@ -21,7 +21,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, "metrics listening");
     let worker = Worker::build(&settings).context("building the consumer")?;
     let metrics = tokio::spawn(observability::metrics::serve(listener, shutdown.clone()));
-    worker.run(shutdown).await;
+    let consumed = worker.run(shutdown.clone()).await;
+    shutdown.cancel();
     metrics.await.context("metrics task")?.context("serving metrics")?;
+    consumed.context("consuming")?;
     Ok(())
 }

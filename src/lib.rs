@@ -2,7 +2,8 @@
 //!
 //! A shop asks `GET /v1/prices/{product_id}`; the producer answers from cache (moka, then
 //! Redis) or publishes one request to Kafka and answers 202. Consumers in one group fan out
-//! to every price API, aggregate, and write the result to Redis with a TTL.
+//! to every price API, aggregate, and write the result to Redis until its price guarantee
+//! ends (`expires_at`, an absolute expiry).
 //!
 //! # Layout
 //! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env).

@@ -38,10 +38,11 @@ pub async fn run(
 
     let mock = tokio::spawn(crate::mock::serve(mock_listener, mock, shutdown.clone()));
     let api = tokio::spawn(api::serve(api_listener, state, shutdown.clone()));
-    worker.run(shutdown).await;
+    let consumed = worker.run(shutdown.clone()).await;
+    shutdown.cancel();
     api.await.expect("api task does not panic")?;
     mock.await.expect("mock task does not panic")?;
-    Ok(())
+    Ok(consumed?)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,4 +51,6 @@ pub enum Error {
     Worker(#[from] worker::BuildError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Consume(#[from] worker::QueueClosed),
 }

@@ -100,8 +100,11 @@ impl Worker {
         }
     }
 
-    /// Consumes until `shutdown` fires (or the inbox closes), then drains and closes.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Consumes until `shutdown` fires, then drains and closes. Fails if the queue stopped
+    /// delivering on its own (its client thread died): the process should exit non-zero and be
+    /// restarted, after the same drain.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), QueueClosed> {
+        let mut outcome = Ok(());
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = JoinSet::new();
         tracing::info!(max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
@@ -126,7 +129,8 @@ impl Worker {
                 next = self.inbox.next() => match next {
                     Some(incoming) => incoming,
                     None => {
-                        tracing::warn!("the queue closed; stopping");
+                        tracing::error!("the queue stopped delivering; stopping");
+                        outcome = Err(QueueClosed);
                         break;
                     }
                 },
@@ -192,8 +196,14 @@ impl Worker {
             retries = c.retries.load(Ordering::Relaxed),
             "consumer stopped"
         );
+        outcome
     }
 }
+
+/// The queue stopped delivering messages although nobody asked it to.
+#[derive(Debug, thiserror::Error)]
+#[error("the queue stopped delivering messages")]
+pub struct QueueClosed;
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {

@@ -438,14 +438,14 @@ pub async fn spawn_producer(settings: &Settings) -> ProducerHandle {
 
 pub struct ConsumerHandle {
     shutdown: CancellationToken,
-    join: JoinHandle<()>,
+    join: JoinHandle<Result<(), pricefront::worker::QueueClosed>>,
 }
 
 impl ConsumerHandle {
     /// Graceful stop: drain, commit, leave the group.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.join.await.unwrap();
+        self.join.await.unwrap().expect("the consumer stopped only because it was asked to");
     }
 }
 
