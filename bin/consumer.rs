@@ -3,23 +3,29 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pricefront::settings::Settings;
+use pricefront::settings::{self, Settings};
 use pricefront::{observability, shutdown, worker::Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
     observability::logs::init(&settings.log);
-    shutdown::exit_code(run(settings).await)
+    // Before any port is bound or message taken: a price source whose credentials are not
+    // in the environment is a configuration error (exit 2).
+    let worker = match Worker::build(&settings) {
+        Ok(worker) => worker,
+        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building the consumer"))),
+    };
+    shutdown::exit_code(run(settings, worker).await)
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, worker: Worker) -> anyhow::Result<()> {
     observability::metrics::install().context("installing the metrics recorder")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
     let listen = settings.consumer.metrics_listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "metrics listening");
-    let worker = Worker::build(&settings).context("building the consumer")?;
     let metrics = tokio::spawn(observability::metrics::serve(listener, shutdown.clone()));
     let consumed = worker.run(shutdown.clone()).await;
     shutdown.cancel();

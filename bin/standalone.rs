@@ -5,17 +5,22 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pricefront::settings::{self, Settings};
-use pricefront::{mock, observability, shutdown, standalone};
+use pricefront::standalone::Standalone;
+use pricefront::{observability, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
-    let mock = mock::Mock::new(&settings.mock.providers).unwrap_or_else(|e| settings::exit_invalid(e));
     observability::logs::init(&settings.log);
-    shutdown::exit_code(run(settings, mock).await)
+    let system = match Standalone::build(&settings) {
+        Ok(system) => system,
+        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building"))),
+    };
+    shutdown::exit_code(run(settings, system).await)
 }
 
-async fn run(settings: Settings, mock: mock::Mock) -> anyhow::Result<()> {
+async fn run(settings: Settings, system: Standalone) -> anyhow::Result<()> {
     observability::metrics::install().context("installing the metrics recorder")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
     let (api, mock_addr) = (settings.producer.listen, settings.mock.listen);
@@ -29,6 +34,6 @@ async fn run(settings: Settings, mock: mock::Mock) -> anyhow::Result<()> {
          Ask for a price (202 at first, then 200 with the comparison):\n\n  curl -i http://{api}/v1/prices/sku-123\n\n\
          Ctrl-C stops it.\n"
     );
-    standalone::run(&settings, mock, api_listener, mock_listener, shutdown).await.context("running")?;
+    system.run(api_listener, mock_listener, shutdown).await.context("running")?;
     Ok(())
 }

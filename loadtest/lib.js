@@ -5,6 +5,7 @@
 
 import http from 'k6/http';
 import { sleep } from 'k6';
+import exec from 'k6/execution';
 
 // ---------------------------------------------------------------- environment knobs
 
@@ -91,8 +92,27 @@ export function resolveLocation(loc, fallbackId) {
 // time series per URL.
 export const ROUTE = 'GET /v1/prices/{id}';
 
+// Every VU is a client of its own: X-Forwarded-For carries a synthetic address per VU, as a
+// load balancer in front of the producer would (pricefront limits misses per client, and
+// scripts/run.sh trusts X-Forwarded-For from this host). CLIENT_HEADER=false sends none, so
+// every request counts as one client (the load generator's address).
+const CLIENT_HEADER = envBool('CLIENT_HEADER', true);
+
+export function clientHeaders(n) {
+  if (!CLIENT_HEADER) return {};
+  return { 'X-Forwarded-For': `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}` };
+}
+
+function vuClient() {
+  try {
+    return exec.vu.idInTest;
+  } catch (_) {
+    return 0; // setup() and teardown() run outside any VU
+  }
+}
+
 export function getPrice(url, tags) {
-  return http.get(url, { tags: Object.assign({ name: ROUTE }, tags || {}) });
+  return http.get(url, { tags: Object.assign({ name: ROUTE }, tags || {}), headers: clientHeaders(vuClient()) });
 }
 
 // Seconds from a Retry-After header (delta-seconds form), or null.
@@ -163,7 +183,10 @@ export function warmProducts(ids, { batch = 100, pollMs = 250, deadlineMs = 1200
     const still = [];
     for (let i = 0; i < pending.length; i += batch) {
       const chunk = pending.slice(i, i + batch);
-      const responses = http.batch(chunk.map((id) => ['GET', priceUrl(id), null, { tags }]));
+      // One client per product: warming is many shoppers, not one.
+      const responses = http.batch(
+        chunk.map((id, j) => ['GET', priceUrl(id), null, { tags, headers: clientHeaders(100000 + i + j) }]),
+      );
       responses.forEach((r, j) => {
         if (r.status !== 200) still.push(chunk[j]);
       });

@@ -124,7 +124,7 @@ fi
 
 if [[ $MODE != stack ]]; then
   log "starting standalone (logs in $RUN_DIR/logs/standalone.log)"
-  PRICEFRONT__LOG__FILTER=warn "$bin/standalone" >"$RUN_DIR/logs/standalone.log" 2>&1 &
+  PRICEFRONT__LOG__FILTER=warn PRICEFRONT__PRODUCER__TRUSTED_PROXIES=127.0.0.1,::1 "$bin/standalone" >"$RUN_DIR/logs/standalone.log" 2>&1 &
   solo_pid=$!
   wait_until 60 "standalone at $base" ready
   soak standalone "standalone=$solo_pid"

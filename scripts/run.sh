@@ -27,7 +27,9 @@ start() {
   STARTED_PIDS+=($!)
 }
 start mock-providers $bin/mock-providers
-start producer $bin/producer
+# A load generator on this host stands for many clients through X-Forwarded-For (the k6
+# scripts send one address per virtual user); set the variable to override.
+PRICEFRONT__PRODUCER__TRUSTED_PROXIES=${PRICEFRONT__PRODUCER__TRUSTED_PROXIES-127.0.0.1,::1} start producer $bin/producer
 for i in $(seq 1 "$partitions"); do
   PRICEFRONT__CONSUMER__METRICS_LISTEN="127.0.0.1:$((9100 + i))" start "consumer-$i" "$bin/consumer"
 done

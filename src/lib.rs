@@ -6,15 +6,17 @@
 //! ends (`expires_at`, an absolute expiry).
 //!
 //! # Layout
-//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env).
+//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env), and
+//!   `${NAME}` templates.
 //! - [`observability`]: logs and spans, the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
 //! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
 //! - [`cache`]: L1 moka + L2 Redis, key scheme, pending markers.
 //! - [`queue`]: message envelope, publisher, the Kafka group member on its own thread, the
 //!   acknowledgement that alone moves offsets, topics; the in-memory queue.
-//! - [`providers`]: price API clients and the concurrent fan-out.
-//! - [`api`]: the producer's HTTP router and errors as problem+json.
+//! - [`providers`]: price API clients (request templates with credentials from the
+//!   environment, JSON Pointer response mapping, not-found) and the concurrent fan-out.
+//! - [`api`]: the producer's HTTP router, the limits on misses, errors as problem+json.
 //! - [`worker`]: the consume-process-store loop, written once for every queue.
 //! - [`mock`]: simulated price APIs for local runs and tests.
 //! - [`standalone`]: everything in one process on the in-memory queue and store (demos).

@@ -3,6 +3,7 @@
 
 mod docs;
 mod health;
+mod limits;
 mod prices;
 mod problem;
 
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use limits::Limits;
 pub use problem::ApiError;
 
 use std::sync::Arc;
@@ -30,6 +32,9 @@ use crate::settings::Settings;
 #[derive(Clone)]
 pub struct AppState {
     pub l1: L1,
+    /// Single flight for claims: concurrent claimants of one product share one claim.
+    pub claims: L1,
+    pub limits: Arc<Limits>,
     pub store: Arc<dyn ResultStore>,
     pub publisher: Arc<dyn RequestQueue>,
     pub pending_ttl: Duration,
@@ -57,6 +62,9 @@ impl AppState {
     pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
         Self {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
+            // Lifetime zero: it coalesces, never keeps.
+            claims: L1::new(Duration::ZERO, settings.cache.l1_max_entries),
+            limits: Arc::new(Limits::new(&settings.producer)),
             store,
             publisher,
             pending_ttl: settings.cache.pending_ttl,
@@ -110,6 +118,9 @@ async fn track(request: Request<axum::body::Body>, next: axum::middleware::Next)
     response
 }
 
+/// How often clients whose miss budget is full again are forgotten.
+const FORGET_CLIENTS_EVERY: Duration = Duration::from_secs(60);
+
 /// Serves the API on `listener` until `shutdown` fires, finishes in-flight requests, then
 /// flushes the Kafka producer.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
@@ -122,7 +133,16 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
             tracing::warn!(error = %e, "broker not ready at start-up; /readyz will say so");
         }
     });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let (limits, stop) = (state.limits.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(FORGET_CLIENTS_EVERY);
+        while tokio::select! { _ = every.tick() => true, _ = stop.cancelled() => false } {
+            limits.forget_idle_clients();
+        }
+    });
+    // The peer's address identifies the client for the miss limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     publisher.flush(Duration::from_secs(5)).await;
     Ok(())
 }

@@ -1,12 +1,23 @@
 //! `GET /v1/prices/{product_id}`: answer from cache, or start the work and answer 202.
 //!
-//! Lookup: L1 (moka) → Redis → claim the pending marker (`SET NX PX`) → publish. All
-//! concurrent misses for one product in this process share one load (L1 coalescing); across
-//! processes only the marker's claimant publishes. The load runs in its own task, so a client
-//! that hangs up mid-load cannot leave a claimed marker with no message behind it.
+//! 1. **Find it:** L1 (moka), else one Redis read; concurrent requests for one product in
+//!    this process share that read (L1 coalescing). A hit is never limited.
+//! 2. **Claim and publish:** one script looks again and claims the pending marker (`SET NX
+//!    PX`). Only a won claim starts work, so only it costs the client one of its
+//!    `producer.miss_rate_per_client` tokens (none left: the claim is released, 429); asking
+//!    again for a product already pending costs nothing. Then one message is published,
+//!    within `producer.max_publish_rate` (else the claim is released, 503). Concurrent
+//!    claimants in this process share one claim; across processes only the marker's claimant
+//!    publishes. It runs in its own task, so a client that hangs up cannot leave a claimed
+//!    marker with no message behind it.
+//!
+//! A cached result whose status is `not_found` (no source sells the product) answers 404.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Extension;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,20 +25,39 @@ use axum::response::{IntoResponse, Response};
 use time::OffsetDateTime;
 use tracing::Instrument;
 
+use super::limits::Refused;
 use super::problem::Problem;
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, StoredResult};
-use crate::domain::{Comparison, ProductId};
+use crate::domain::{Comparison, ProductId, Status};
 use crate::queue::PriceRequest;
 use crate::queue::envelope::valid_traceparent;
 
-/// Why a load failed; shared by every caller that waited on it.
+/// Why a lookup or a claim failed; shared by every caller that waited on it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Cache(#[from] crate::cache::Error),
     #[error(transparent)]
     Publish(#[from] crate::queue::Error),
+    #[error(transparent)]
+    Limited(Refused),
+    /// `client` is over its miss limit; only that client is refused.
+    #[error("client {client}: {refused}")]
+    ClientLimited { client: IpAddr, refused: Refused },
+}
+
+impl LoadError {
+    fn into_api(self: Arc<Self>, retry_after_secs: u64) -> ApiError {
+        let what = match &*self {
+            LoadError::Limited(refused) | LoadError::ClientLimited { refused, .. } => {
+                return ApiError::Overloaded { retry_after_secs: refused.retry_after_secs() };
+            }
+            LoadError::Cache(_) => "cache",
+            LoadError::Publish(_) => "queue",
+        };
+        ApiError::Unavailable { what, retry_after_secs, cause: anyhow::Error::new(self) }
+    }
 }
 
 /// The 202 body.
@@ -59,65 +89,106 @@ pub struct Pending {
             ("retry-after" = u64, description = "Seconds to wait before polling"),
         )),
         (status = 400, description = "Invalid product id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No price source sells this product (a cached `not_found` result)", body = Problem,
+            content_type = "application/problem+json", headers(
+            ("x-cache" = String, description = "HIT"),
+            ("cache-control" = String, description = "max-age=<seconds the answer is kept>"),
+        )),
         (status = 405, description = "Only GET and HEAD", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis or the broker is unavailable", body = Problem,
+        (status = 429, description = "This client caused too many misses (cold products); hits are never limited", body = Problem,
             content_type = "application/problem+json", headers(("retry-after" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Redis or the broker is unavailable, or this producer publishes as many new requests as it may",
+            body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Seconds to wait"))),
     )
 )]
 pub async fn get_price(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
+    let retry_after_secs = state.retry_after_secs;
+
+    let (entry, loaded) =
+        state.l1.get_or_load(&id, lookup(state.clone(), id.clone())).await.map_err(|e| e.into_api(retry_after_secs))?;
+    if let Entry::Hit(stored) = entry {
+        // A hit this request did not load came from L1 (a live entry, or a load it waited on).
+        let tier = if loaded { "l2" } else { "l1" };
+        metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
+        return Ok(hit(&stored));
+    }
+    metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1);
+
+    let client = state.limits.client(peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
     let traceparent =
         headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| valid_traceparent(v)).map(str::to_owned);
-
-    // The whole lookup runs in its own task: a client hanging up can neither abort a load
-    // that other requests are waiting on, nor leave a claimed marker with no message behind it.
-    let lookup = {
+    let claiming = {
         let (state, id) = (state.clone(), id.clone());
-        let span = tracing::Span::current();
-        tokio::spawn(
-            async move { state.l1.get_or_load(&id, load(state.clone(), id.clone(), traceparent)).await }
-                .instrument(span),
-        )
+        tokio::spawn(claim_shared(state, id, client, traceparent).instrument(tracing::Span::current()))
     };
-    let (entry, loaded) = lookup.await.expect("lookup task does not panic").map_err(|e| {
-        let what = match &*e {
-            LoadError::Cache(_) => "cache",
-            LoadError::Publish(_) => "queue",
-        };
-        ApiError::Unavailable { what, retry_after_secs: state.retry_after_secs, cause: anyhow::Error::new(e) }
-    })?;
-    // A hit this request did not load came from L1 (a live entry, or a load it waited on).
-    let tier = match (&entry, loaded) {
-        (Entry::Hit(_), false) => "l1",
-        (Entry::Hit(_), true) => "l2",
-        (Entry::Miss, _) => "miss",
-    };
-    metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
-    Ok(match entry {
+    Ok(match claiming.await.expect("claim task does not panic")? {
+        // Written between the look and the claim.
         Entry::Hit(stored) => hit(&stored),
-        Entry::Miss => accepted(&id, state.retry_after_secs),
+        Entry::Miss => accepted(&id, retry_after_secs),
     })
 }
 
-async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Result<Entry, LoadError> {
-    let request = PriceRequest::new(id.clone());
-    let token = request.request_id.to_string();
-    tracing::Span::current().record("request_id", token.as_str());
-    let lookup = match state.store.lookup_or_claim(&id, &token, state.pending_ttl).await {
+/// Claims with whoever in this process claims the same product now. If the one whose claim
+/// was shared is over its limit, the others try again on their own budget.
+async fn claim_shared(
+    state: AppState,
+    id: ProductId,
+    client: IpAddr,
+    traceparent: Option<String>,
+) -> Result<Entry, ApiError> {
+    const TRIES: usize = 3;
+    for _ in 0..TRIES {
+        let load = claim(state.clone(), id.clone(), client, traceparent.clone());
+        let error = match state.claims.get_or_load(&id, load).await {
+            Ok((entry, _)) => return Ok(entry),
+            Err(error) => error,
+        };
+        match &*error {
+            LoadError::ClientLimited { client: refused_client, refused } if *refused_client == client => {
+                tracing::debug!(%client, "claim refused: the client is over its miss limit");
+                return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });
+            }
+            LoadError::ClientLimited { .. } => continue,
+            _ => return Err(error.into_api(state.retry_after_secs)),
+        }
+    }
+    Err(ApiError::Overloaded { retry_after_secs: state.retry_after_secs })
+}
+
+/// Stage 1: the result, if Redis has it. A corrupt one is deleted (and is a miss).
+async fn lookup(state: AppState, id: ProductId) -> Result<Entry, LoadError> {
+    match state.store.lookup(&id).await {
+        Ok(Some(stored)) => Ok(Entry::Hit(Arc::new(stored))),
+        Ok(None) => Ok(Entry::Miss),
         Err(cache::Error::Corrupt { key, source }) => {
             tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
             state.store.delete_result(&id).await?;
-            state.store.lookup_or_claim(&id, &token, state.pending_ttl).await?
+            Ok(Entry::Miss)
         }
-        other => other?,
-    };
-    match lookup {
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stage 2: look again and claim the marker in one script; a won claim costs `client` a
+/// miss token, and is published within the producer's publish rate.
+async fn claim(
+    state: AppState,
+    id: ProductId,
+    client: IpAddr,
+    traceparent: Option<String>,
+) -> Result<Entry, LoadError> {
+    let request = PriceRequest::new(id.clone());
+    let token = request.request_id.to_string();
+    tracing::Span::current().record("request_id", token.as_str());
+    match state.store.lookup_or_claim(&id, &token, state.pending_ttl).await? {
         Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(*stored))),
         Lookup::AlreadyPending => {
             tracing::debug!("already pending");
@@ -125,9 +196,20 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
         }
         Lookup::Claimed => {}
     }
-    match state.publisher.publish(&request, traceparent.as_deref()).await {
+    let allowed = match state.limits.miss(client) {
+        Err(refused) => Err(LoadError::ClientLimited { client, refused }),
+        Ok(()) => state.limits.publish().map_err(LoadError::Limited),
+    };
+    if let Err(LoadError::Limited(refused) | LoadError::ClientLimited { refused, .. }) = &allowed {
+        metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
+        tracing::debug!(%client, limit = refused.limit.as_str(), "claim refused by a limit; released");
+    }
+    let published = match allowed {
+        Ok(()) => state.publisher.publish(&request, traceparent.as_deref()).await.map_err(LoadError::from),
+        Err(refused) => Err(refused),
+    };
+    match published {
         Ok(delivery) => {
-            tracing::Span::current().record("request_id", tracing::field::display(request.request_id));
             tracing::info!(partition = delivery.partition, offset = delivery.offset, "request published");
             Ok(Entry::Miss)
         }
@@ -139,7 +221,7 @@ async fn load(state: AppState, id: ProductId, traceparent: Option<String>) -> Re
                     tracing::warn!(error = %release, "cannot release pending marker; it expires by itself");
                 }
             });
-            Err(e.into())
+            Err(e)
         }
     }
 }
@@ -150,9 +232,14 @@ fn hit(stored: &StoredResult) -> Response {
     // or by the store's.
     let max_age = stored.ttl_left().min(stored.comparison.guarantee_left(now)).as_secs();
     let age = (now - stored.comparison.computed_at).whole_seconds().max(0);
-    let mut response = (StatusCode::OK, stored.body.clone()).into_response();
+    let mut response = if stored.comparison.status == Status::NotFound {
+        ApiError::ProductNotFound(stored.comparison.product_id.clone()).into_response()
+    } else {
+        let mut ok = (StatusCode::OK, stored.body.clone()).into_response();
+        ok.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        ok
+    };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert("x-cache", HeaderValue::from_static("HIT"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii"));
     headers.insert(header::AGE, HeaderValue::from(age));

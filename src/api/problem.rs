@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::domain::InvalidProductId;
+use crate::domain::{InvalidProductId, ProductId};
 
 /// An RFC 9457 problem details body (`application/problem+json`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -30,6 +30,15 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed; use GET")]
     MethodNotAllowed,
+    /// A cached answer: no price source sells the product.
+    #[error("no price source sells product {0}")]
+    ProductNotFound(ProductId),
+    /// This client asked for too many uncached products lately.
+    #[error("too many requests for uncached products from this client; retry in {retry_after_secs} s")]
+    TooManyMisses { retry_after_secs: u64 },
+    /// This producer publishes as many new requests as it may.
+    #[error("too many new products are being requested; retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
     /// A dependency (Redis, the broker) failed or was too slow; try again shortly.
     #[error("{what} unavailable")]
     Unavailable {
@@ -44,9 +53,10 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidProductId(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::ProductNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyMisses { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -55,6 +65,9 @@ impl ApiError {
             ApiError::InvalidProductId(_) => "/problems/invalid-product-id",
             ApiError::BadPath(_) => "/problems/bad-path",
             ApiError::NotFound | ApiError::MethodNotAllowed => "about:blank",
+            ApiError::ProductNotFound(_) => "/problems/product-not-found",
+            ApiError::TooManyMisses { .. } => "/problems/too-many-misses",
+            ApiError::Overloaded { .. } => "/problems/overloaded",
             ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
         }
     }
@@ -84,7 +97,10 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::MethodNotAllowed) {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET,HEAD"));
         }
-        if let ApiError::Unavailable { retry_after_secs, .. } = self {
+        if let ApiError::Unavailable { retry_after_secs, .. }
+        | ApiError::TooManyMisses { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs } = self
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response

@@ -67,7 +67,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn stored(ttl_left: Duration) -> Entry {
-        let policy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(30) };
+        let policy = TtlPolicy {
+            answered: Duration::from_secs(300),
+            failed: Duration::from_secs(30),
+            not_found: Duration::from_secs(30),
+        };
         let comparison =
             Comparison::aggregate(ProductId::parse("p").unwrap(), [], time::OffsetDateTime::now_utc(), &policy);
         Entry::Hit(Arc::new(StoredResult { comparison, body: Default::default(), expires: Instant::now() + ttl_left }))

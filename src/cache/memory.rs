@@ -91,6 +91,12 @@ impl MemoryStore {
 }
 
 impl ResultStore for MemoryStore {
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>> {
+        let found =
+            self.live_result(id).map(|s| StoredResult { comparison: s.comparison, body: s.body, expires: s.expires });
+        Box::pin(async move { Ok(found) })
+    }
+
     fn lookup_or_claim<'a>(
         &'a self,
         id: &'a ProductId,
@@ -182,7 +188,11 @@ mod tests {
     async fn a_stored_result_is_a_hit_until_its_ttl_and_clears_the_marker() {
         let store = MemoryStore::new(100);
         store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
-        let policy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(1) };
+        let policy = TtlPolicy {
+            answered: Duration::from_secs(300),
+            failed: Duration::from_secs(1),
+            not_found: Duration::from_secs(1),
+        };
         let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy);
         assert_eq!(store.store(&failed, "a").await.unwrap(), StoreOutcome::Stored);
         assert!(store.has_result(&id()).await.unwrap());
@@ -199,7 +209,11 @@ mod tests {
     async fn a_result_past_its_guarantee_is_not_stored_and_its_marker_is_released() {
         let store = MemoryStore::new(100);
         store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
-        let policy = TtlPolicy { answered: Duration::from_secs(1), failed: Duration::from_secs(1) };
+        let policy = TtlPolicy {
+            answered: Duration::from_secs(1),
+            failed: Duration::from_secs(1),
+            not_found: Duration::from_secs(1),
+        };
         let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(5);
         let stale = Comparison::aggregate(id(), [], long_ago, &policy);
         assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
@@ -210,8 +224,16 @@ mod tests {
     #[tokio::test]
     async fn a_newer_result_lives_until_its_own_deadline() {
         let store = MemoryStore::new(100);
-        let short = TtlPolicy { answered: Duration::from_millis(300), failed: Duration::from_millis(300) };
-        let long = TtlPolicy { answered: Duration::from_secs(60), failed: Duration::from_secs(60) };
+        let short = TtlPolicy {
+            answered: Duration::from_millis(300),
+            failed: Duration::from_millis(300),
+            not_found: Duration::from_millis(300),
+        };
+        let long = TtlPolicy {
+            answered: Duration::from_secs(60),
+            failed: Duration::from_secs(60),
+            not_found: Duration::from_secs(60),
+        };
         let now = time::OffsetDateTime::now_utc();
         store.store(&Comparison::aggregate(id(), [], now, &short), "a").await.unwrap();
         store.store(&Comparison::aggregate(id(), [], now, &long), "b").await.unwrap();

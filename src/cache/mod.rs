@@ -22,6 +22,8 @@ use crate::domain::{Comparison, ProductId};
 /// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
 /// released only by the token that claimed it.
 pub trait ResultStore: Send + Sync + 'static {
+    /// The result and its TTL, if there is one.
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>>;
     /// The result and its TTL if there is one, else an attempt to claim the pending marker,
     /// atomically.
     fn lookup_or_claim<'a>(

@@ -41,6 +41,14 @@ pub enum Lookup {
     AlreadyPending,
 }
 
+/// KEYS: result.
+const LOOKUP: &str = r"
+local body = redis.call('GET', KEYS[1])
+if body then
+  return {body, redis.call('PTTL', KEYS[1])}
+end
+return {false, 0}";
+
 /// KEYS: result, pending; ARGV: token, pending TTL in ms.
 const LOOKUP_OR_CLAIM: &str = r"
 local body = redis.call('GET', KEYS[1])
@@ -83,6 +91,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     timeout: Duration,
+    lookup: Script,
     lookup_or_claim: Script,
     release_if_owner: Script,
     store_until: Script,
@@ -102,6 +111,7 @@ impl RedisStore {
             conn,
             keys: Keys::new(settings.key_prefix.clone()),
             timeout: settings.timeout,
+            lookup: Script::new(LOOKUP),
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
             store_until: Script::new(STORE_UNTIL),
@@ -126,6 +136,14 @@ impl RedisStore {
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
     }
 
+    /// The result and its TTL, if there is one.
+    pub async fn lookup(&self, id: &ProductId) -> Result<Option<StoredResult>, Error> {
+        let key = self.keys.result(id);
+        let mut conn = self.conn.clone();
+        let (body, pttl): (Option<Vec<u8>>, i64) = self.bounded(self.lookup.key(&key).invoke_async(&mut conn)).await?;
+        body.map(|body| stored(key, body, pttl)).transpose()
+    }
+
     /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
     /// to claim the pending marker. One script, so no result can be written between the read
     /// and the claim (which would publish work that is already done).
@@ -137,16 +155,7 @@ impl RedisStore {
         let (outcome, body, pttl): (i64, Option<Vec<u8>>, i64) =
             self.bounded(invocation.invoke_async(&mut conn)).await?;
         match (outcome, body) {
-            (1, Some(body)) => {
-                // -1: no TTL (written by hand); serve it, but never from L1.
-                let ttl_left = Duration::from_millis(pttl.max(0) as u64);
-                let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
-                Ok(Lookup::Hit(Box::new(StoredResult {
-                    comparison,
-                    body: Bytes::from(body),
-                    expires: Instant::now() + ttl_left,
-                })))
-            }
+            (1, Some(body)) => Ok(Lookup::Hit(Box::new(stored(key, body, pttl)?))),
             (2, _) => Ok(Lookup::Claimed),
             _ => Ok(Lookup::AlreadyPending),
         }
@@ -193,7 +202,19 @@ impl RedisStore {
     }
 }
 
+/// A result read at `key` with `pttl` ms left.
+fn stored(key: String, body: Vec<u8>, pttl: i64) -> Result<StoredResult, Error> {
+    // -1: no TTL (written by hand); serve it, but never from L1.
+    let ttl_left = Duration::from_millis(pttl.max(0) as u64);
+    let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
+    Ok(StoredResult { comparison, body: Bytes::from(body), expires: Instant::now() + ttl_left })
+}
+
 impl super::ResultStore for RedisStore {
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>> {
+        Box::pin(RedisStore::lookup(self, id))
+    }
+
     fn lookup_or_claim<'a>(
         &'a self,
         id: &'a ProductId,

@@ -41,6 +41,8 @@ pub enum FailureReason {
     Connect,
     /// The source failed repeatedly and is being skipped for a cool-down.
     CircuitOpen,
+    /// The source answered that it does not sell the product (a status in its `not_found`).
+    NotFound,
 }
 
 impl FailureReason {
@@ -51,6 +53,7 @@ impl FailureReason {
             FailureReason::InvalidResponse => "invalid_response",
             FailureReason::Connect => "connect",
             FailureReason::CircuitOpen => "circuit_open",
+            FailureReason::NotFound => "not_found",
         }
     }
 }
@@ -67,12 +70,14 @@ pub struct Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
-    /// Every source answered.
+    /// Every source quoted, or said it does not sell the product.
     Complete,
-    /// Some sources answered, some failed.
+    /// Some sources quoted, some failed.
     Partial,
-    /// No source answered.
+    /// No source quoted, and at least one failed.
     Failed,
+    /// Every source said it does not sell the product.
+    NotFound,
 }
 
 impl Status {
@@ -81,6 +86,7 @@ impl Status {
             Status::Complete => "complete",
             Status::Partial => "partial",
             Status::Failed => "failed",
+            Status::NotFound => "not_found",
         }
     }
 }
@@ -92,12 +98,15 @@ pub struct TtlPolicy {
     pub answered: Duration,
     /// A `failed` result lives briefly, so the sources are asked again soon but not hammered.
     pub failed: Duration,
+    /// A `not_found` result lives long, so unknown products stop costing calls.
+    pub not_found: Duration,
 }
 
 impl TtlPolicy {
     pub fn for_status(&self, status: Status) -> Duration {
         match status {
             Status::Failed => self.failed,
+            Status::NotFound => self.not_found,
             Status::Complete | Status::Partial => self.answered,
         }
     }
@@ -140,10 +149,13 @@ impl Comparison {
         }
         quotes.sort_by(|a, b| a.price.cmp(&b.price).then_with(|| a.provider.cmp(&b.provider)));
         failures.sort_by(|a, b| a.provider.cmp(&b.provider));
-        let status = match (quotes.is_empty(), failures.is_empty()) {
+        // "Does not sell it" is an answer: it does not make a result partial.
+        let failed = failures.iter().any(|f| f.reason != FailureReason::NotFound);
+        let status = match (quotes.is_empty(), failed) {
+            (true, false) if !failures.is_empty() => Status::NotFound,
             (true, _) => Status::Failed,
-            (false, true) => Status::Complete,
-            (false, false) => Status::Partial,
+            (false, false) => Status::Complete,
+            (false, true) => Status::Partial,
         };
         let ttl = ttl.for_status(status);
         Self {
@@ -181,7 +193,15 @@ mod tests {
         Err(Failure { provider: provider.into(), reason: FailureReason::Timeout, detail: "2000 ms".into() })
     }
 
-    const TTL: TtlPolicy = TtlPolicy { answered: Duration::from_secs(300), failed: Duration::from_secs(30) };
+    const TTL: TtlPolicy = TtlPolicy {
+        answered: Duration::from_secs(300),
+        failed: Duration::from_secs(30),
+        not_found: Duration::from_secs(600),
+    };
+
+    fn not_found(provider: &str) -> Result<Quote, Failure> {
+        Err(Failure { provider: provider.into(), reason: FailureReason::NotFound, detail: "404 Not Found".into() })
+    }
 
     fn ttl_secs(c: &Comparison) -> i64 {
         (c.expires_at - c.computed_at).whole_seconds()
@@ -216,6 +236,26 @@ mod tests {
         assert_eq!(c.status, Status::Failed);
         assert!(c.best.is_none());
         assert_eq!(ttl_secs(&c), 30);
+    }
+
+    #[test]
+    fn not_found_everywhere_is_not_found_and_long_lived() {
+        let c = aggregate(vec![not_found("x"), not_found("y")]);
+        assert_eq!(c.status, Status::NotFound);
+        assert!(c.best.is_none());
+        assert_eq!(ttl_secs(&c), 600);
+    }
+
+    #[test]
+    fn not_found_beside_quotes_is_still_complete_and_beside_failures_is_failed() {
+        let c = aggregate(vec![not_found("x"), quote("a", "3.00")]);
+        assert_eq!((c.status, c.failures.len()), (Status::Complete, 1));
+        let c = aggregate(vec![not_found("x"), quote("a", "3.00"), failure("t")]);
+        assert_eq!(c.status, Status::Partial);
+        let c = aggregate(vec![not_found("x"), failure("t")]);
+        assert_eq!((c.status, ttl_secs(&c)), (Status::Failed, 30));
+        let c = aggregate(vec![]);
+        assert_eq!(c.status, Status::Failed, "no source at all");
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Simulated external price APIs, one process serving every `[[mock.providers]]` entry,
 //! so the whole system runs and is tested on one machine with no internet.
 //!
-//! - `GET /{provider}/prices/{product_id}`: 200 `{"product_id", "price", "currency"}`, the
-//!   price deterministic per (provider, product); faults as configured: latency ± jitter,
-//!   `error_rate` (503), `hang_rate` (no answer until the client gives up).
+//! - `GET` or `POST /{provider}/…`: a quote for the product named in the request, in the
+//!   provider's `shape` (flat `{"product_id", "price", "currency"}`, eBay-, Merchant-API- or
+//!   Best-Buy-style), the price deterministic per (provider, product). The product id is taken
+//!   from the query (`gtin`, `upc`, `sku`, `id`, `product_id`), else from a JSON body (`ids[0]`,
+//!   `id`, `product_id`), else from the last path segment (`…/prices/{id}`, or `products(upc={id})`),
+//!   so a real API's URL works with its host swapped for the mock's.
+//!   - 401 without the `require_header`, 404 for ids starting with `not_found_prefix`;
+//!   - faults as configured: latency ± jitter, `error_rate` (503), `hang_rate` (no answer
+//!     until the client gives up).
 //! - `GET /_stats`: calls per provider and per product. Per-product counts are kept for at
 //!   most [`STATS_MAX_PRODUCTS`] products per provider, each until it is idle for
 //!   [`STATS_IDLE`], so a long run does not grow without limit.
@@ -18,10 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{any, get, put};
 use axum::{Json, Router};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -30,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Currency, ProductId};
-use crate::settings::MockProviderSettings;
+use crate::settings::{MockProviderSettings, MockShape, PriceUnit};
 
 /// Largest latency or jitter accepted, so delays stay meaningful and arithmetic cannot overflow.
 pub const MAX_DELAY_MS: u64 = 60_000;
@@ -82,6 +88,11 @@ struct FaultsPatch {
 
 struct Provider {
     currency: Currency,
+    shape: MockShape,
+    unit: PriceUnit,
+    /// (lower-case name, value)
+    require_header: Option<(String, String)>,
+    not_found_prefix: Option<String>,
     faults: Mutex<Faults>,
     calls: AtomicU64,
     /// Bounded: see the module doc.
@@ -111,11 +122,33 @@ impl Mock {
                 error_rate: p.error_rate,
                 hang_rate: p.hang_rate,
             };
-            faults.validate().map_err(|problem| InvalidMock { provider: p.name.clone(), problem })?;
+            let invalid = |problem: String| InvalidMock { provider: p.name.clone(), problem };
+            faults.validate().map_err(invalid)?;
+            let require_header = match &p.require_header {
+                None => None,
+                Some(line) => match line.split_once(':') {
+                    Some((name, value)) if !name.trim().is_empty() => {
+                        Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+                    }
+                    _ => return Err(invalid(format!("require_header {line:?} is not \"Name: value\""))),
+                },
+            };
             let by_product =
                 moka::sync::Cache::builder().max_capacity(STATS_MAX_PRODUCTS).time_to_idle(STATS_IDLE).build();
-            let provider =
-                Provider { currency: p.currency, faults: Mutex::new(faults), calls: AtomicU64::new(0), by_product };
+            let provider = Provider {
+                currency: p.currency,
+                shape: p.shape,
+                unit: p.price_unit.unwrap_or(if p.shape == MockShape::Merchant {
+                    PriceUnit::Micros
+                } else {
+                    PriceUnit::Whole
+                }),
+                require_header,
+                not_found_prefix: p.not_found_prefix.clone(),
+                faults: Mutex::new(faults),
+                calls: AtomicU64::new(0),
+                by_product,
+            };
             built.insert(p.name.clone(), provider);
         }
         Ok(Self { providers: Arc::new(built) })
@@ -124,7 +157,7 @@ impl Mock {
     /// The mock's router; `shutdown` also ends hanging calls.
     pub fn router(&self, shutdown: CancellationToken) -> Router {
         Router::new()
-            .route("/{provider}/prices/{product_id}", get(price))
+            .route("/{provider}/{*rest}", any(price))
             .route("/_stats", get(stats))
             .route("/_faults/{provider}", put(set_faults))
             .with_state(MockState { providers: self.providers.clone(), shutdown })
@@ -160,15 +193,32 @@ fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
     (status, [("content-type", "application/problem+json")], body.to_string()).into_response()
 }
 
-async fn price(State(state): State<MockState>, Path((provider, product)): Path<(String, String)>) -> Response {
+async fn price(
+    State(state): State<MockState>,
+    Path((provider, rest)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let Some(p) = state.providers.get(&provider) else {
         return problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?}"));
     };
-    let product = match ProductId::parse(&product) {
+    let Some(raw) = requested_id(&query, &body, &rest) else {
+        return problem(StatusCode::BAD_REQUEST, "no product id in the query, the body or the path");
+    };
+    let product = match ProductId::parse(&raw) {
         Ok(id) => id,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
     };
     p.count(&product);
+    if let Some((name, value)) = &p.require_header
+        && headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str())
+    {
+        return problem(StatusCode::UNAUTHORIZED, format!("missing or wrong {name} header"));
+    }
+    if p.not_found_prefix.as_deref().is_some_and(|prefix| product.as_str().starts_with(prefix)) {
+        return problem(StatusCode::NOT_FOUND, format!("{provider} does not sell {product}"));
+    }
     let faults = *p.faults.lock().expect("faults lock");
     let roll = fastrand::f64();
     if roll < faults.error_rate + faults.hang_rate && roll >= faults.error_rate {
@@ -182,8 +232,57 @@ async fn price(State(state): State<MockState>, Path((provider, product)): Path<(
     if roll < faults.error_rate {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "simulated outage");
     }
-    let price = price_for(&provider, product.as_str());
-    Json(json!({"product_id": product, "price": price.to_string(), "currency": p.currency})).into_response()
+    Json(answer(p, &product, price_for(&provider, product.as_str()))).into_response()
+}
+
+/// The product a request asks about; see the module doc.
+fn requested_id(query: &HashMap<String, String>, body: &[u8], path: &str) -> Option<String> {
+    const QUERY: [&str; 5] = ["gtin", "upc", "sku", "id", "product_id"];
+    if let Some(id) = QUERY.iter().find_map(|k| query.get(*k)) {
+        return Some(id.clone());
+    }
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        let found = ["/ids/0", "/id", "/product_id"].iter().find_map(|p| json.pointer(p)?.as_str().map(str::to_owned));
+        if found.is_some() {
+            return found;
+        }
+    }
+    let last = path.rsplit('/').next().filter(|s| !s.is_empty())?;
+    // Best Buy's `products(upc=123)`.
+    match last.split_once('=') {
+        Some((_, value)) if last.ends_with(')') => Some(value.trim_end_matches(')').to_owned()),
+        _ => Some(last.to_owned()),
+    }
+}
+
+/// The quote in the provider's shape and unit.
+fn answer(p: &Provider, product: &ProductId, price: Decimal) -> serde_json::Value {
+    let currency = p.currency.as_str();
+    let text = match p.unit {
+        PriceUnit::Whole => price.to_string(),
+        PriceUnit::Cents => (price * Decimal::from(100)).normalize().to_string(),
+        PriceUnit::Micros => (price * Decimal::from(1_000_000)).normalize().to_string(),
+    };
+    // A JSON number from the exact text: serde_json keeps its shortest form.
+    let number = || text.parse::<f64>().map(|n| json!(n)).expect("a price is a number");
+    let id = product.as_str();
+    match p.shape {
+        MockShape::Flat if p.unit == PriceUnit::Cents => {
+            json!({"product_id": id, "price": number(), "currency": currency})
+        }
+        MockShape::Flat => json!({"product_id": id, "price": text, "currency": currency}),
+        MockShape::Ebay => json!({
+            "total": 1,
+            "itemSummaries": [{"gtin": id, "title": format!("Product {id}"), "price": {"value": text, "currency": currency}}]
+        }),
+        MockShape::Merchant => json!({
+            "name": format!("accounts/1/products/{id}"),
+            "productAttributes": {"gtin": [id], "title": format!("Product {id}"), "price": {"amountMicros": text, "currencyCode": currency}}
+        }),
+        MockShape::Bestbuy => {
+            json!({"from": 1, "to": 1, "total": 1, "products": [{"sku": id, "upc": id, "salePrice": number()}]})
+        }
+    }
 }
 
 async fn wait_or_shutdown(wait: impl Future<Output = ()>, shutdown: &CancellationToken) {
@@ -235,14 +334,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn settings() -> Vec<MockProviderSettings> {
-        vec![MockProviderSettings {
-            name: "acme".into(),
-            latency_ms: 0,
-            jitter_ms: 0,
-            error_rate: 0.0,
-            hang_rate: 0.0,
-            currency: Currency::parse("EUR").unwrap(),
-        }]
+        vec![MockProviderSettings::new("acme", 0, Currency::parse("EUR").unwrap())]
     }
 
     async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, serde_json::Value) {

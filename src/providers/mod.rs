@@ -1,5 +1,11 @@
 //! The price sources: one client per configured `[[providers]]` entry, each behind a
 //! bulkhead, a bounded retry and a circuit breaker, and the concurrent fan-out over all.
+//! How a source is asked is its [`Request`] (method, URL, headers, body, with `${NAME}`
+//! read from the environment at build time); how its answer is read, its [`Mapping`]
+//! (JSON Pointers, price unit, default currency, not-found statuses).
+//!
+//! A status the source lists as `not_found` is an answer ("not sold here"): it is never
+//! retried and never counts against the breaker.
 //!
 //! Invariant: [`PriceSources::fan_out`] returns one outcome per source and never takes
 //! longer than `consumer.provider_timeout_ms` (plus scheduling): retries, waits for a
@@ -7,6 +13,8 @@
 //! failing or hanging source becomes a [`Failure`] and does not hold up the others.
 
 mod breaker;
+mod request;
+mod response;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,29 +23,28 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 pub use breaker::{Breaker, Permit};
+pub use request::{ConfigError, Request};
+pub use response::Mapping;
 
 use crate::domain::{Currency, Failure, FailureReason, ProductId, Quote};
 use crate::settings::ProviderSettings;
 
 /// Largest response body read from a price API.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Prices above this are treated as a broken source, not a quote.
-const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
 /// A retry is only worth starting with at least this much budget left.
 const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 
-/// The body a price API answers with.
-#[derive(Debug, Deserialize)]
-struct PriceBody {
-    product_id: String,
-    #[serde(with = "rust_decimal::serde::str")]
-    price: Decimal,
-    currency: Currency,
+/// Why the sources cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build the HTTP client for the price sources")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Why one attempt failed, and whether another attempt might help.
@@ -57,7 +64,8 @@ impl AttemptError {
 
 struct Source {
     name: String,
-    url_template: String,
+    request: Request,
+    mapping: Mapping,
     attempt_timeout: Option<Duration>,
     retries: u32,
     retry_backoff: Duration,
@@ -74,7 +82,17 @@ pub struct PriceSources {
 }
 
 impl PriceSources {
-    pub fn new(providers: &[ProviderSettings], timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// The sources, with `${NAME}` read from the process environment.
+    pub fn new(providers: &[ProviderSettings], timeout: Duration) -> Result<Self, BuildError> {
+        Self::with_env(providers, timeout, &|name| std::env::var(name).ok())
+    }
+
+    /// The sources, with `${NAME}` read from `env`.
+    pub fn with_env(
+        providers: &[ProviderSettings],
+        timeout: Duration,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, BuildError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -84,16 +102,19 @@ impl PriceSources {
             .build()?;
         let sources = providers
             .iter()
-            .map(|p| Source {
-                name: p.name.clone(),
-                url_template: p.url.clone(),
-                attempt_timeout: p.attempt_timeout,
-                retries: p.retries,
-                retry_backoff: p.retry_backoff,
-                bulkhead: Semaphore::new(p.max_concurrency),
-                breaker: Breaker::new(p.breaker_failures, p.breaker_cooldown),
+            .map(|p| {
+                Ok(Source {
+                    name: p.name.clone(),
+                    request: Request::new(p, env)?,
+                    mapping: Mapping::new(p.response()),
+                    attempt_timeout: p.attempt_timeout,
+                    retries: p.retries,
+                    retry_backoff: p.retry_backoff,
+                    bulkhead: Semaphore::new(p.max_concurrency),
+                    breaker: Breaker::new(p.breaker_failures, p.breaker_cooldown),
+                })
             })
-            .collect();
+            .collect::<Result<_, ConfigError>>()?;
         Ok(Self { sources: Arc::new(sources), http, timeout })
     }
 
@@ -130,9 +151,9 @@ impl PriceSources {
         let open = source.breaker.is_open(Instant::now());
         metrics::gauge!("pricefront_circuit_open", "provider" => provider).set(if open { 1.0 } else { 0.0 });
         match outcome {
-            Ok(body) => {
-                tracing::debug!(latency_ms, price = %body.price, "quote");
-                Ok(Quote { provider: source.name.clone(), price: body.price, currency: body.currency, latency_ms })
+            Ok((price, currency)) => {
+                tracing::debug!(latency_ms, %price, "quote");
+                Ok(Quote { provider: source.name.clone(), price, currency, latency_ms })
             }
             Err(e) => {
                 tracing::info!(latency_ms, reason = ?e.reason, detail = %e.detail, "provider failed");
@@ -142,7 +163,12 @@ impl PriceSources {
     }
 
     /// Bulkhead, then attempts through the breaker with jittered back-off, all before `deadline`.
-    async fn ask_within(&self, source: &Source, id: &ProductId, deadline: Instant) -> Result<PriceBody, AttemptError> {
+    async fn ask_within(
+        &self,
+        source: &Source,
+        id: &ProductId,
+        deadline: Instant,
+    ) -> Result<(Decimal, Currency), AttemptError> {
         let budget_ms = self.timeout.as_millis();
         let no_slot = || AttemptError::new(FailureReason::Timeout, format!("no free call slot within {budget_ms} ms"));
         let _slot = tokio::time::timeout_at(deadline.into(), source.bulkhead.acquire())
@@ -174,7 +200,9 @@ impl PriceSources {
                     format!("no answer within {} ms", attempt_budget.as_millis()),
                 )),
             };
-            if source.breaker.record(outcome.is_ok(), Instant::now()) {
+            // "Not sold here" is a healthy answer.
+            let answered = outcome.is_ok() || outcome.as_ref().is_err_and(|e| e.reason == FailureReason::NotFound);
+            if source.breaker.record(answered, Instant::now()) {
                 tracing::warn!(provider = %source.name, "circuit opened");
             }
             let mut error = match outcome {
@@ -197,10 +225,12 @@ impl PriceSources {
         }
     }
 
-    async fn call(&self, source: &Source, id: &ProductId) -> Result<PriceBody, AttemptError> {
-        let url = source.url_template.replace("{product_id}", id.as_str());
-        let mut response = self.http.get(&url).send().await.map_err(classify)?;
+    async fn call(&self, source: &Source, id: &ProductId) -> Result<(Decimal, Currency), AttemptError> {
+        let mut response = source.request.build(&self.http, id).send().await.map_err(classify)?;
         let status = response.status();
+        if source.mapping.is_not_found(status) {
+            return Err(AttemptError::new(FailureReason::NotFound, status.to_string()));
+        }
         if !status.is_success() {
             let mut e = AttemptError::new(FailureReason::HttpStatus, status.to_string());
             e.retryable = matches!(
@@ -222,18 +252,15 @@ impl PriceSources {
             bytes.extend_from_slice(&chunk);
         }
         let invalid = |detail: String| AttemptError::new(FailureReason::InvalidResponse, detail);
-        let body: PriceBody = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("bad body: {e}")))?;
-        if body.product_id != id.as_str() {
-            return Err(invalid(format!("answered for product {:?}", body.product_id)));
-        }
-        if body.price <= Decimal::ZERO || body.price > MAX_PRICE {
-            return Err(invalid(format!("implausible price {}", body.price)));
-        }
-        Ok(body)
+        let answer: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("body is not JSON: {e}")))?;
+        source.mapping.read(&answer, id).map_err(invalid)
     }
 }
 
 fn classify(e: reqwest::Error) -> AttemptError {
+    // The URL may carry a credential (`?key=${API_KEY}`): never in a detail.
+    let e = e.without_url();
     let reason = if e.is_timeout() {
         FailureReason::Timeout
     } else if e.is_connect() {

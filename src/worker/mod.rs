@@ -45,8 +45,15 @@ pub enum BuildError {
     Cache(#[from] crate::cache::Error),
     #[error(transparent)]
     Queue(#[from] crate::queue::Error),
-    #[error("cannot build the HTTP client for the price sources")]
-    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Sources(#[from] crate::providers::BuildError),
+}
+
+impl BuildError {
+    /// The configuration cannot work (a variable a source needs is not set): exit status 2.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, BuildError::Sources(crate::providers::BuildError::Config(_)))
+    }
 }
 
 pub struct Worker {

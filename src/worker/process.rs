@@ -78,7 +78,7 @@ impl Processor {
         settings: &Settings,
         store: Arc<dyn ResultStore>,
         dead_letters: Arc<dyn RequestQueue>,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::providers::BuildError> {
         Ok(Self {
             store,
             sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?,

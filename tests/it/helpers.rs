@@ -43,14 +43,7 @@ fn init_tracing() {
 
 /// A mock price API with a fixed latency and no faults.
 pub fn provider(name: &str, latency_ms: u64) -> MockProviderSettings {
-    MockProviderSettings {
-        name: name.into(),
-        latency_ms,
-        jitter_ms: 0,
-        error_rate: 0.0,
-        hang_rate: 0.0,
-        currency: Currency::parse("EUR").unwrap(),
-    }
+    MockProviderSettings::new(name, latency_ms, Currency::parse("EUR").unwrap())
 }
 
 /// Polls `check` until it yields `Ok`, or fails after `deadline` with the last thing seen.
@@ -132,6 +125,10 @@ impl TestEnvBuilder {
         put("consumer", "metrics_listen", "\"127.0.0.1:0\"".into());
         put("log", "format", "\"json\"".into());
         put("mock", "listen", "\"127.0.0.1:0\"".into());
+        // The tests send all their traffic as one client: no limits unless a test sets them.
+        put("producer.miss_rate_per_client", "per_second", "1000000".into());
+        put("producer.miss_rate_per_client", "burst", "1000000".into());
+        put("producer", "max_publish_rate", "1000000".into());
         for (section, entries) in self.overrides {
             for (key, value) in entries {
                 let list = base.entry(section).or_default();
@@ -162,6 +159,17 @@ impl TestEnvBuilder {
                 p.name, p.latency_ms, p.jitter_ms, p.error_rate, p.hang_rate, p.currency
             )
             .unwrap();
+            let lowercase = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+            writeln!(toml, "shape = \"{}\"", lowercase(&p.shape)).unwrap();
+            if let Some(unit) = p.price_unit {
+                writeln!(toml, "price_unit = \"{}\"", lowercase(&unit)).unwrap();
+            }
+            if let Some(header) = &p.require_header {
+                writeln!(toml, "require_header = {header:?}").unwrap();
+            }
+            if let Some(prefix) = &p.not_found_prefix {
+                writeln!(toml, "not_found_prefix = {prefix:?}").unwrap();
+            }
         }
         let config_path = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(&config_path, &toml).unwrap();
@@ -698,4 +706,13 @@ pub fn guarantee_left_ms(comparison: &Value, now: time::OffsetDateTime) -> i128 
     let expires_at = comparison["expires_at"].as_str().unwrap();
     let expires_at = time::OffsetDateTime::parse(expires_at, &time::format_description::well_known::Rfc3339).unwrap();
     (expires_at - now).whole_milliseconds()
+}
+
+/// `expires_at - computed_at` in seconds.
+pub fn guarantee_window(comparison: &serde_json::Value) -> i64 {
+    let at = |field: &str| {
+        let text = comparison[field].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    (at("expires_at") - at("computed_at")).whole_seconds()
 }

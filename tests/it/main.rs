@@ -12,5 +12,6 @@ mod openapi;
 mod pipeline;
 mod promises;
 mod providers;
+mod sources;
 mod stampede;
 mod standalone;

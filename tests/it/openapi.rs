@@ -46,6 +46,12 @@ async fn real_responses_validate_against_the_openapi_document() {
     for path in [prices, "/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
     }
+    for status in ["404", "429"] {
+        assert!(doc["paths"][prices]["get"]["responses"][status].is_object(), "{status} is documented");
+    }
+    let enum_of = |schema: &str| doc["components"]["schemas"][schema]["enum"].clone();
+    assert!(enum_of("Status").as_array().unwrap().contains(&json!("not_found")), "{}", enum_of("Status"));
+    assert!(enum_of("FailureReason").as_array().unwrap().contains(&json!("not_found")));
 
     let product = env.product("doc");
     let url = format!("{}/v1/prices/{product}", producer.base);

@@ -4,18 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{env, get, provider, wait_for};
+use crate::helpers::{env, get, guarantee_window, provider, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-/// `expires_at - computed_at` in seconds.
-fn guarantee_window(comparison: &serde_json::Value) -> i64 {
-    let at = |field: &str| {
-        let text = comparison[field].as_str().unwrap();
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
-    };
-    (at("expires_at") - at("computed_at")).whole_seconds()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_product_is_accepted_then_served_complete_and_sorted() {

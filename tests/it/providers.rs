@@ -30,16 +30,9 @@ async fn mock(providers: Vec<MockProviderSettings>) -> Mock {
 
 impl Mock {
     fn source(&self, name: &str) -> ProviderSettings {
-        ProviderSettings {
-            name: name.into(),
-            url: format!("{}/{name}/prices/{{product_id}}", self.base),
-            attempt_timeout: None,
-            retries: 1,
-            retry_backoff: Duration::from_millis(20),
-            max_concurrency: 64,
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(10),
-        }
+        let mut source = ProviderSettings::new(name, &format!("{}/{name}/prices/{{product_id}}", self.base));
+        source.retry_backoff = Duration::from_millis(20);
+        source
     }
 
     async fn faults(&self, name: &str, faults: serde_json::Value) {
@@ -156,9 +149,9 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
             }),
         )
         .route(
-            "/float/{id}",
+            "/boolean/{id}",
             get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
-                axum::Json(json!({"product_id": id, "price": 1.5, "currency": "EUR"}))
+                axum::Json(json!({"product_id": id, "price": true, "currency": "EUR"}))
             }),
         )
         .route(
@@ -170,18 +163,14 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let names = ["notjson", "negative", "absurd", "currency", "float", "other", "huge"];
+    let names = ["notjson", "negative", "absurd", "currency", "boolean", "other", "huge"];
     let settings: Vec<ProviderSettings> = names
         .iter()
-        .map(|n| ProviderSettings {
-            name: n.to_string(),
-            url: format!("{base}/{n}/{{product_id}}"),
-            attempt_timeout: None,
-            retries: 1,
-            retry_backoff: Duration::from_millis(10),
-            max_concurrency: 8,
-            breaker_failures: 5,
-            breaker_cooldown: Duration::from_secs(10),
+        .map(|n| {
+            let mut source = ProviderSettings::new(n, &format!("{base}/{n}/{{product_id}}"));
+            source.retry_backoff = Duration::from_millis(10);
+            source.max_concurrency = 8;
+            source
         })
         .collect();
     let sources = PriceSources::new(&settings, Duration::from_secs(2)).unwrap();

@@ -32,8 +32,8 @@ async fn standalone_answers_202_then_200_with_no_external_services() {
     let shutdown = CancellationToken::new();
     let run = tokio::spawn({
         let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        let providers = pricefront::mock::Mock::new(&settings.mock.providers).unwrap();
-        async move { pricefront::standalone::run(&settings, providers, api, mock, shutdown).await }
+        let system = pricefront::standalone::Standalone::build(&settings).unwrap();
+        async move { system.run(api, mock, shutdown).await }
     });
     let http = reqwest::Client::new();
     let url = format!("http://{api_addr}/v1/prices/solo-1");

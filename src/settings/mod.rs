@@ -5,18 +5,20 @@
 //! Unknown keys are an error, durations are `Duration`s, and cross-field rules are checked
 //! in [`Settings::validate`] at load time, so a bad config fails before any port is bound.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::domain::{Currency, TtlPolicy};
 
+pub mod template;
+
 /// The compiled-in base layer.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 /// Env var naming an extra TOML file layered over the defaults.
 pub const CONFIG_FILE_ENV: &str = "PRICEFRONT_CONFIG";
 const ENV_PREFIX: &str = "PRICEFRONT";
@@ -50,6 +52,24 @@ pub struct ProducerSettings {
     pub listen: SocketAddr,
     /// `PRICEFRONT__PRODUCER__RETRY_AFTER_SECS`: `Retry-After` sent with 202 and 503.
     pub retry_after_secs: u64,
+    /// `[producer.miss_rate_per_client]`: misses one client may cause (hits are never
+    /// limited); past it, 429.
+    pub miss_rate_per_client: RateSettings,
+    /// `PRICEFRONT__PRODUCER__TRUSTED_PROXIES`: peers (IP addresses or CIDR blocks) whose
+    /// `X-Forwarded-For` names the client; everyone else is identified by their own address.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `PRICEFRONT__PRODUCER__MAX_PUBLISH_RATE`: new requests one producer publishes per
+    /// second at most (burst of the same size); past it, misses answer 503.
+    pub max_publish_rate: u32,
+}
+
+/// A rate with a burst: `per_second` on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSettings {
+    pub per_second: u32,
+    pub burst: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -99,6 +119,10 @@ pub struct CacheSettings {
     /// `PRICEFRONT__CACHE__FAILED_TTL_SECS`: TTL of a result where no source answered.
     #[serde(rename = "failed_ttl_secs", deserialize_with = "secs")]
     pub failed_ttl: Duration,
+    /// `PRICEFRONT__CACHE__NOT_FOUND_TTL_SECS`: TTL of a result where every source said it
+    /// does not sell the product.
+    #[serde(rename = "not_found_ttl_secs", deserialize_with = "secs")]
+    pub not_found_ttl: Duration,
     /// `PRICEFRONT__CACHE__L1_TTL_MS`: longest an in-process entry lives.
     #[serde(rename = "l1_ttl_ms", deserialize_with = "millis")]
     pub l1_ttl: Duration,
@@ -111,7 +135,7 @@ pub struct CacheSettings {
 
 impl CacheSettings {
     pub fn ttl_policy(&self) -> TtlPolicy {
-        TtlPolicy { answered: self.ttl, failed: self.failed_ttl }
+        TtlPolicy { answered: self.ttl, failed: self.failed_ttl, not_found: self.not_found_ttl }
     }
 }
 
@@ -149,23 +173,46 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-/// One price source and how it is protected. Only `name` and `url` are required.
-#[derive(Clone, Debug, Deserialize)]
+/// One price source: how to ask it, how to read its answer, and how it is protected. Only
+/// `name` and `url` are required. `url`, `headers` and `body` are templates: `{product_id}`
+/// is the requested id (percent-encoded in `url`, JSON-escaped in `body`) and `${NAME}` the
+/// environment variable NAME, read when the consumer starts (see `providers::Request`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub name: String,
-    /// URL template; `{product_id}` is replaced by the validated id.
     pub url: String,
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// POST only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Where the answer keeps price, currency and product id. Without it: `{"product_id",
+    /// "price", "currency"}` ([`ResponseSettings::flat`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseSettings>,
     /// Bound on one attempt; the whole call (retries included) stays within
     /// `consumer.provider_timeout_ms`. Default: that whole budget (so a hang is not retried).
-    #[serde(rename = "attempt_timeout_ms", default, deserialize_with = "opt_millis")]
+    #[serde(
+        rename = "attempt_timeout_ms",
+        default,
+        deserialize_with = "opt_millis",
+        serialize_with = "ser_opt_millis"
+    )]
     pub attempt_timeout: Option<Duration>,
     /// Extra attempts after a retryable failure (connect, timeout, 502/503/504), made only
     /// while the time budget allows.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     /// First back-off before a retry; doubles with jitter.
-    #[serde(rename = "retry_backoff_ms", default = "defaults::retry_backoff", deserialize_with = "millis")]
+    #[serde(
+        rename = "retry_backoff_ms",
+        default = "defaults::retry_backoff",
+        deserialize_with = "millis",
+        serialize_with = "ser_millis"
+    )]
     pub retry_backoff: Duration,
     /// Bulkhead: most calls in flight to this provider from one consumer.
     #[serde(default = "defaults::max_concurrency")]
@@ -174,8 +221,164 @@ pub struct ProviderSettings {
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
     /// How long an open circuit refuses calls before one probe is let through.
-    #[serde(rename = "breaker_cooldown_ms", default = "defaults::breaker_cooldown", deserialize_with = "millis")]
+    #[serde(
+        rename = "breaker_cooldown_ms",
+        default = "defaults::breaker_cooldown",
+        deserialize_with = "millis",
+        serialize_with = "ser_millis"
+    )]
     pub breaker_cooldown: Duration,
+}
+
+impl ProviderSettings {
+    /// A GET source of the flat shape with the default protection.
+    pub fn new(name: &str, url: &str) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            method: HttpMethod::Get,
+            body: None,
+            headers: BTreeMap::new(),
+            response: None,
+            attempt_timeout: None,
+            retries: defaults::retries(),
+            retry_backoff: defaults::retry_backoff(),
+            max_concurrency: defaults::max_concurrency(),
+            breaker_failures: defaults::breaker_failures(),
+            breaker_cooldown: defaults::breaker_cooldown(),
+        }
+    }
+
+    fn validate(&self, provider_timeout: Duration) -> Result<(), String> {
+        let in_body = self.body.as_deref().is_some_and(|b| b.contains("{product_id}"));
+        if !self.url.contains("{product_id}") && !in_body {
+            return Err("url (or body) must contain {product_id}".into());
+        }
+        let templates = std::iter::once(("url", self.url.as_str()))
+            .chain(self.body.as_deref().map(|b| ("body", b)))
+            .chain(self.headers.values().map(|v| ("headers", v.as_str())));
+        for (field, text) in templates {
+            template::variables(text).map_err(|e| format!("{field}: {e}"))?;
+        }
+        let sample = template::expand(&self.url.replace("{product_id}", "x"), |_| Some("x".into())).unwrap_or_default();
+        if reqwest::Url::parse(&sample).is_err() {
+            return Err(format!("url {:?} is not a valid URL", self.url));
+        }
+        if self.body.is_some() && self.method != HttpMethod::Post {
+            return Err("body is for method = \"POST\" only".into());
+        }
+        for name in self.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("headers: {name:?} is not a header name"));
+            }
+        }
+        if let Some(response) = &self.response {
+            response.validate().map_err(|e| format!("response: {e}"))?;
+        }
+        if self.max_concurrency == 0 || self.breaker_failures == 0 {
+            return Err("max_concurrency and breaker_failures must be at least 1".into());
+        }
+        if self.attempt_timeout.is_some_and(|t| t.is_zero() || t > provider_timeout) {
+            return Err("attempt_timeout_ms must be positive and at most consumer.provider_timeout_ms".into());
+        }
+        Ok(())
+    }
+
+    /// The response mapping in force: the configured one, or the flat shape.
+    pub fn response(&self) -> ResponseSettings {
+        self.response.clone().unwrap_or_else(ResponseSettings::flat)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+}
+
+/// `[providers.response]`: RFC 6901 JSON Pointers into a source's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSettings {
+    /// The price: a JSON string or number, in `price_unit`s.
+    pub price: String,
+    /// The ISO 4217 currency; when absent, or pointing at nothing, `default_currency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_currency: Option<Currency>,
+    #[serde(default)]
+    pub price_unit: PriceUnit,
+    /// When set, the value there must equal the requested id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<String>,
+    /// Statuses meaning "this source does not sell it": `not_found`, not a failure.
+    #[serde(default)]
+    pub not_found: Vec<u16>,
+}
+
+impl ResponseSettings {
+    fn validate(&self) -> Result<(), String> {
+        let pointers = [
+            ("price", Some(&self.price)),
+            ("currency", self.currency.as_ref()),
+            ("product_id", self.product_id.as_ref()),
+        ];
+        for (field, pointer) in pointers {
+            // RFC 6901: empty (the whole document), or /-separated reference tokens.
+            if let Some(p) = pointer.filter(|p| !p.is_empty() && !p.starts_with('/')) {
+                return Err(format!("{field} = {p:?} is not a JSON Pointer (it must start with /)"));
+            }
+        }
+        if self.currency.is_none() && self.default_currency.is_none() {
+            return Err("set currency (a pointer) or default_currency".into());
+        }
+        if let Some(status) = self.not_found.iter().find(|s| !(400..=599).contains(*s)) {
+            return Err(format!("not_found status {status} is not a 4xx or 5xx status"));
+        }
+        Ok(())
+    }
+
+    /// The shape our mock speaks by default: `{"product_id", "price", "currency"}`.
+    pub fn flat() -> Self {
+        Self {
+            price: "/price".into(),
+            currency: Some("/currency".into()),
+            default_currency: None,
+            price_unit: PriceUnit::Whole,
+            product_id: Some("/product_id".into()),
+            not_found: Vec::new(),
+        }
+    }
+}
+
+/// What one unit of a source's price is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceUnit {
+    #[default]
+    Whole,
+    /// Hundredths.
+    Cents,
+    /// Millionths (Google's `amountMicros`).
+    Micros,
+}
+
+/// The answer shapes the mock can speak (`[[mock.providers]] shape`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MockShape {
+    /// `{"product_id", "price": "12.34", "currency"}`
+    #[default]
+    Flat,
+    /// `{"itemSummaries": [{"gtin", "price": {"value": "12.34", "currency"}}]}`
+    Ebay,
+    /// `{"productAttributes": {"gtin", "price": {"amountMicros": "12340000", "currencyCode"}}}`
+    Merchant,
+    /// `{"products": [{"sku", "salePrice": 12.34}]}`, no currency
+    Bestbuy,
 }
 
 mod defaults {
@@ -218,6 +421,35 @@ pub struct MockProviderSettings {
     /// Share of calls never answered, in [0, 1].
     pub hang_rate: f64,
     pub currency: Currency,
+    #[serde(default)]
+    pub shape: MockShape,
+    /// The unit prices are given in; default: micros for `merchant`, whole otherwise.
+    #[serde(default)]
+    pub price_unit: Option<PriceUnit>,
+    /// `"Name: value"`: calls without exactly this header are answered 401.
+    #[serde(default)]
+    pub require_header: Option<String>,
+    /// Products whose id starts with this are answered 404: the source does not sell them.
+    #[serde(default)]
+    pub not_found_prefix: Option<String>,
+}
+
+impl MockProviderSettings {
+    /// A flat-shaped mock source quoting in `currency` with no faults.
+    pub fn new(name: &str, latency_ms: u64, currency: Currency) -> Self {
+        Self {
+            name: name.into(),
+            latency_ms,
+            jitter_ms: 0,
+            error_rate: 0.0,
+            hang_rate: 0.0,
+            currency,
+            shape: MockShape::Flat,
+            price_unit: None,
+            require_header: None,
+            not_found_prefix: None,
+        }
+    }
 }
 
 impl Settings {
@@ -240,8 +472,14 @@ impl Settings {
         if let Some(path) = file {
             builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
         }
-        let environment =
-            Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true).source(env);
+        let environment = Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            // Lists from env are comma-separated.
+            .list_separator(",")
+            .with_list_parse_key("producer.trusted_proxies")
+            .source(env);
         let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
@@ -259,8 +497,16 @@ impl Settings {
         if self.kafka.topic == self.kafka.dlq_topic {
             return fail("kafka.dlq_topic must differ from kafka.topic".into());
         }
-        if self.cache.l1_ttl.is_zero() || self.cache.ttl.is_zero() || self.cache.failed_ttl.is_zero() {
+        let ttls = [self.cache.l1_ttl, self.cache.ttl, self.cache.failed_ttl, self.cache.not_found_ttl];
+        if ttls.iter().any(Duration::is_zero) {
             return fail("cache TTLs must be positive".into());
+        }
+        let p = &self.producer;
+        if p.miss_rate_per_client.per_second == 0 || p.miss_rate_per_client.burst == 0 || p.max_publish_rate == 0 {
+            return fail(
+                "producer.miss_rate_per_client (per_second, burst) and producer.max_publish_rate must be at least 1"
+                    .into(),
+            );
         }
         if self.consumer.max_in_flight == 0 || self.consumer.max_attempts == 0 {
             return fail("consumer.max_in_flight and consumer.max_attempts must be at least 1".into());
@@ -283,21 +529,8 @@ impl Settings {
         }
         unique_names("providers", self.providers.iter().map(|p| p.name.as_str()))?;
         for p in &self.providers {
-            if !p.url.contains("{product_id}") {
-                return fail(format!("providers.{}: url must contain {{product_id}}", p.name));
-            }
-            if reqwest::Url::parse(&p.url.replace("{product_id}", "x")).is_err() {
-                return fail(format!("providers.{}: url {:?} is not a valid URL", p.name, p.url));
-            }
-            if p.max_concurrency == 0 || p.breaker_failures == 0 {
-                return fail(format!("providers.{}: max_concurrency and breaker_failures must be at least 1", p.name));
-            }
-            if p.attempt_timeout.is_some_and(|t| t.is_zero() || t > self.consumer.provider_timeout) {
-                return fail(format!(
-                    "providers.{}: attempt_timeout_ms must be positive and at most consumer.provider_timeout_ms",
-                    p.name
-                ));
-            }
+            p.validate(self.consumer.provider_timeout)
+                .map_err(|e| Error::Invalid(format!("providers.{}: {e}", p.name)))?;
         }
         // Their faults are the mock's to validate (`mock::Mock::new`): only it runs them.
         unique_names("mock.providers", self.mock.providers.iter().map(|p| p.name.as_str()))?;
@@ -335,6 +568,29 @@ fn opt_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Er
 
 fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// IP addresses (a one-address network) or CIDR blocks.
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an IP address or CIDR block")))
+        })
+        .collect()
+}
+
+fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+fn ser_opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_millis(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +652,74 @@ mod tests {
         let s = Settings::load_from(Some(&path), env(&[])).unwrap();
         assert_eq!(s.cache.ttl, Duration::from_secs(60));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Loads the defaults with one extra `[[providers]]` entry written in TOML.
+    fn with_provider(toml: &str) -> Result<Settings, Error> {
+        let dir = std::env::temp_dir().join(format!("pricefront-provider-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, format!("[[providers]]\nname = \"x\"\n{toml}")).unwrap();
+        let loaded = Settings::load_from(Some(&path), env(&[]));
+        std::fs::remove_dir_all(dir).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn a_real_api_source_loads_with_its_mapping() {
+        let s = with_provider(
+            r#"url = "https://api.example.com/search?gtin={product_id}&limit=1"
+headers = { Authorization = "Bearer ${EBAY_TOKEN}", "X-Marketplace" = "EBAY_DE" }
+[providers.response]
+price = "/itemSummaries/0/price/value"
+currency = "/itemSummaries/0/price/currency"
+default_currency = "USD"
+price_unit = "micros"
+product_id = "/itemSummaries/0/gtin"
+not_found = [404]
+"#,
+        )
+        .unwrap();
+        let p = &s.providers[0];
+        assert_eq!(p.headers.len(), 2);
+        let r = p.response();
+        assert_eq!((r.price_unit, r.not_found.as_slice()), (PriceUnit::Micros, &[404][..]));
+        assert_eq!(ProviderSettings::new("y", "http://h/{product_id}").response(), ResponseSettings::flat());
+    }
+
+    #[test]
+    fn bad_sources_fail_at_load_naming_the_problem() {
+        let cases = [
+            ("url = \"https://h/no-id\"", "{product_id}"),
+            ("url = \"https://h/{product_id}\"\nbody = \"{}\"", "body is for method = \"POST\" only"),
+            ("url = \"https://h/{product_id}?k=${BAD-NAME}\"", "not a variable name"),
+            ("url = \"https://h/{product_id}\"\nheaders = { \"Bad Name\" = \"v\" }", "header name"),
+            (
+                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"items.0\"\ndefault_currency = \"EUR\"",
+                "JSON Pointer",
+            ),
+            ("url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"", "default_currency"),
+            (
+                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nnot_found = [200]",
+                "4xx or 5xx",
+            ),
+            ("url = \"https://h/{product_id}\"\nmethod = \"PUT\"", "PUT"),
+        ];
+        for (toml, expected) in cases {
+            let err = format!("{:#}", anyhow::Error::new(with_provider(toml).unwrap_err()));
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        let post = "url = \"https://h/q\"\nmethod = \"POST\"\nbody = '{\"ids\": [\"{product_id}\"]}'";
+        assert!(with_provider(post).is_ok(), "the id may be in the body only");
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_blocks() {
+        let s = Settings::load_from(None, env(&[("PRICEFRONT__PRODUCER__TRUSTED_PROXIES", "127.0.0.1,10.0.0.0/8")]));
+        assert_eq!(s.unwrap().producer.trusted_proxies.len(), 2, "a comma-separated list from env");
+        let net: Result<Vec<ipnet::IpNet>, _> = networks(serde_json::json!(["10.0.0.0/8", "192.0.2.1", "::1"]));
+        assert_eq!(net.unwrap().len(), 3);
+        assert!(networks(serde_json::json!(["not-an-ip"])).is_err());
     }
 
     #[test]
