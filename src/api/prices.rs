@@ -1,11 +1,13 @@
 //! `GET /v1/prices/{product_id}`: answer from cache, or start the work and answer 202.
 //!
-//! 1. **Find it:** L1 (moka), else one Redis read; concurrent requests for one product in
+//! 1. **Find it:** L1 (moka), else one Redis read, which also says whether a request for the
+//!    product is pending (then: 202, costing nothing); concurrent requests for one product in
 //!    this process share that read (L1 coalescing). A hit is never limited.
 //! 2. **Claim and publish:** one script looks again and claims the pending marker (`SET NX
 //!    PX`). Only a won claim starts work, so only it costs the client one of its
-//!    `producer.miss_rate_per_client` tokens (none left: the claim is released, 429); asking
-//!    again for a product already pending costs nothing. Then one message is published,
+//!    `producer.miss_rate_per_client` tokens (none left: the claim is released, 429, and the
+//!    client's misses are refused before they reach Redis until its next token is due);
+//!    asking again for a product already pending costs nothing. Then one message is published,
 //!    within `producer.max_publish_rate` (else the claim is released, 503). Concurrent
 //!    claimants in this process share one claim; across processes only the marker's claimant
 //!    publishes. It runs in its own task, so a client that hangs up cannot leave a claimed
@@ -28,7 +30,7 @@ use tracing::Instrument;
 use super::limits::Refused;
 use super::problem::Problem;
 use super::{ApiError, AppState};
-use crate::cache::{self, Entry, Lookup, StoredResult};
+use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
 use crate::queue::PriceRequest;
 use crate::queue::envelope::valid_traceparent;
@@ -114,15 +116,26 @@ pub async fn get_price(
 
     let (entry, loaded) =
         state.l1.get_or_load(&id, lookup(state.clone(), id.clone())).await.map_err(|e| e.into_api(retry_after_secs))?;
-    if let Entry::Hit(stored) = entry {
-        // A hit this request did not load came from L1 (a live entry, or a load it waited on).
-        let tier = if loaded { "l2" } else { "l1" };
-        metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
-        return Ok(hit(&stored));
+    match entry {
+        Entry::Hit(stored) => {
+            // A hit this request did not load came from L1 (a live entry, or a load it waited on).
+            let tier = if loaded { "l2" } else { "l1" };
+            metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
+            return Ok(hit(&stored));
+        }
+        Entry::Pending => {
+            // Being computed: asking again costs nothing and claims nothing.
+            metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1);
+            return Ok(accepted(&id, retry_after_secs));
+        }
+        Entry::Miss => metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1),
     }
-    metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1);
 
     let client = state.limits.client(peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
+    if let Some(refused) = state.limits.still_refused(client) {
+        metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
+        return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });
+    }
     let traceparent =
         headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| valid_traceparent(v)).map(str::to_owned);
     let claiming = {
@@ -132,7 +145,7 @@ pub async fn get_price(
     Ok(match claiming.await.expect("claim task does not panic")? {
         // Written between the look and the claim.
         Entry::Hit(stored) => hit(&stored),
-        Entry::Miss => accepted(&id, retry_after_secs),
+        Entry::Pending | Entry::Miss => accepted(&id, retry_after_secs),
     })
 }
 
@@ -163,11 +176,13 @@ async fn claim_shared(
     Err(ApiError::Overloaded { retry_after_secs: state.retry_after_secs })
 }
 
-/// Stage 1: the result, if Redis has it. A corrupt one is deleted (and is a miss).
+/// Stage 1: the result if Redis has it, else whether it is pending. A corrupt one is deleted
+/// (and is a miss).
 async fn lookup(state: AppState, id: ProductId) -> Result<Entry, LoadError> {
     match state.store.lookup(&id).await {
-        Ok(Some(stored)) => Ok(Entry::Hit(Arc::new(stored))),
-        Ok(None) => Ok(Entry::Miss),
+        Ok(Peek::Hit(stored)) => Ok(Entry::Hit(Arc::new(*stored))),
+        Ok(Peek::Pending) => Ok(Entry::Pending),
+        Ok(Peek::Absent) => Ok(Entry::Miss),
         Err(cache::Error::Corrupt { key, source }) => {
             tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
             state.store.delete_result(&id).await?;
@@ -192,7 +207,7 @@ async fn claim(
         Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(*stored))),
         Lookup::AlreadyPending => {
             tracing::debug!("already pending");
-            return Ok(Entry::Miss);
+            return Ok(Entry::Pending);
         }
         Lookup::Claimed => {}
     }
@@ -211,16 +226,22 @@ async fn claim(
     match published {
         Ok(delivery) => {
             tracing::info!(partition = delivery.partition, offset = delivery.offset, "request published");
-            Ok(Entry::Miss)
+            Ok(Entry::Pending)
         }
         Err(e) => {
-            // Release our claim so the next request can try again at once; in the background,
-            // so the 503 is not delayed by it.
-            tokio::spawn(async move {
+            // Release our claim so the next request can try again at once.
+            let release = async move {
                 if let Err(release) = state.store.release_pending(&id, &token).await {
                     tracing::warn!(error = %release, "cannot release pending marker; it expires by itself");
                 }
-            });
+            };
+            if matches!(e, LoadError::Limited(_) | LoadError::ClientLimited { .. }) {
+                // Before answering: others may be waiting for this product.
+                release.await;
+            } else {
+                // In the background: the broker is in trouble, the 503 must not wait on Redis too.
+                tokio::spawn(release);
+            }
             Err(e)
         }
     }

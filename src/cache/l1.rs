@@ -19,7 +19,9 @@ use crate::domain::ProductId;
 #[derive(Clone, Debug)]
 pub enum Entry {
     Hit(Arc<StoredResult>),
-    /// Nothing cached: the load has already done the miss work (claim, publish).
+    /// No result, and somebody's request for it is pending (or was just published).
+    Pending,
+    /// No result, and nobody is computing it.
     Miss,
 }
 
@@ -31,7 +33,7 @@ impl Expiry<ProductId, Entry> for Lifetime {
     fn expire_after_create(&self, _: &ProductId, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(match entry {
             Entry::Hit(stored) => self.l1_ttl.min(stored.ttl_left()),
-            Entry::Miss => Duration::ZERO,
+            Entry::Pending | Entry::Miss => Duration::ZERO,
         })
     }
 }

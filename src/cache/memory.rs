@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Error, Lookup, ResultStore, StoreOutcome, StoredResult};
+use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
 use crate::domain::{Comparison, ProductId};
 
 #[derive(Clone)]
@@ -91,9 +91,13 @@ impl MemoryStore {
 }
 
 impl ResultStore for MemoryStore {
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>> {
-        let found =
-            self.live_result(id).map(|s| StoredResult { comparison: s.comparison, body: s.body, expires: s.expires });
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>> {
+        let pending = self.pending.lock().expect("pending lock");
+        let found = match self.live_result(id) {
+            Some(s) => Peek::Hit(Box::new(StoredResult { comparison: s.comparison, body: s.body, expires: s.expires })),
+            None if pending.live.get(id).is_some_and(|(_, until)| *until > Instant::now()) => Peek::Pending,
+            None => Peek::Absent,
+        };
         Box::pin(async move { Ok(found) })
     }
 

@@ -10,7 +10,7 @@ mod store;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
-pub use store::{Lookup, RedisStore, StoredResult};
+pub use store::{Lookup, Peek, RedisStore, StoredResult};
 
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use crate::domain::{Comparison, ProductId};
 /// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
 /// released only by the token that claimed it.
 pub trait ResultStore: Send + Sync + 'static {
-    /// The result and its TTL, if there is one.
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>>;
+    /// The result and its TTL if there is one, else whether a request for it is pending.
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>>;
     /// The result and its TTL if there is one, else an attempt to claim the pending marker,
     /// atomically.
     fn lookup_or_claim<'a>(

@@ -31,6 +31,16 @@ impl StoredResult {
     }
 }
 
+/// What a look (without a claim) found.
+#[derive(Debug)]
+pub enum Peek {
+    Hit(Box<StoredResult>),
+    /// No result; somebody's request for it is pending.
+    Pending,
+    /// No result, and no request pending.
+    Absent,
+}
+
 /// What the miss path found.
 #[derive(Debug)]
 pub enum Lookup {
@@ -41,13 +51,13 @@ pub enum Lookup {
     AlreadyPending,
 }
 
-/// KEYS: result.
+/// KEYS: result, pending. The third element says whether the marker exists.
 const LOOKUP: &str = r"
 local body = redis.call('GET', KEYS[1])
 if body then
-  return {body, redis.call('PTTL', KEYS[1])}
+  return {body, redis.call('PTTL', KEYS[1]), 0}
 end
-return {false, 0}";
+return {false, 0, redis.call('EXISTS', KEYS[2])}";
 
 /// KEYS: result, pending; ARGV: token, pending TTL in ms.
 const LOOKUP_OR_CLAIM: &str = r"
@@ -136,12 +146,19 @@ impl RedisStore {
         self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
     }
 
-    /// The result and its TTL, if there is one.
-    pub async fn lookup(&self, id: &ProductId) -> Result<Option<StoredResult>, Error> {
+    /// The result and its TTL if there is one, else whether a request for it is pending.
+    pub async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
-        let (body, pttl): (Option<Vec<u8>>, i64) = self.bounded(self.lookup.key(&key).invoke_async(&mut conn)).await?;
-        body.map(|body| stored(key, body, pttl)).transpose()
+        let mut invocation = self.lookup.key(&key);
+        invocation.key(self.keys.pending(id));
+        let (body, pttl, pending): (Option<Vec<u8>>, i64, i64) =
+            self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(match body {
+            Some(body) => Peek::Hit(Box::new(stored(key, body, pttl)?)),
+            None if pending == 1 => Peek::Pending,
+            None => Peek::Absent,
+        })
     }
 
     /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
@@ -211,7 +228,7 @@ fn stored(key: String, body: Vec<u8>, pttl: i64) -> Result<StoredResult, Error> 
 }
 
 impl super::ResultStore for RedisStore {
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Option<StoredResult>, Error>> {
+    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>> {
         Box::pin(RedisStore::lookup(self, id))
     }
 

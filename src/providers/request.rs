@@ -4,7 +4,9 @@
 //! variable stops a consumer before it takes any work. The resolved values may be
 //! credentials: they never reach `Debug` output, logs, failure details or metric labels
 //! (header values are marked sensitive, and error details are built without the URL).
-//! `{product_id}` is percent-encoded in the URL and JSON-escaped in the body.
+//! `{product_id}` is percent-encoded in the URL and JSON-escaped in the body; a variable's
+//! value is inserted as it is (encode it yourself if it goes into a query string or JSON), and
+//! never has `{product_id}` filled in.
 
 use std::fmt;
 
@@ -27,12 +29,13 @@ pub enum ConfigError {
     HeaderValue { provider: String, header: String },
 }
 
-/// A source's request, with its variables resolved.
+/// A source's request, with its variables resolved. URL and body are kept as the pieces
+/// between their `{product_id}`s.
 pub struct Request {
     method: reqwest::Method,
-    url: String,
+    url: Vec<String>,
     headers: HeaderMap,
-    body: Option<String>,
+    body: Option<Vec<String>>,
 }
 
 impl Request {
@@ -44,6 +47,9 @@ impl Request {
                 field,
                 variable: unset.0,
             })
+        };
+        let pieces = |field: &'static str, text: &str| -> Result<Vec<String>, ConfigError> {
+            text.split("{product_id}").map(|piece| resolve(field, piece)).collect()
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &provider.headers {
@@ -60,21 +66,25 @@ impl Request {
                 HttpMethod::Get => reqwest::Method::GET,
                 HttpMethod::Post => reqwest::Method::POST,
             },
-            url: resolve("url", &provider.url)?,
+            url: pieces("url", &provider.url)?,
             headers,
-            body: provider.body.as_deref().map(|b| resolve("body", b)).transpose()?,
+            body: provider.body.as_deref().map(|b| pieces("body", b)).transpose()?,
         })
     }
 
     /// The request for `id`.
     pub fn build(&self, http: &reqwest::Client, id: &ProductId) -> reqwest::RequestBuilder {
-        let url = self.url.replace("{product_id}", &utf8_percent_encode(id.as_str(), NOT_UNRESERVED).to_string());
+        let url = self.url.join(&utf8_percent_encode(id.as_str(), NOT_UNRESERVED).to_string());
         let request = http.request(self.method.clone(), url).headers(self.headers.clone());
         match &self.body {
             Some(body) => {
                 let escaped = serde_json::to_string(id.as_str()).expect("a string serializes");
-                let body = body.replace("{product_id}", &escaped[1..escaped.len() - 1]);
-                request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body)
+                let request = request.body(body.join(&escaped[1..escaped.len() - 1]));
+                if self.headers.contains_key(reqwest::header::CONTENT_TYPE) {
+                    request
+                } else {
+                    request.header(reqwest::header::CONTENT_TYPE, "application/json")
+                }
             }
             None => request,
         }
@@ -118,6 +128,22 @@ mod tests {
         assert_eq!(built.body().unwrap().as_bytes().unwrap(), br#"{"ids": ["a.b_c-1"]}"#);
         let debug = format!("{request:?} {:?}", built.headers());
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn a_variable_is_never_filled_with_the_id_and_a_configured_content_type_wins() {
+        let mut p = provider("https://h/{product_id}?k=${TOKEN}");
+        p.method = HttpMethod::Post;
+        p.body = Some("{product_id}".into());
+        p.headers.insert("Content-Type".into(), "text/plain".into());
+        let odd = |_: &str| Some("x{product_id}y".to_owned());
+        let built = Request::new(&p, &odd).unwrap().build(&reqwest::Client::new(), &id_of("p1")).build().unwrap();
+        assert_eq!(built.url().as_str(), "https://h/p1?k=x{product_id}y");
+        assert_eq!(built.headers().get_all("content-type").iter().collect::<Vec<_>>(), ["text/plain"]);
+    }
+
+    fn id_of(text: &str) -> ProductId {
+        ProductId::parse(text).unwrap()
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl Mapping {
                 return Err(format!("currency at {pointer} is not a string: {found}"));
             }
             Some((pointer, _)) => m.default_currency.ok_or_else(|| format!("no currency at {pointer}"))?,
-            None => m.default_currency.expect("a default currency when there is no currency pointer (settings)"),
+            // Settings refuse a mapping with neither.
+            None => m.default_currency.ok_or("no currency pointer and no default currency")?,
         };
         Ok((price, currency))
     }
@@ -61,10 +62,15 @@ impl Mapping {
         let raw = match answer.pointer(pointer) {
             None | Some(Value::Null) => return Err(format!("no price at {pointer}")),
             Some(Value::String(text)) => text.trim().to_owned(),
-            // Read from the number's shortest text, never through a float computation.
+            // serde_json holds a fractional number as an f64: its shortest text is the number
+            // as written for up to 15 significant digits, which covers prices.
             Some(Value::Number(n)) => n.to_string(),
             Some(other) => return Err(format!("price at {pointer} is not a number: {other}")),
         };
+        // Digits, one sign, one point, an exponent: nothing else (Decimal would take "1_000").
+        if !raw.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+            return Err(format!("price {raw:?} at {pointer} is not a number"));
+        }
         let amount = Decimal::from_str(&raw)
             .or_else(|_| Decimal::from_scientific(&raw))
             .map_err(|_| format!("price {raw:?} at {pointer} is not a number"))?;
@@ -162,6 +168,9 @@ mod tests {
             json!({"p": true}),
             json!({"p": "2000000000"}),
             json!({"p": [1]}),
+            json!({"p": "1_000"}),
+            json!({"p": "1e-4294967295"}),
+            json!({"p": "9e99999"}),
         ] {
             let err = m.read(&bad, &id()).unwrap_err();
             assert!(err.contains("at /p"), "{bad}: {err}");
@@ -172,6 +181,8 @@ mod tests {
     #[test]
     fn not_found_statuses() {
         let m = mapping(json!({"price": "/p", "default_currency": "EUR", "not_found": [404, 410]}));
+        let neither = mapping(json!({"price": "/p"}));
+        assert!(neither.read(&json!({"p": "1"}), &id()).is_err(), "no panic without settings validation");
         assert!(m.is_not_found(StatusCode::NOT_FOUND) && m.is_not_found(StatusCode::GONE));
         assert!(!m.is_not_found(StatusCode::SERVICE_UNAVAILABLE));
     }

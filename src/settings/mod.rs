@@ -314,7 +314,7 @@ pub struct ResponseSettings {
     /// When set, the value there must equal the requested id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_id: Option<String>,
-    /// Statuses meaning "this source does not sell it": `not_found`, not a failure.
+    /// 4xx statuses meaning "this source does not sell it": `not_found`, not a failure.
     #[serde(default)]
     pub not_found: Vec<u16>,
 }
@@ -335,8 +335,9 @@ impl ResponseSettings {
         if self.currency.is_none() && self.default_currency.is_none() {
             return Err("set currency (a pointer) or default_currency".into());
         }
-        if let Some(status) = self.not_found.iter().find(|s| !(400..=599).contains(*s)) {
-            return Err(format!("not_found status {status} is not a 4xx or 5xx status"));
+        // A 5xx is the source failing: cached as "not sold here" it would hide an outage.
+        if let Some(status) = self.not_found.iter().find(|s| !(400..=499).contains(*s)) {
+            return Err(format!("not_found status {status} is not a 4xx status"));
         }
         Ok(())
     }
@@ -700,8 +701,8 @@ not_found = [404]
             ),
             ("url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"", "default_currency"),
             (
-                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nnot_found = [200]",
-                "4xx or 5xx",
+                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nnot_found = [503]",
+                "not a 4xx status",
             ),
             ("url = \"https://h/{product_id}\"\nmethod = \"PUT\"", "PUT"),
         ];

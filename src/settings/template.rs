@@ -28,10 +28,10 @@ pub fn expand(template: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        // Checked by `variables` at load; a stray one is kept as it is.
+        // Checked by `variables` at load; an unterminated one is kept as it is.
         let Some(end) = after.find('}') else { break };
+        out.push_str(&rest[..start]);
         let name = &after[..end];
         out.push_str(&lookup(name).ok_or_else(|| Unset(name.to_owned()))?);
         rest = &after[end + 1..];
@@ -57,6 +57,7 @@ mod tests {
         assert_eq!(expand(t, lookup).unwrap(), "Bearer token for region$5");
         assert_eq!(expand("a ${MISSING} b", lookup).unwrap_err().0, "MISSING");
         assert_eq!(expand("no variables", lookup).unwrap(), "no variables");
+        assert_eq!(expand("a ${TOKEN} b ${OPEN", lookup).unwrap(), "a token b ${OPEN");
     }
 
     #[test]

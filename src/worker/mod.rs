@@ -69,8 +69,10 @@ impl Worker {
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
         let store = Arc::new(RedisStore::connect_lazy(&settings.redis)?);
         let dead_letters = Arc::new(Publisher::new(&settings.kafka)?);
+        // The sources first: a configuration error must stop us before we join the group.
+        let processor = Processor::new(settings, store, dead_letters)?;
         let inbox = consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout)?;
-        Self::with(settings, store, dead_letters, Box::new(inbox))
+        Ok(Self::from_parts(settings, processor, Box::new(inbox)))
     }
 
     /// A consumer over any store and queue (the standalone demo's in-memory ones).
@@ -80,12 +82,16 @@ impl Worker {
         dead_letters: Arc<dyn RequestQueue>,
         inbox: Box<dyn Inbox>,
     ) -> Result<Self, BuildError> {
-        Ok(Self {
-            processor: Arc::new(Processor::new(settings, store, dead_letters)?),
+        Ok(Self::from_parts(settings, Processor::new(settings, store, dead_letters)?, inbox))
+    }
+
+    fn from_parts(settings: &Settings, processor: Processor, inbox: Box<dyn Inbox>) -> Self {
+        Self {
+            processor: Arc::new(processor),
             inbox,
             max_in_flight: settings.consumer.max_in_flight,
             drain_timeout: settings.consumer.drain_timeout,
-        })
+        }
     }
 
     pub fn counters(&self) -> &Counters {

@@ -229,6 +229,12 @@ async fn a_client_over_its_miss_limit_gets_429_while_others_are_served() {
     let pending = invented.iter().zip(&answers).find(|(_, a)| a.0 == 202).unwrap().0.clone();
     assert_eq!(ask("192.0.2.1", pending).await.0, 202, "asking for a pending product costs nothing");
     assert_eq!(ask("192.0.2.2", env.product("lim-b")).await.0, 202, "another client is served");
+    // A limited client asking for a product claims nothing, so it cannot hold it off others.
+    let wanted = env.product("lim-wanted");
+    assert_eq!(ask("192.0.2.1", wanted.clone()).await.0, 429);
+    assert_eq!(env.redis_get(&env.pending_key(&wanted)).await, None, "no marker left behind");
+    assert_eq!(ask("192.0.2.2", wanted.clone()).await.0, 202);
+    env.wait_result(&wanted, Duration::from_secs(30)).await;
     // A forged X-Forwarded-For from an untrusted peer would not help: see the unit tests of
     // `api::limits`. The refusals are counted.
     let metrics = env.http.get(format!("{}/metrics", producer.base)).send().await.unwrap().text().await.unwrap();
@@ -237,7 +243,7 @@ async fn a_client_over_its_miss_limit_gets_429_while_others_are_served() {
         .filter(|l| l.starts_with("pricefront_limited_total{") && l.contains(r#"limit="client_misses""#))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert_eq!(refused, 5.0, "{metrics}");
+    assert_eq!(refused, 6.0, "{metrics}");
     consumer.stop().await;
 }
 
