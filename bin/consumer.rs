@@ -9,7 +9,8 @@ use pricefront::{observability, shutdown, worker::Worker};
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
-    observability::logs::init(&settings.log);
+    let exporter = observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-consumer")
+        .unwrap_or_else(|e| settings::exit_invalid(anyhow::Error::new(e).context("telemetry.otlp_endpoint")));
     // Before any port is bound or message taken: a price source whose credentials are not
     // in the environment is a configuration error (exit 2).
     let worker = match Worker::build(&settings) {
@@ -17,7 +18,11 @@ async fn main() -> ExitCode {
         Err(e) if e.is_configuration() => settings::exit_invalid(e),
         Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building the consumer"))),
     };
-    shutdown::exit_code(run(settings, worker).await)
+    let outcome = run(settings, worker).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    shutdown::exit_code(outcome)
 }
 
 async fn run(settings: Settings, worker: Worker) -> anyhow::Result<()> {

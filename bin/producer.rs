@@ -3,19 +3,29 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pricefront::settings::Settings;
+use pricefront::settings::{self, Settings};
 use pricefront::{api, observability, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::load_or_exit();
-    observability::logs::init(&settings.log);
-    shutdown::exit_code(run(settings).await)
+    let exporter = observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-producer")
+        .unwrap_or_else(|e| settings::exit_invalid(anyhow::Error::new(e).context("telemetry.otlp_endpoint")));
+    // Before any port is bound: Kafka options or a Redis URL that cannot work exit 2.
+    let state = match api::AppState::build(&settings) {
+        Ok(state) => state,
+        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building clients"))),
+    };
+    let outcome = run(settings, state).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    shutdown::exit_code(outcome)
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
+async fn run(settings: Settings, state: api::AppState) -> anyhow::Result<()> {
     observability::metrics::install().context("installing the metrics recorder")?;
-    let state = api::AppState::build(&settings).context("building clients")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
     let listen = settings.producer.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

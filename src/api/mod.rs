@@ -25,6 +25,7 @@ pub use problem::ApiError;
 use std::sync::Arc;
 
 use crate::cache::{L1, RedisStore, ResultStore};
+use crate::observability::traces;
 use crate::queue::{Publisher, RequestQueue};
 use crate::settings::Settings;
 
@@ -47,6 +48,17 @@ pub enum BuildError {
     Cache(#[from] crate::cache::Error),
     #[error(transparent)]
     Queue(#[from] crate::queue::Error),
+}
+
+impl BuildError {
+    /// The configuration cannot work (a Kafka option or Redis URL variable unset, librdkafka
+    /// refused a property, a certificate unreadable): exit status 2.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            BuildError::Cache(e) => e.is_configuration(),
+            BuildError::Queue(e) => e.is_configuration(),
+        }
+    }
 }
 
 impl AppState {
@@ -75,13 +87,16 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "http",
+            otel.kind = "server",
             method = %req.method(),
             path = %req.uri().path(),
             product_id = tracing::field::Empty,
             request_id = tracing::field::Empty,
-        )
+        );
+        traces::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+        span
     });
     Router::new()
         .route("/v1/prices/{product_id}", get(prices::get_price))

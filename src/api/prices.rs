@@ -32,8 +32,8 @@ use super::problem::Problem;
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
+use crate::observability::traces;
 use crate::queue::PriceRequest;
-use crate::queue::envelope::valid_traceparent;
 
 /// Why a lookup or a claim failed; shared by every caller that waited on it.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +136,10 @@ pub async fn get_price(
         metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
         return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });
     }
+    // The request span's context when spans are exported (the consumer's span becomes its
+    // child), else the caller's traceparent as it came.
     let traceparent =
-        headers.get("traceparent").and_then(|v| v.to_str().ok()).filter(|v| valid_traceparent(v)).map(str::to_owned);
+        traces::traceparent_of(&tracing::Span::current(), headers.get("traceparent").and_then(|v| v.to_str().ok()));
     let claiming = {
         let (state, id) = (state.clone(), id.clone());
         tokio::spawn(claim_shared(state, id, client, traceparent).instrument(tracing::Span::current()))

@@ -1,26 +1,32 @@
 //! The Redis key scheme. Keys are only ever built from a validated [`ProductId`].
+//!
+//! The product id is a hash tag (`{id}`, literal braces): a product's result and pending
+//! marker share one hash slot, which a Lua script touching both needs on Redis Cluster. The
+//! scheme is the same in every mode, so moving to a cluster changes no key. The ready channel
+//! is not a key (pub/sub channels are not hashed), so it carries no tag.
 
 use crate::domain::ProductId;
 
-/// Builds `{prefix}:result:{id}`, `{prefix}:pending:{id}` and `{prefix}:ready:{id}`.
+/// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}` and `{prefix}:ready:<id>`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
 }
 
 impl Keys {
+    /// `prefix` holds no braces (checked at load), so the id is the only hash tag.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self { prefix: prefix.into() }
     }
 
-    /// The cached comparison, stored with the price-guarantee TTL.
+    /// The cached comparison, stored until its guarantee's end.
     pub fn result(&self, id: &ProductId) -> String {
-        format!("{}:result:{id}", self.prefix)
+        format!("{}:result:{{{id}}}", self.prefix)
     }
 
     /// The "being computed" marker, claimed with `SET NX PX` by exactly one producer.
     pub fn pending(&self, id: &ProductId) -> String {
-        format!("{}:pending:{id}", self.prefix)
+        format!("{}:pending:{{{id}}}", self.prefix)
     }
 
     /// The pub/sub channel announced when a result is written.
@@ -37,8 +43,22 @@ mod tests {
     fn scheme() {
         let keys = Keys::new("pf");
         let id = ProductId::parse("sku-1").unwrap();
-        assert_eq!(keys.result(&id), "pf:result:sku-1");
-        assert_eq!(keys.pending(&id), "pf:pending:sku-1");
+        assert_eq!(keys.result(&id), "pf:result:{sku-1}");
+        assert_eq!(keys.pending(&id), "pf:pending:{sku-1}");
         assert_eq!(keys.ready_channel(&id), "pf:ready:sku-1");
+    }
+
+    /// Redis Cluster hashes only what is inside the first `{…}`: both keys hash the id alone.
+    #[test]
+    fn a_products_keys_share_a_hash_tag() {
+        fn tag(key: &str) -> &str {
+            let open = key.find('{').unwrap();
+            let close = open + key[open..].find('}').unwrap();
+            &key[open + 1..close]
+        }
+        let keys = Keys::new("pricefront");
+        let id = ProductId::parse("A.b_c-9").unwrap();
+        assert_eq!(tag(&keys.result(&id)), "A.b_c-9");
+        assert_eq!(tag(&keys.pending(&id)), "A.b_c-9");
     }
 }

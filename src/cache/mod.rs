@@ -2,11 +2,13 @@
 //! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus the key
 //! scheme ([`Keys`]) and the pending markers that stop duplicate work.
 
+mod connection;
 mod keys;
 mod l1;
 mod memory;
 mod store;
 
+pub use connection::{Connection, install_crypto_provider};
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
@@ -43,6 +45,13 @@ pub trait ResultStore: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
 }
 
+impl Error {
+    /// Whether the configuration is at fault (exit status 2 at start-up).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
+}
+
 /// What became of a result handed to [`ResultStore::store`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -58,6 +67,10 @@ pub enum Error {
     Redis(redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// The Redis settings cannot work (a variable a URL needs is unset, a certificate file
+    /// is unreadable): a configuration error.
+    #[error("{0}")]
+    Config(String),
     #[error("stored value at {key} is not a comparison")]
     Corrupt {
         key: String,
@@ -72,10 +85,15 @@ impl Error {
     pub fn is_unreachable(&self) -> bool {
         match self {
             Error::Timeout(_) => true,
+            // A cluster that lost a master, or is moving slots, is waited out the same way.
             Error::Redis(e) => {
-                e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout()
+                e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_cluster_error()
             }
-            Error::Corrupt { .. } => false,
+            Error::Corrupt { .. } | Error::Config(_) => false,
         }
     }
 }

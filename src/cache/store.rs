@@ -1,4 +1,6 @@
-//! L2: results and pending markers in Redis, through one multiplexed `ConnectionManager`.
+//! L2: results and pending markers in Redis, through one multiplexed [`Connection`] (one
+//! server or a cluster). Each script touches one product's keys only, which share a hash slot
+//! ([`Keys`]), so the same scripts run on a cluster.
 //!
 //! Every call is bounded by `redis.timeout_ms` so an unreachable Redis costs a caller a
 //! known, short wait and an [`Error`], never a hang. The connection is made lazily, so a
@@ -9,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::connection::Connection;
 use super::{Error, Keys, StoreOutcome};
 use crate::domain::{Comparison, ProductId};
 use crate::settings::RedisSettings;
@@ -98,7 +100,7 @@ return 0";
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Connection,
     keys: Keys,
     timeout: Duration,
     lookup: Script,
@@ -110,13 +112,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// Builds the client without connecting; the first command connects.
     pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, Error> {
-        let client = redis::Client::open(settings.url.as_str()).map_err(Error::Redis)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(Error::Redis)?;
+        let conn = Connection::lazy(settings)?;
         Ok(Self {
             conn,
             keys: Keys::new(settings.key_prefix.clone()),

@@ -1,16 +1,43 @@
 //! Logs and spans: human-readable text locally, one JSON object per line when
-//! `log.format = "json"`. `RUST_LOG` overrides the configured filter.
+//! `log.format = "json"`. `RUST_LOG` overrides the configured filter. Spans are also exported
+//! when an OTLP endpoint is configured ([`super::traces`]); the filter applies to both.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::{LogFormat, LogSettings};
+use super::traces::{self, Exporter};
+use crate::settings::{LogFormat, LogSettings, TelemetrySettings};
 
-/// Installs the global subscriber. Call once, first thing in a main.
+/// Installs the global subscriber: logs only. Call once, first thing in a main.
 pub fn init(settings: &LogSettings) {
+    install(settings, None);
+}
+
+/// Installs the global subscriber, with span export if configured. Call once, first thing in
+/// a main; shut the returned exporter down before exiting. `service` is the exported
+/// `service.name`.
+pub fn init_with_export(
+    settings: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: &'static str,
+) -> Result<Option<Exporter>, opentelemetry_otlp::ExporterBuildError> {
+    let (exporter, layer) = match traces::exporter(telemetry, service)? {
+        Some((exporter, layer)) => (Some(exporter), Some(layer)),
+        None => (None, None),
+    };
+    install(settings, layer);
+    Ok(exporter)
+}
+
+type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+
+fn install(settings: &LogSettings, export: Option<traces::Layer<Base>>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
-    match settings.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-    }
+    let stdout = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
+    let stdout = match settings.format {
+        LogFormat::Text => stdout.boxed(),
+        LogFormat::Json => stdout.json().flatten_event(true).with_current_span(true).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(export).with(stdout).init();
 }

@@ -16,7 +16,7 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,13 +24,19 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Latency buckets in seconds: 1 ms to 5 s.
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Miss-to-result buckets in seconds: a fan-out takes up to `consumer.provider_timeout_ms`,
+/// and a backlog longer.
+const MISS_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
 /// How often histogram samples are folded into buckets.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Installs the process's recorder and starts its upkeep. Call once, in a main; metrics
 /// emitted before are not kept, and without it they cost nothing and are not kept at all.
 pub fn install() -> Result<(), metrics_exporter_prometheus::BuildError> {
-    let recorder = PrometheusBuilder::new().set_buckets(BUCKETS)?.build_recorder();
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full("pricefront_miss_to_result_seconds".into()), MISS_BUCKETS)?
+        .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)?;
     let upkeep = handle.clone();
@@ -79,6 +85,10 @@ fn describe() {
         "Kafka publishes by topic and outcome (ok, timeout, queue_full, error)"
     );
     describe_counter!("pricefront_messages_total", "Consumed messages by outcome");
+    describe_histogram!(
+        "pricefront_miss_to_result_seconds",
+        "From a request's publish to its result stored, by result status (consumer side)"
+    );
     describe_gauge!("pricefront_messages_in_flight", "Messages being processed by this consumer");
     describe_gauge!("pricefront_partition_assigned", "1 while this consumer owns the partition, else 0");
     describe_counter!("pricefront_provider_calls_total", "Price API calls by provider and outcome");

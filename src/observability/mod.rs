@@ -1,12 +1,13 @@
-//! Everything that lets an operator see the processes: logs and spans ([`logs`]), Prometheus
-//! metrics and the consumer's small metrics server ([`metrics`]), and [`Chain`] for logging
-//! an error with every cause once.
+//! Everything that lets an operator see the processes: logs and spans ([`logs`]), span export
+//! and trace propagation across the queue ([`traces`]), Prometheus metrics and the consumer's
+//! small metrics server ([`metrics`]), and [`Chain`] for logging an error with every cause once.
 //!
 //! Only mains install anything global ([`logs::init`], [`metrics::install`]); building a
 //! service never does, so tests can build many in one process.
 
 pub mod logs;
 pub mod metrics;
+pub mod traces;
 
 use std::fmt;
 

@@ -129,7 +129,14 @@ impl PriceSources {
     /// Asks every source at once; one outcome per source, in configuration order.
     pub async fn fan_out(&self, id: &ProductId) -> Vec<Result<Quote, Failure>> {
         join_all(self.sources.iter().map(|source| {
-            let span = tracing::info_span!("provider_call", provider = %source.name, product_id = %id);
+            let span = tracing::info_span!(
+                "provider_call",
+                otel.kind = "client",
+                provider = %source.name,
+                product_id = %id,
+                outcome = tracing::field::Empty,
+                latency_ms = tracing::field::Empty,
+            );
             self.ask(source, id).instrument(span)
         }))
         .await
@@ -144,6 +151,9 @@ impl PriceSources {
             Ok(_) => "ok",
             Err(e) => e.reason.as_str(),
         };
+        let span = tracing::Span::current();
+        span.record("outcome", result);
+        span.record("latency_ms", latency_ms);
         metrics::counter!("pricefront_provider_calls_total", "provider" => provider.clone(), "outcome" => result)
             .increment(1);
         metrics::histogram!("pricefront_provider_call_duration_seconds", "provider" => provider.clone())

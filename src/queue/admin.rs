@@ -6,13 +6,15 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Error, base_config};
-use crate::settings::KafkaSettings;
+use super::Error;
+use super::config::{client_config, creation_error};
+use crate::settings::{KafkaRole, KafkaSettings};
 
 /// Creates `kafka.topic` and `kafka.dlq_topic` if they do not exist. Existing topics are
 /// left as they are (their partition count is not changed).
 pub async fn ensure_topics(settings: &KafkaSettings) -> Result<(), Error> {
-    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(settings, KafkaRole::Admin, &[])?.create().map_err(|e| creation_error(e, KafkaRole::Admin))?;
     let replication = || TopicReplication::Fixed(settings.replication_factor);
     let topics = [
         NewTopic::new(&settings.topic, settings.partitions, replication()),

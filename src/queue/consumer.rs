@@ -32,8 +32,10 @@ use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ack::InFlight;
+use super::config::{client_config, creation_error};
 use super::message::{Headers, Incoming, Message, Origin};
-use super::{Error, Inbox, base_config};
+use super::{Error, Inbox};
+use crate::settings::KafkaRole;
 use crate::settings::KafkaSettings;
 
 /// Fetched messages waiting for a worker; past it, the partitions are paused.
@@ -154,17 +156,20 @@ pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration) -> Result<Ka
         topic: settings.topic.clone(),
         drain_timeout,
     });
-    let consumer: BaseConsumer<GroupContext> = base_config(settings)
-        .set("group.id", &settings.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        .set("enable.auto.offset.store", "false")
+    let ours = [
+        ("group.id", settings.group_id.clone()),
+        ("enable.auto.commit", "true".into()),
+        ("auto.commit.interval.ms", "1000".into()),
+        ("enable.auto.offset.store", "false".into()),
         // A new group must not skip requests published before it first joined.
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 4).max(100).to_string())
-        .set("statistics.interval.ms", "5000")
-        .create_with_context(GroupContext { shared: shared.clone() })?;
+        ("auto.offset.reset", "earliest".into()),
+        ("session.timeout.ms", settings.session_timeout.as_millis().to_string()),
+        ("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 4).max(100).to_string()),
+        ("statistics.interval.ms", "5000".into()),
+    ];
+    let consumer: BaseConsumer<GroupContext> = client_config(settings, KafkaRole::Consumer, &ours)?
+        .create_with_context(GroupContext { shared: shared.clone() })
+        .map_err(|e| creation_error(e, KafkaRole::Consumer))?;
     consumer.subscribe(&[&settings.topic])?;
     let (sender, messages) = mpsc::channel(PREFETCH);
     let (stopped_tx, stopped) = oneshot::channel();

@@ -9,6 +9,7 @@
 
 mod ack;
 pub mod admin;
+mod config;
 pub mod consumer;
 pub mod envelope;
 mod memory;
@@ -19,10 +20,7 @@ mod publisher;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
-
-use crate::settings::KafkaSettings;
 
 pub use ack::Ack;
 pub use consumer::KafkaInbox;
@@ -77,11 +75,15 @@ pub enum Error {
     TopicMissing(String),
     #[error("cannot start the consumer thread")]
     Thread(#[source] std::io::Error),
+    /// The Kafka settings cannot work: a variable an option needs is unset, or librdkafka
+    /// refused a property. The message names the property, never a secret's value.
+    #[error("{0}")]
+    Config(String),
 }
 
-/// The options every client of ours shares.
-fn base_config(settings: &KafkaSettings) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &settings.brokers).set("client.id", "pricefront");
-    config
+impl Error {
+    /// Whether the configuration is at fault (exit status 2 at start-up).
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Error::Config(_))
+    }
 }

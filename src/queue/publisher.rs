@@ -19,8 +19,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Error, Headers, PriceRequest, base_config, envelope::TRACEPARENT_HEADER};
-use crate::settings::KafkaSettings;
+use super::config::{client_config, creation_error};
+use super::{Error, Headers, PriceRequest, envelope::TRACEPARENT_HEADER};
+use crate::settings::{KafkaRole, KafkaSettings};
 
 /// Where a message landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,21 +70,21 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self, Error> {
-        let timeout_ms = settings.publish_timeout.as_millis().max(1).to_string();
-        let mut config = base_config(settings);
-        config
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
+        let ours = [
+            ("acks", "all".to_owned()),
+            ("enable.idempotence", "true".into()),
             // librdkafka stops retrying a message after this, so a publish we answered 503 for
             // is not retried behind our back. (One already in flight may still have landed;
             // the consumer then computes it, which is harmless.)
-            .set("message.timeout.ms", &timeout_ms)
-            .set("linger.ms", "2")
+            ("message.timeout.ms", settings.publish_timeout.as_millis().max(1).to_string()),
+            ("linger.ms", "2".into()),
             // Bounded: while the broker is away, unsent messages cannot pile up without
             // limit; a send to a full queue fails at once (`send_result`) and the caller gets 503.
-            .set("queue.buffering.max.messages", settings.producer_queue_max_messages.to_string())
-            .set("queue.buffering.max.kbytes", "65536");
-        let producer = config.create()?;
+            ("queue.buffering.max.messages", settings.producer_queue_max_messages.to_string()),
+            ("queue.buffering.max.kbytes", "65536".into()),
+        ];
+        let config = client_config(settings, KafkaRole::Producer, &ours)?;
+        let producer = config.create().map_err(|e| creation_error(e, KafkaRole::Producer))?;
         Ok(Self {
             producer: Arc::new(RwLock::new(Arc::new(Client(Some(producer))))),
             config,

@@ -6,8 +6,9 @@
 //! in [`Settings::validate`] at load time, so a bad config fails before any port is bound.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
@@ -15,7 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::domain::{Currency, TtlPolicy};
 
+mod kafka_options;
 pub mod template;
+
+pub use kafka_options::{KafkaOptions, REDACTED, describe as kafka_options_error, is_secret, show as show_options};
 
 /// The compiled-in base layer.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -43,6 +47,8 @@ pub struct Settings {
     /// `[[providers]]`: the price sources the consumer asks.
     pub providers: Vec<ProviderSettings>,
     pub mock: MockSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -72,16 +78,102 @@ pub struct RateSettings {
     pub burst: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// Where Redis is and how to reach it. `url` and `cluster_nodes` may hold `${NAME}` (read when
+/// a client is built) and `user:password@`; shown anywhere, the password is redacted.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `PRICEFRONT__REDIS__URL`
+    /// `PRICEFRONT__REDIS__URL`: `redis://` or `rediss://` (TLS), `[user:password@]host:port`.
     pub url: String,
+    /// `PRICEFRONT__REDIS__CLUSTER_NODES` (comma-separated): when set, Redis Cluster through
+    /// these seed nodes, and `url` is not used.
+    #[serde(default)]
+    pub cluster_nodes: Vec<String>,
+    /// `PRICEFRONT__REDIS__CA_FILE`: PEM roots to trust instead of the system's (a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `PRICEFRONT__REDIS__CLIENT_CERT`: PEM certificate for mutual TLS (with `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// `PRICEFRONT__REDIS__CLIENT_KEY`: PEM private key for mutual TLS (with `client_cert`).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
     /// `PRICEFRONT__REDIS__KEY_PREFIX`: every key is `{key_prefix}:…`.
     pub key_prefix: String,
     /// `PRICEFRONT__REDIS__TIMEOUT_MS`: bound on one connect or one response.
     #[serde(rename = "timeout_ms", deserialize_with = "millis")]
     pub timeout: Duration,
+}
+
+impl RedisSettings {
+    /// The URLs clients connect to, as configured (templates unexpanded).
+    pub fn urls(&self) -> Vec<&str> {
+        if self.cluster_nodes.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.cluster_nodes.iter().map(String::as_str).collect()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.key_prefix.is_empty() || self.key_prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') {
+            return Err("redis.key_prefix must be non-empty, without whitespace or braces (the product id is the keys' hash tag)".into());
+        }
+        let field = if self.cluster_nodes.is_empty() { "redis.url" } else { "redis.cluster_nodes" };
+        let mut schemes = Vec::new();
+        for url in self.urls() {
+            template::variables(url).map_err(|e| format!("{field}: {e}"))?;
+            let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+            match scheme {
+                Some(s @ ("redis" | "rediss")) => schemes.push(s),
+                _ => return Err(format!("{field}: {} must start with redis:// or rediss://", redact_url(url))),
+            }
+        }
+        schemes.dedup();
+        if schemes.len() > 1 {
+            return Err("redis.cluster_nodes: all nodes must use the same scheme (redis:// or rediss://)".into());
+        }
+        let tls = schemes == ["rediss"];
+        if !tls && (self.ca_file.is_some() || self.client_cert.is_some() || self.client_key.is_some()) {
+            return Err(format!(
+                "redis.ca_file, redis.client_cert and redis.client_key need TLS: {field} must use rediss://"
+            ));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err("redis.client_cert and redis.client_key go together (mutual TLS needs both)".into());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("cluster_nodes", &self.cluster_nodes.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key.as_ref().map(|_| REDACTED))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A Redis URL with its password (if any) replaced by [`REDACTED`].
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let shown = if userinfo.contains(':') { format!("{user}:{REDACTED}") } else { REDACTED.to_owned() };
+            // `redis://password@host` (no colon) is a password alone.
+            format!("{scheme}://{shown}{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -108,6 +200,70 @@ pub struct KafkaSettings {
     /// `PRICEFRONT__KAFKA__SESSION_TIMEOUT_MS`: how long before a dead consumer's partitions move.
     #[serde(rename = "session_timeout_ms", deserialize_with = "millis")]
     pub session_timeout: Duration,
+    /// `[kafka.options]`: librdkafka properties for every client (security, tuning); values
+    /// may hold `${NAME}`. See [`KafkaOptions`] for what is refused and what is redacted.
+    #[serde(default)]
+    pub options: KafkaOptions,
+    /// `[kafka.producer_options]`: applied over `options`, producer (and DLQ publisher) only.
+    #[serde(default)]
+    pub producer_options: KafkaOptions,
+    /// `[kafka.consumer_options]`: applied over `options`, group consumer only.
+    #[serde(default)]
+    pub consumer_options: KafkaOptions,
+}
+
+/// Which of our Kafka clients a configuration is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KafkaRole {
+    Producer,
+    Consumer,
+    Admin,
+}
+
+impl KafkaRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaRole::Producer => "producer",
+            KafkaRole::Consumer => "consumer",
+            KafkaRole::Admin => "admin",
+        }
+    }
+}
+
+impl KafkaSettings {
+    /// The overrides a client in `role` gets, in order (later wins), each with its table's name.
+    pub fn options_for(&self, role: KafkaRole) -> Vec<(&'static str, &KafkaOptions)> {
+        let mut layers = vec![("kafka.options", &self.options)];
+        match role {
+            KafkaRole::Producer => layers.push(("kafka.producer_options", &self.producer_options)),
+            KafkaRole::Consumer => layers.push(("kafka.consumer_options", &self.consumer_options)),
+            KafkaRole::Admin => {}
+        }
+        layers
+    }
+}
+
+/// `[telemetry]`: span export. Without an endpoint nothing is exported.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `PRICEFRONT__TELEMETRY__OTLP_ENDPOINT`: OTLP/HTTP base URL (e.g. `http://collector:4318`;
+    /// spans go to `/v1/traces`). Unset or empty: the standard `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// and if that is unset or empty too, no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `PRICEFRONT__TELEMETRY__SAMPLE_RATIO`: share of new traces (those without a sampled
+    /// incoming `traceparent`) recorded, 0.0–1.0. Default 1.0.
+    #[serde(default)]
+    pub sample_ratio: Option<f64>,
+}
+
+impl TelemetrySettings {
+    /// The OTLP base URL spans go to, if any: ours, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> Option<String> {
+        let ours = self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
+        ours.or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty()))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -480,6 +636,7 @@ impl Settings {
             // Lists from env are comma-separated.
             .list_separator(",")
             .with_list_parse_key("producer.trusted_proxies")
+            .with_list_parse_key("redis.cluster_nodes")
             .source(env);
         let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.validate()?;
@@ -489,8 +646,18 @@ impl Settings {
     /// Cross-field rules.
     pub fn validate(&self) -> Result<(), Error> {
         let fail = |msg: String| Err(Error::Invalid(msg));
-        if self.redis.key_prefix.is_empty() || self.redis.key_prefix.contains(char::is_whitespace) {
-            return fail("redis.key_prefix must be non-empty without whitespace".into());
+        self.redis.validate().map_err(Error::Invalid)?;
+        for (section, options) in [
+            ("kafka.options", &self.kafka.options),
+            ("kafka.producer_options", &self.kafka.producer_options),
+            ("kafka.consumer_options", &self.kafka.consumer_options),
+        ] {
+            options.validate(section).map_err(Error::Invalid)?;
+        }
+        if let Some(ratio) = self.telemetry.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return fail(format!("telemetry.sample_ratio ({ratio}) must be between 0.0 and 1.0"));
         }
         if self.kafka.partitions < 1 {
             return fail("kafka.partitions must be at least 1".into());
@@ -731,5 +898,95 @@ not_found = [404]
         assert!(err.to_string().contains("group leave"), "{err}");
         let err = Settings::load_from(None, env(&[("PRICEFRONT__CACHE__PENDING_TTL_SECS", "1")])).unwrap_err();
         assert!(err.to_string().contains("pending_ttl_secs"), "{err}");
+    }
+
+    /// Loads the defaults with `toml` layered over them.
+    fn with_toml(toml: &str) -> Result<Settings, Error> {
+        let dir = std::env::temp_dir().join(format!("pricefront-toml-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("o.toml");
+        std::fs::write(&path, toml).unwrap();
+        let loaded = Settings::load_from(Some(&path), env(&[]));
+        std::fs::remove_dir_all(dir).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn kafka_options_keep_dotted_names_and_layer_by_role() {
+        let s = with_toml(
+            r#"
+[kafka.options]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"sasl.username" = "${KAFKA_USER}"
+"sasl.password" = "${KAFKA_PASSWORD}"
+[kafka.producer_options]
+"linger.ms" = "1"
+[kafka.consumer_options]
+"fetch.wait.max.ms" = "10"
+"#,
+        )
+        .unwrap();
+        let names = |role| {
+            s.kafka.options_for(role).iter().flat_map(|(_, o)| o.iter().map(|(k, _)| k.to_owned())).collect::<Vec<_>>()
+        };
+        assert_eq!(names(KafkaRole::Admin), ["sasl.mechanism", "sasl.password", "sasl.username", "security.protocol"]);
+        assert!(names(KafkaRole::Producer).contains(&"linger.ms".to_owned()));
+        assert!(names(KafkaRole::Consumer).contains(&"fetch.wait.max.ms".to_owned()));
+        assert!(!names(KafkaRole::Consumer).contains(&"linger.ms".to_owned()));
+        assert!(!format!("{s:?}").contains("KAFKA_PASSWORD"), "Debug redacts secrets");
+    }
+
+    #[test]
+    fn kafka_overrides_the_code_depends_on_are_refused_at_load() {
+        let err = with_toml(
+            "[kafka.consumer_options]
+\"enable.auto.commit\" = \"false\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("kafka.consumer_options.\"enable.auto.commit\" cannot be overridden"),
+            "{err}"
+        );
+        let err = with_toml("[kafka.options]\n\"securty.protocol\" = \"SSL\"\n").unwrap_err();
+        assert!(err.to_string().contains("\"securty.protocol\""), "{err}");
+    }
+
+    #[test]
+    fn redis_urls_tls_files_and_cluster_nodes_are_checked_at_load() {
+        let s = Settings::load_from(
+            None,
+            env(&[("PRICEFRONT__REDIS__CLUSTER_NODES", "redis://10.0.0.1:6379,redis://10.0.0.2:6379")]),
+        )
+        .unwrap();
+        assert_eq!(s.redis.urls(), ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+        let cases = [
+            ("[redis]\nurl = \"http://h:6379\"", "must start with redis:// or rediss://"),
+            ("[redis]\nca_file = \"/ca.pem\"", "need TLS"),
+            ("[redis]\nurl = \"rediss://h:6379\"\nclient_cert = \"/c.pem\"", "go together"),
+            ("[redis]\nkey_prefix = \"a{b}\"", "braces"),
+            ("[redis]\ncluster_nodes = [\"redis://a:1\", \"rediss://b:1\"]", "same scheme"),
+            ("[redis]\nurl = \"rediss://u:${PASS@h:6379\"", "unterminated"),
+        ];
+        for (toml, expected) in cases {
+            let err = with_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        let ok = "[redis]\nurl = \"rediss://shop:${REDIS_PASSWORD}@h:6380\"\nca_file = \"/ca.pem\"\nclient_cert = \"/c.pem\"\nclient_key = \"/k.pem\"";
+        assert!(format!("{:?}", with_toml(ok).unwrap().redis).contains("rediss://shop:<redacted>@h:6380"));
+    }
+
+    #[test]
+    fn redis_url_passwords_are_redacted() {
+        assert_eq!(redact_url("rediss://shop:s3cret@h:6380/0"), "rediss://shop:<redacted>@h:6380/0");
+        assert_eq!(redact_url("redis://s3cret@h:6379"), "redis://<redacted>@h:6379");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
+    }
+
+    #[test]
+    fn telemetry_sample_ratio_is_a_share() {
+        let err = Settings::load_from(None, env(&[("PRICEFRONT__TELEMETRY__SAMPLE_RATIO", "1.5")])).unwrap_err();
+        assert!(err.to_string().contains("telemetry.sample_ratio"), "{err}");
     }
 }

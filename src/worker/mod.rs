@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::cache::{RedisStore, ResultStore};
+use crate::observability::traces;
+use crate::queue::envelope::TRACEPARENT_HEADER;
 use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
 
@@ -50,9 +52,14 @@ pub enum BuildError {
 }
 
 impl BuildError {
-    /// The configuration cannot work (a variable a source needs is not set): exit status 2.
+    /// The configuration cannot work (a variable a source, a Kafka option or a Redis URL
+    /// needs is not set; librdkafka refused a property): exit status 2.
     pub fn is_configuration(&self) -> bool {
-        matches!(self, BuildError::Sources(crate::providers::BuildError::Config(_)))
+        match self {
+            BuildError::Sources(e) => matches!(e, crate::providers::BuildError::Config(_)),
+            BuildError::Queue(e) => e.is_configuration(),
+            BuildError::Cache(e) => e.is_configuration(),
+        }
     }
 }
 
@@ -121,6 +128,8 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(self.max_in_flight));
         let mut tasks = JoinSet::new();
         tracing::info!(max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
+        // Present from the start, so the first dead letter shows as a rate, not as a new series.
+        metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(0);
         loop {
             while let Some(joined) = tasks.try_join_next() {
                 report_panic(joined);
@@ -156,7 +165,9 @@ impl Worker {
                 product_id = tracing::field::Empty,
                 request_id = tracing::field::Empty,
                 traceparent = tracing::field::Empty,
+                otel.kind = "consumer",
             );
+            traces::continue_trace(&span, message.headers.get_str(TRACEPARENT_HEADER));
             let (processor, shutdown) = (self.processor.clone(), shutdown.clone());
             tasks.spawn(
                 async move {

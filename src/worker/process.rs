@@ -190,6 +190,9 @@ impl Processor {
                 self.counters.computed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pricefront_messages_total", "outcome" => "computed", "status" => comparison.status.as_str())
                     .increment(1);
+                // From the producer's publish to the result stored (two hosts' clocks).
+                metrics::histogram!("pricefront_miss_to_result_seconds", "status" => comparison.status.as_str())
+                    .record(waited_ms.max(0) as f64 / 1000.0);
             }
             StoreOutcome::Expired => {
                 let left_by_our_clock = comparison.guarantee_left(OffsetDateTime::now_utc());

@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use pricefront::api::{self, AppState};
+use pricefront::cache::Connection;
 use pricefront::domain::Currency;
 use pricefront::mock::{self, Mock};
 use pricefront::queue::admin;
@@ -177,8 +178,8 @@ impl TestEnvBuilder {
             .unwrap_or_else(|e| panic!("test settings: {e}\n{toml}"));
         admin::ensure_topics(&settings.kafka).await.expect("create topics");
 
-        let redis =
-            redis::Client::open(settings.redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        // The library's own connection, so a test on TLS Redis or a cluster reads it too.
+        let redis = Connection::lazy(&settings.redis).expect("redis settings");
         TestEnv { name, settings, config_path, mock_addr, http: reqwest::Client::new(), redis, mock_shutdown }
     }
 }
@@ -189,7 +190,7 @@ pub struct TestEnv {
     pub config_path: PathBuf,
     pub mock_addr: SocketAddr,
     pub http: reqwest::Client,
-    pub redis: redis::aio::MultiplexedConnection,
+    pub redis: Connection,
     mock_shutdown: CancellationToken,
 }
 
@@ -206,11 +207,11 @@ impl TestEnv {
     }
 
     pub fn result_key(&self, product: &str) -> String {
-        format!("{}:result:{product}", self.settings.redis.key_prefix)
+        format!("{}:result:{{{product}}}", self.settings.redis.key_prefix)
     }
 
     pub fn pending_key(&self, product: &str) -> String {
-        format!("{}:pending:{product}", self.settings.redis.key_prefix)
+        format!("{}:pending:{{{product}}}", self.settings.redis.key_prefix)
     }
 
     /// Starts a producer and waits until `/readyz` says Redis and the topic are there, as a
@@ -228,22 +229,30 @@ impl TestEnv {
     /// Starts the real `consumer` binary with this test's config, capturing its JSON logs;
     /// its `/metrics` on a port of its own.
     pub fn spawn_consumer_process(&self) -> ConsumerProcess {
+        self.spawn_consumer_process_with(&[])
+    }
+
+    /// [`Self::spawn_consumer_process`] with more environment (which wins over ours).
+    pub fn spawn_consumer_process_with(&self, env: &[(&str, String)]) -> ConsumerProcess {
         let port = free_port();
-        let child = self.spawn_binary(
-            env!("CARGO_BIN_EXE_consumer"),
-            &[("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))],
-        );
-        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics") }
+        let mut vars = vec![("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))];
+        vars.extend(env.iter().cloned());
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars);
+        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics"), log }
     }
 
     /// Starts the real `producer` binary with this test's config on a port of its own, and
     /// waits until it is ready.
     pub async fn spawn_producer_process(&self) -> ProducerProcess {
+        self.spawn_producer_process_with(&[]).await
+    }
+
+    /// [`Self::spawn_producer_process`] with more environment (which wins over ours).
+    pub async fn spawn_producer_process_with(&self, env: &[(&str, String)]) -> ProducerProcess {
         let port = free_port();
-        let child = self.spawn_binary(
-            env!("CARGO_BIN_EXE_producer"),
-            &[("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}"))],
-        );
+        let mut vars = vec![("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}"))];
+        vars.extend(env.iter().cloned());
+        let (child, _log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars);
         let producer = ProducerProcess { child, base: format!("http://127.0.0.1:{port}") };
         let url = format!("{}/readyz", producer.base);
         wait_for("the producer process to be ready", Duration::from_secs(60), || async {
@@ -257,9 +266,39 @@ impl TestEnv {
         producer
     }
 
-    /// Runs `binary` with this test's config file and only `env` besides; its JSON logs go
-    /// to a file named after the test in the temp directory (printed if the test fails).
-    fn spawn_binary(&self, binary: &str, env: &[(&str, String)]) -> Child {
+    /// This test's config file with `extra` TOML appended, as a new file (for a process that
+    /// must see settings the test itself cannot start with).
+    pub fn config_with(&self, extra: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("{}-{}.toml", self.name, uuid::Uuid::new_v4().simple()));
+        let base = std::fs::read_to_string(&self.config_path).unwrap();
+        std::fs::write(&path, format!("{base}\n{extra}\n")).unwrap();
+        path
+    }
+
+    /// Runs `binary` like [`Self::spawn_binary`] until it exits by itself (a start-up
+    /// failure), within `deadline`; its status and stderr.
+    pub async fn run_to_exit(&self, binary: &str, env: &[(&str, String)], deadline: Duration) -> (ExitStatus, String) {
+        let mut command = tokio::process::Command::new(binary);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
+            command.env_remove(key);
+        }
+        command
+            .env("PRICEFRONT_CONFIG", &self.config_path)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(deadline, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{binary} still running after {deadline:?}"))
+            .unwrap();
+        (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+
+    /// Runs `binary` with this test's config file and only `env` besides (which wins over
+    /// ours); its JSON logs go to a file named after the test in the temp directory (printed
+    /// if the test fails), whose path is returned with the child.
+    fn spawn_binary(&self, binary: &str, env: &[(&str, String)]) -> (Child, PathBuf) {
         let mut command = Command::new(binary);
         // Only this test's config file (and `env`) may configure it.
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
@@ -270,14 +309,14 @@ impl TestEnv {
         let file = std::fs::File::create(&log).unwrap();
         let child = command
             .env("PRICEFRONT_CONFIG", &self.config_path)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(file)
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
         eprintln!("{name} (pid {}) logs to {}", child.id(), log.display());
-        child
+        (child, log)
     }
 
     /// The mock's `/_stats`.
@@ -368,6 +407,24 @@ impl TestEnv {
 
     /// Reads every partition of `topic` from the beginning until `done` holds for what was read.
     /// Counts by reading, not by watermarks (the broker's watermarks are not trusted).
+    /// How many requests for `product` are on the request topic: reads it up to a marker
+    /// message written now to every partition.
+    pub async fn messages_for(&self, product: &str) -> usize {
+        let marker = self.product(&format!("marker-{}", uuid::Uuid::new_v4().simple()));
+        let topic = self.settings.kafka.topic.clone();
+        let producer: rdkafka::producer::FutureProducer =
+            ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
+        for p in 0..self.settings.kafka.partitions {
+            let record = rdkafka::producer::FutureRecord::to(&topic).key(&marker).payload("marker").partition(p);
+            producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+        let partitions = self.settings.kafka.partitions as usize;
+        let m = marker.clone();
+        let read_marker = move |seen: &[OwnedMessage]| seen.iter().filter(|msg| key_of(msg) == m).count() == partitions;
+        let messages = self.read_topic(&topic, Duration::from_secs(30), read_marker).await;
+        messages.iter().filter(|m| key_of(m) == product).count()
+    }
+
     pub async fn read_topic(
         &self,
         topic: &str,
@@ -468,6 +525,8 @@ pub struct ConsumerProcess {
     pub child: Child,
     /// Its `/metrics` URL.
     pub metrics: String,
+    /// Its JSON logs.
+    pub log: PathBuf,
 }
 
 impl ConsumerProcess {
@@ -583,29 +642,30 @@ pub async fn request_all(http: &reqwest::Client, base: &str, products: &[String]
         .await
 }
 
-/// Products among `products` with no result yet in the Redis behind `conn`.
-pub async fn missing_results(
-    conn: &redis::aio::MultiplexedConnection,
-    key_prefix: &str,
-    products: &[String],
-) -> Vec<String> {
-    let mut conn = conn.clone();
+/// Products among `products` with no result yet in the Redis behind `conn` (one server or a
+/// cluster: one `GET` per key, as the keys' slots differ).
+pub async fn missing_results<C>(conn: &C, key_prefix: &str, products: &[String]) -> Vec<String>
+where
+    C: redis::aio::ConnectionLike + Clone + Send,
+{
     let mut missing = Vec::new();
-    for chunk in products.chunks(500) {
-        let keys: Vec<String> = chunk.iter().map(|p| format!("{key_prefix}:result:{p}")).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await.unwrap();
-        missing.extend(chunk.iter().zip(values).filter(|(_, v)| v.is_none()).map(|(p, _)| p.clone()));
+    for chunk in products.chunks(200) {
+        let values = futures::future::join_all(chunk.iter().map(|p| {
+            let mut conn = conn.clone();
+            let key = format!("{key_prefix}:result:{{{p}}}");
+            async move { redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut conn).await.unwrap() }
+        }))
+        .await;
+        missing.extend(chunk.iter().zip(values).filter(|(_, exists)| !exists).map(|(p, _)| p.clone()));
     }
     missing
 }
 
 /// Waits until every product has a result in the Redis behind `conn`.
-pub async fn wait_all_results_in(
-    conn: &redis::aio::MultiplexedConnection,
-    key_prefix: &str,
-    products: &[String],
-    deadline: Duration,
-) {
+pub async fn wait_all_results_in<C>(conn: &C, key_prefix: &str, products: &[String], deadline: Duration)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+{
     wait_for(&format!("results for {} products", products.len()), deadline, || async {
         let missing = missing_results(conn, key_prefix, products).await;
         if missing.is_empty() {

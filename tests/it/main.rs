@@ -2,11 +2,15 @@
 //! Start them with `scripts/test.sh` (which then runs this suite).
 
 mod helpers;
+mod otlp;
+mod redis_modes;
+mod redis_servers;
 
 mod chaos;
 mod dlq;
 mod edge;
 mod group;
+mod kafka_options;
 mod metrics;
 mod openapi;
 mod pipeline;
@@ -15,3 +19,4 @@ mod providers;
 mod sources;
 mod stampede;
 mod standalone;
+mod traces;

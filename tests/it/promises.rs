@@ -21,7 +21,7 @@ async fn wait_fan_out_started(env: &crate::helpers::TestEnv, product: &str, sour
     .await
 }
 
-async fn pause_writes(redis: &redis::aio::MultiplexedConnection, for_ms: u64) {
+async fn pause_writes(redis: &pricefront::cache::Connection, for_ms: u64) {
     redis::cmd("CLIENT").arg("PAUSE").arg(for_ms).arg("WRITE").query_async::<()>(&mut redis.clone()).await.unwrap();
 }
 

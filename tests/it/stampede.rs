@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use crate::helpers::{env, key_of, provider};
+use crate::helpers::{env, provider};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_misses_on_two_producers_publish_once() {
@@ -30,23 +30,7 @@ async fn five_hundred_concurrent_misses_on_two_producers_publish_once() {
     let calls = env.calls_for(&product).await;
     assert_eq!(calls.values().copied().collect::<Vec<_>>(), [1, 1], "calls per provider: {calls:?}");
 
-    // Count the messages for this product by reading the topic up to a marker message
-    // written after the stampede to every partition.
-    let marker = env.product("marker");
-    let topic = env.settings.kafka.topic.clone();
-    let producer: rdkafka::producer::FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", crate::helpers::brokers()).create().unwrap();
-    for p in 0..env.settings.kafka.partitions {
-        let record = rdkafka::producer::FutureRecord::to(&topic).key(&marker).payload("marker").partition(p);
-        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
-    }
-    let partitions = env.settings.kafka.partitions as usize;
-    let m = marker.clone();
-    let read_marker =
-        move |seen: &[rdkafka::message::OwnedMessage]| seen.iter().filter(|msg| key_of(msg) == m).count() == partitions;
-    let messages = env.read_topic(&topic, Duration::from_secs(30), read_marker).await;
-    let for_product = messages.iter().filter(|m| key_of(m) == product).count();
-    assert_eq!(for_product, 1, "messages on the topic for {product}");
+    assert_eq!(env.messages_for(&product).await, 1, "messages on the topic for {product}");
 
     consumer.stop().await;
     for p in producers {

@@ -1,0 +1,125 @@
+//! Reaching Redis: one server (`redis.url`) through a multiplexed `ConnectionManager`, or a
+//! Redis Cluster (`redis.cluster_nodes`) through redis-rs's async cluster client, which routes
+//! each command by its key's hash slot and follows `MOVED`/`ASK` as slots move.
+//!
+//! - `rediss://` means TLS, with rustls: the system's roots, or only `redis.ca_file` when set;
+//!   `redis.client_cert` + `redis.client_key` add a client certificate (mutual TLS).
+//! - `user:password@` in a URL authenticates as that ACL user; `${NAME}` in a URL is the
+//!   environment variable NAME, read here (a client being built), so a missing one is
+//!   [`Error::Config`] at start-up.
+//! - Both kinds connect lazily: a process starts, and reports not-ready, while Redis is down.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{ClientTlsConfig, Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+
+use super::Error;
+use crate::settings::{RedisSettings, redact_url, template};
+
+/// A connection to one server or to a cluster; cheap to clone (both multiplex).
+#[derive(Clone)]
+pub enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    /// Builds the client without connecting; the first command connects.
+    pub fn lazy(settings: &RedisSettings) -> Result<Self, Error> {
+        let urls = settings
+            .urls()
+            .into_iter()
+            .map(|url| {
+                template::expand(url, |var| std::env::var(var).ok())
+                    .map_err(|unset| Error::Config(format!("redis URL {}: {unset}", redact_url(url))))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let certificates = certificates(settings)?;
+        if urls.iter().any(|url| url.starts_with("rediss://")) {
+            install_crypto_provider();
+        }
+        if settings.cluster_nodes.is_empty() {
+            let url = urls[0].as_str();
+            let client = match certificates {
+                Some(certs) => redis::Client::build_with_tls(url, certs),
+                None => redis::Client::open(url),
+            }
+            .map_err(|e| Error::Config(format!("redis.url {}: {e}", redact_url(url))))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(settings.timeout))
+                .set_response_timeout(Some(settings.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(Error::Redis)?;
+            Ok(Connection::Single(manager))
+        } else {
+            let mut builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(settings.timeout)
+                .response_timeout(settings.timeout)
+                // Enough to follow a MOVED or ride out a short failover; callers bound the
+                // whole call anyway.
+                .retries(3)
+                .max_retry_wait(200);
+            if let Some(certs) = certificates {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(|e| Error::Config(format!("redis.cluster_nodes: {e}")))?;
+            let config =
+                ClusterConfig::new().set_connection_timeout(settings.timeout).set_response_timeout(settings.timeout);
+            Ok(Connection::Cluster(client.get_pending_async_connection_with_config(config)))
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The private CA and client certificate, read now so a missing file fails at start-up.
+fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Error> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| Error::Config(format!("redis.{what} {}: {e}", path.display())))
+    };
+    let root_cert = settings.ca_file.as_deref().map(|p| read("ca_file", p)).transpose()?;
+    let client_tls = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            Some(ClientTlsConfig { client_cert: read("client_cert", cert)?, client_key: read("client_key", key)? })
+        }
+        _ => None,
+    };
+    Ok((root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates { client_tls, root_cert }))
+}
+
+/// rustls 0.23 needs one process-wide crypto provider before the first TLS connection; two
+/// providers are compiled in (ours and a dependency's), so none is chosen by default. A
+/// provider already installed (by us or anyone) is kept.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

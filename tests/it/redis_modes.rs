@@ -1,0 +1,143 @@
+//! The whole pipeline on production Redis set-ups, each a real server started here: TLS with
+//! an ACL user and mutual TLS (the real binaries, the password from `${NAME}` in the URL), and a
+//! 3-master Redis Cluster (a master killed, then back). Each: cold → 202 → 200, a stampede
+//! publishes once, Redis down → 503, and recovery.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::{TestEnv, env, get, provider, wait_for};
+use crate::redis_servers::{RedisCluster, TlsRedis};
+
+/// GETs until the product is served (200), through 202s; what the last answer was if not.
+async fn until_served(env: &TestEnv, base: &str, product: &str, deadline: Duration) -> Value {
+    let url = format!("{base}/v1/prices/{product}");
+    wait_for(&format!("{product} served"), deadline, || async {
+        match get(&env.http, &url).await {
+            (200, _, body) => Ok(body),
+            (status, _, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await
+}
+
+/// 200 concurrent GETs for one cold product: each answered 202 or 200, then one result from
+/// one message and one call per source.
+async fn stampede_publishes_once(env: &TestEnv, base: &str, product: &str) {
+    let url = format!("{base}/v1/prices/{product}");
+    let statuses = join_all((0..200).map(|_| {
+        let (http, url) = (env.http.clone(), url.clone());
+        async move { http.get(url).send().await.map(|r| r.status().as_u16()).unwrap() }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| [200, 202].contains(s)), "{statuses:?}");
+    until_served(env, base, product, Duration::from_secs(60)).await;
+    let calls = env.calls_for(product).await;
+    assert!(calls.values().all(|&n| n == 1), "one call per source: {calls:?}");
+    assert_eq!(env.messages_for(product).await, 1, "messages published for {product}");
+}
+
+/// A miss while Redis is away: 503 problem+json with Retry-After, never a hang.
+async fn redis_down_is_a_503(env: &TestEnv, base: &str, product: &str) {
+    let res = env.http.get(format!("{base}/v1/prices/{product}")).send().await.unwrap();
+    assert_eq!(res.status(), 503, "{:?}", res.text().await);
+    assert!(res.headers().contains_key("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate() {
+    let mut redis = TlsRedis::start(true).await;
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+    redis.acl_setuser("shop", &password);
+    let path = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
+    let env = env()
+        .providers(vec![provider("alpha", 20), provider("beta", 40)])
+        .set("redis", "url", &format!("{:?}", redis.url_with_user("shop", &password)))
+        .set("redis", "ca_file", &path(redis.ca_file()))
+        .set("redis", "client_cert", &path(redis.client_cert()))
+        .set("redis", "client_key", &path(redis.client_key()))
+        .start()
+        .await;
+    // The binaries read the password from the environment, through `${NAME}` in the URL.
+    let templated = format!("rediss://shop:${{PF_TEST_REDIS_PASSWORD}}@localhost:{}", redis.port());
+    let vars = [("PRICEFRONT__REDIS__URL", templated), ("PF_TEST_REDIS_PASSWORD", password.clone())];
+    let _consumer = env.spawn_consumer_process_with(&vars);
+    let producer = env.spawn_producer_process_with(&vars).await;
+    let clients = redis.redis_cli(&["CLIENT", "LIST"]);
+    assert!(clients.contains("user=shop"), "connected as the ACL user: {clients}");
+
+    let cold = env.product("tls-cold");
+    let (status, headers, _) = get(&env.http, &format!("{}/v1/prices/{cold}", producer.base)).await;
+    assert_eq!(status, 202, "{headers:?}");
+    let body = until_served(&env, &producer.base, &cold, Duration::from_secs(60)).await;
+    assert_eq!(body["status"], "complete", "{body}");
+    assert!(env.assert_stored_within_guarantee(&cold).await.is_some(), "stored under {}", env.result_key(&cold));
+
+    stampede_publishes_once(&env, &producer.base, &env.product("tls-stampede")).await;
+
+    redis.stop();
+    redis_down_is_a_503(&env, &producer.base, &env.product("tls-down")).await;
+    redis.restart().await;
+    // It keeps nothing across a restart, its users included.
+    redis.acl_setuser("shop", &password);
+    until_served(&env, &producer.base, &env.product("tls-back"), Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_redis_password_variable_stops_the_producer_at_start_up() {
+    let env = env().start().await;
+    let vars = [("PRICEFRONT__REDIS__URL", "rediss://shop:${PF_TEST_UNSET_VARIABLE}@localhost:1".to_owned())];
+    let (status, stderr) = env.run_to_exit(env!("CARGO_BIN_EXE_producer"), &vars, Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("PF_TEST_UNSET_VARIABLE is not set"), "{stderr}");
+    assert!(stderr.contains("rediss://shop:<redacted>@localhost:1"), "the URL, password redacted: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns() {
+    let mut cluster = RedisCluster::start().await;
+    let nodes = cluster.urls().iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+    let env = env()
+        .providers(vec![provider("alpha", 20), provider("beta", 40)])
+        .set("redis", "cluster_nodes", &format!("[{nodes}]"))
+        .start()
+        .await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer();
+
+    // Products whose keys live on different masters: the scripts run wherever the slot is.
+    let products: Vec<String> = (0..6).map(|i| env.product(&format!("cluster-{i}"))).collect();
+    let masters: std::collections::BTreeSet<usize> =
+        products.iter().map(|p| cluster.node_for_key(&env.result_key(p))).collect();
+    assert!(masters.len() > 1, "the products spread over the masters: {masters:?}");
+    for p in &products {
+        let (status, _, _) = get(&env.http, &format!("{}/v1/prices/{p}", producer.base)).await;
+        assert_eq!(status, 202, "{p}");
+    }
+    for p in &products {
+        let body = until_served(&env, &producer.base, p, Duration::from_secs(60)).await;
+        assert_eq!(body["status"], "complete", "{body}");
+    }
+
+    stampede_publishes_once(&env, &producer.base, &env.product("cluster-stampede")).await;
+
+    let down = env.product("cluster-down");
+    let owner = cluster.node_for_key(&env.result_key(&down));
+    cluster.kill_master(owner);
+    cluster.wait_down().await;
+    redis_down_is_a_503(&env, &producer.base, &down).await;
+    let health = env.http.get(format!("{}/readyz", producer.base)).send().await.unwrap();
+    assert_eq!(health.status(), 503, "not ready while the cluster is down");
+
+    cluster.restart_master(owner).await;
+    cluster.wait_healthy().await;
+    until_served(&env, &producer.base, &down, Duration::from_secs(60)).await;
+    // A product on a master that never went away is served again too.
+    let other = products.iter().find(|p| cluster.node_for_key(&env.result_key(p)) != owner).unwrap();
+    until_served(&env, &producer.base, other, Duration::from_secs(30)).await;
+
+    consumer.stop().await;
+    producer.stop().await;
+}
