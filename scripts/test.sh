@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: brings up Redis and a Kafka-protocol broker (reusing any already running),
-# checks the deployment files, smoke-tests the k6 scripts against the real stack, then runs
-# the whole cargo suite (unit tests, and tests/it against the real services).
+# checks the deployment files, smoke-tests the k6 scripts against the real stack and checks the
+# Grafana dashboard's queries against that stack's /metrics, then runs the whole cargo suite
+# (unit tests, and tests/it against the real services).
 #
 # With arguments, only `cargo test ARGS…` runs (after the services are up), e.g.
 #   scripts/test.sh -- chaos --nocapture
@@ -36,6 +37,12 @@ if (($# == 0)); then
   stack_pid=$!
   # run.sh builds in release mode first: allow for a cold build.
   READY_TIMEOUT=1200 bash scripts/loadtest-smoke.sh || { tail -n 30 "$RUN_DIR/ci-stack.log"; exit 1; }
+  log "dashboard queries against the stack's /metrics, after the smoke's traffic (producer, every consumer)"
+  metrics_urls="http://$("$TARGET_DIR/debug/admin" get producer.listen)/metrics"
+  for i in $(seq 1 "$("$TARGET_DIR/debug/admin" get kafka.partitions)"); do
+    metrics_urls+=",http://127.0.0.1:$((9100 + i))/metrics" # run.sh's consumer i serves 9100+i
+  done
+  bash scripts/check-deploy.sh --metrics "$metrics_urls"
   kill -TERM "$stack_pid"
   wait "$stack_pid" || true
   stack_pid=
