@@ -18,7 +18,7 @@ ARG CARGO_CHEF_VERSION=0.1.78
 # listed so the build does not depend on that. Versions come from the pinned Debian release.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bash g++ gcc make pkg-config zlib1g-dev \
+    && apt-get install -y --no-install-recommends bash g++ gcc make pkg-config zlib1g-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src
@@ -36,11 +36,12 @@ COPY . .
 RUN cargo build --release --locked --bins
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
-# ca-certificates for HTTPS price sources; libz.so.1, libgcc_s and bash (used by the compose
+# ca-certificates for HTTPS price sources and rediss://; libssl3 for librdkafka (Kafka over
+# TLS/SASL); libz.so.1, libgcc_s and bash (used by the compose
 # health checks through /dev/tcp, so no curl is needed) are already in the slim image.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 pricefront \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

@@ -33,7 +33,8 @@ fn get(s: &Settings, key: &str) -> anyhow::Result<String> {
     Ok(match key {
         "producer.listen" => s.producer.listen.to_string(),
         "mock.listen" => s.mock.listen.to_string(),
-        "redis.url" => s.redis.url.clone(),
+        // Password redacted; the scripts need only the host and port.
+        "redis.url" => pricefront::settings::redact_url(&s.redis.url),
         "kafka.brokers" => s.kafka.brokers.clone(),
         "kafka.partitions" => s.kafka.partitions.to_string(),
         "kafka.topic" => s.kafka.topic.clone(),

@@ -22,12 +22,15 @@ trap stop_all EXIT
 cargo build --quiet --bin admin
 redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
 brokers=$("$TARGET_DIR/debug/admin" get kafka.brokers)
-ensure_redis_server_binary   # the suite starts a private redis-server to kill it
+ensure_redis_server_binary   # the suite starts private redis-servers (to kill; TLS; a cluster)
+ensure_tls_tools
 ensure_redis "$redis_url"
 ensure_broker "$brokers"
 # The chaos tests stop and restart a private broker of their own.
 PRICEFRONT_TEST_TANSU=$(tansu_binary)
-export PRICEFRONT__REDIS__URL="$redis_url" PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU
+# `admin get redis.url` redacts a password: pass the URL on only when it has none to lose.
+[[ "$redis_url" == *"<redacted>"* ]] || export PRICEFRONT__REDIS__URL="$redis_url"
+export PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU
 
 if (($# == 0)); then
   log "checking the deployment files (no Docker engine needed)"

@@ -6,14 +6,17 @@
 //! ends (`expires_at`, an absolute expiry).
 //!
 //! # Layout
-//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env), and
-//!   `${NAME}` templates.
-//! - [`observability`]: logs and spans, the Prometheus recorder and `/metrics`, error chains.
+//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env),
+//!   `${NAME}` templates, and the rules for librdkafka options (refused, redacted).
+//! - [`observability`]: logs and spans, OTLP span export and `traceparent` across the queue,
+//!   the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
 //! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
-//! - [`cache`]: L1 moka + L2 Redis, key scheme, pending markers.
-//! - [`queue`]: message envelope, publisher, the Kafka group member on its own thread, the
-//!   acknowledgement that alone moves offsets, topics; the in-memory queue.
+//! - [`cache`]: L1 moka + L2 Redis (one server or a cluster, TLS, ACL users), the hash-tagged
+//!   key scheme, pending markers.
+//! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
+//!   group member on its own thread, the acknowledgement that alone moves offsets, topics; the
+//!   in-memory queue.
 //! - [`providers`]: price API clients (request templates with credentials from the
 //!   environment, JSON Pointer response mapping, not-found) and the concurrent fan-out.
 //! - [`api`]: the producer's HTTP router, the limits on misses, errors as problem+json.

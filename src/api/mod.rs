@@ -87,14 +87,19 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        let span = tracing::info_span!(
-            "http",
-            otel.kind = "server",
-            method = %req.method(),
-            path = %req.uri().path(),
-            product_id = tracing::field::Empty,
-            request_id = tracing::field::Empty,
-        );
+        // Probes and scrapes come every few seconds: not worth a trace each.
+        let span = if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        } else {
+            tracing::info_span!(
+                "http",
+                otel.kind = "server",
+                method = %req.method(),
+                path = %req.uri().path(),
+                product_id = tracing::field::Empty,
+                request_id = tracing::field::Empty,
+            )
+        };
         traces::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
         span
     });

@@ -2,11 +2,13 @@
 //! Redis Cluster (`redis.cluster_nodes`) through redis-rs's async cluster client, which routes
 //! each command by its key's hash slot and follows `MOVED`/`ASK` as slots move.
 //!
-//! - `rediss://` means TLS, with rustls: the system's roots, or only `redis.ca_file` when set;
+//! - `rediss://` means TLS, with rustls (its one compiled-in crypto provider, aws-lc-rs, is
+//!   picked by itself): the system's roots, or only `redis.ca_file` when set;
 //!   `redis.client_cert` + `redis.client_key` add a client certificate (mutual TLS).
 //! - `user:password@` in a URL authenticates as that ACL user; `${NAME}` in a URL is the
 //!   environment variable NAME, read here (a client being built), so a missing one is
-//!   [`Error::Config`] at start-up.
+//!   [`Error::Config`] at start-up. Values go in as they are: percent-encode a password with
+//!   reserved characters (`/`, `@`, `:`…) in the variable itself.
 //! - Both kinds connect lazily: a process starts, and reports not-ready, while Redis is down.
 
 use std::time::Duration;
@@ -37,17 +39,16 @@ impl Connection {
                     .map_err(|unset| Error::Config(format!("redis URL {}: {unset}", redact_url(url))))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Errors name the URL as configured: an expanded one would show a variable's value.
+        let shown = redact_url(settings.urls()[0]);
         let certificates = certificates(settings)?;
-        if urls.iter().any(|url| url.starts_with("rediss://")) {
-            install_crypto_provider();
-        }
         if settings.cluster_nodes.is_empty() {
             let url = urls[0].as_str();
             let client = match certificates {
                 Some(certs) => redis::Client::build_with_tls(url, certs),
                 None => redis::Client::open(url),
             }
-            .map_err(|e| Error::Config(format!("redis.url {}: {e}", redact_url(url))))?;
+            .map_err(|e| Error::Config(format!("redis.url {shown}: {e}")))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(settings.timeout))
                 .set_response_timeout(Some(settings.timeout))
@@ -57,8 +58,6 @@ impl Connection {
             Ok(Connection::Single(manager))
         } else {
             let mut builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
-                .connection_timeout(settings.timeout)
-                .response_timeout(settings.timeout)
                 // Enough to follow a MOVED or ride out a short failover; callers bound the
                 // whole call anyway.
                 .retries(3)
@@ -115,11 +114,4 @@ fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Err
         _ => None,
     };
     Ok((root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates { client_tls, root_cert }))
-}
-
-/// rustls 0.23 needs one process-wide crypto provider before the first TLS connection; two
-/// providers are compiled in (ours and a dependency's), so none is chosen by default. A
-/// provider already installed (by us or anyone) is kept.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

@@ -1,6 +1,7 @@
 //! Two cache levels: L1 in-process ([`L1`], moka) and L2 behind [`ResultStore`]: Redis
-//! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus the key
-//! scheme ([`Keys`]) and the pending markers that stop duplicate work.
+//! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus how Redis is
+//! reached ([`Connection`]: one server or a cluster, TLS, ACL users), the key scheme ([`Keys`],
+//! hash-tagged by product) and the pending markers that stop duplicate work.
 
 mod connection;
 mod keys;
@@ -8,7 +9,7 @@ mod l1;
 mod memory;
 mod store;
 
-pub use connection::{Connection, install_crypto_provider};
+pub use connection::Connection;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
@@ -86,12 +87,21 @@ impl Error {
         match self {
             Error::Timeout(_) => true,
             // A cluster that lost a master, or is moving slots, is waited out the same way.
+            // So is a server still loading its data, or one that lost its ACL users in a
+            // restart: the infrastructure's trouble, not the request's.
             Error::Redis(e) => {
+                use redis::{ErrorKind, ServerErrorKind};
                 e.is_io_error()
                     || e.is_connection_refusal()
                     || e.is_connection_dropped()
                     || e.is_timeout()
                     || e.is_cluster_error()
+                    || matches!(
+                        e.kind(),
+                        ErrorKind::ClusterConnectionNotFound
+                            | ErrorKind::AuthenticationFailed
+                            | ErrorKind::Server(ServerErrorKind::MasterDown | ServerErrorKind::BusyLoading)
+                    )
             }
             Error::Corrupt { .. } | Error::Config(_) => false,
         }

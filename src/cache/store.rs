@@ -137,9 +137,20 @@ impl RedisStore {
         }
     }
 
+    /// Readiness: Redis answers. A cluster must also say its state is `ok` (a node answers
+    /// `PING` while the cluster refuses every key because a master is lost).
     pub async fn ping(&self) -> Result<(), Error> {
         let mut conn = self.conn.clone();
-        self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop)
+        if !matches!(self.conn, Connection::Cluster(_)) {
+            return self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop);
+        }
+        let info: String = self.bounded(redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn)).await?;
+        if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+            Ok(())
+        } else {
+            let down = (redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown), "cluster_state is not ok");
+            Err(Error::Redis(down.into()))
+        }
     }
 
     /// The result and its TTL if there is one, else whether a request for it is pending.

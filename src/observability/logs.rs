@@ -1,10 +1,10 @@
 //! Logs and spans: human-readable text locally, one JSON object per line when
 //! `log.format = "json"`. `RUST_LOG` overrides the configured filter. Spans are also exported
-//! when an OTLP endpoint is configured ([`super::traces`]); the filter applies to both.
+//! when an OTLP endpoint is configured ([`super::traces`]); one filter applies to both.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use super::traces::{self, Exporter};
 use crate::settings::{LogFormat, LogSettings, TelemetrySettings};
@@ -30,9 +30,11 @@ pub fn init_with_export(
     Ok(exporter)
 }
 
-type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
+type Filtered = tracing_subscriber::layer::Layered<EnvFilter, Registry>;
 
-fn install(settings: &LogSettings, export: Option<traces::Layer<Base>>) {
+/// One filter for both (`RUST_LOG`, else `log.filter`): a filter quieter than `info` for
+/// `pricefront` also thins the exported spans.
+fn install(settings: &LogSettings, export: Option<traces::Layer<Filtered>>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.filter));
     let stdout = tracing_subscriber::fmt::layer().with_writer(std::io::stdout);
     let stdout = match settings.format {

@@ -4,7 +4,11 @@
 //! - **Export** ([`exporter`]): when `telemetry.otlp_endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT`)
 //!   is set, spans go, batched on the SDK's own thread, to `{endpoint}/v1/traces`, with resource
 //!   attributes `service.name` and `service.version`. Without an endpoint there is no layer at
-//!   all: nothing is recorded for export, so the hit path pays nothing.
+//!   all and an incoming `traceparent` is not even parsed: the hit path pays nothing. The log's filter
+//!   applies to export too: spans are `info`, so a filter quieter than that drops them.
+//! - **Coalesced misses:** concurrent misses for one product in one producer share one claim,
+//!   so the message carries the first request's context; the others' traces end at the
+//!   producer (their `http` spans carry the same `product_id`).
 //! - **One trace per request:** the producer's `http` span continues an incoming `traceparent`
 //!   ([`continue_trace`]); the Kafka message carries the `http` span's own context
 //!   ([`traceparent_of`]); the consumer's `message` span continues it, and each `provider_call`
@@ -14,6 +18,7 @@
 //! blocks too, so [`Exporter::shutdown`] runs it on a blocking thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -26,6 +31,9 @@ use tracing_opentelemetry::{OpenTelemetryLayer, OpenTelemetrySpanExt};
 
 use crate::queue::envelope::valid_traceparent;
 use crate::settings::TelemetrySettings;
+
+/// Whether this process exports spans: without, an incoming `traceparent` costs nothing.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// The `tracing` layer that records spans for export.
 pub type Layer<S> = OpenTelemetryLayer<S, SdkTracer>;
@@ -55,12 +63,12 @@ pub fn exporter<S>(
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
-    let Some(endpoint) = settings.endpoint() else { return Ok(None) };
+    let Some(url) = settings.traces_url() else { return Ok(None) };
     let exporter = SpanExporter::builder()
         .with_http()
         .with_protocol(Protocol::HttpBinary)
-        // Set in code, the URL is used as given: the signal's path is ours to add.
-        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        // Set in code, the URL is used as given.
+        .with_endpoint(url)
         .build()?;
     let resource = Resource::builder()
         .with_service_name(service)
@@ -75,12 +83,16 @@ where
         .build();
     let layer =
         tracing_opentelemetry::layer().with_tracer(provider.tracer("pricefront")).with_tracked_inactivity(false);
+    EXPORTING.store(true, Ordering::Relaxed);
     Ok(Some((Exporter { provider }, layer)))
 }
 
 /// Makes `span` (just created, not yet entered) continue the trace of an incoming
 /// `traceparent`. Does nothing when spans are not exported or the value is not valid W3C.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(traceparent) = traceparent.filter(|tp| valid_traceparent(tp)) else { return };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let parent = TraceContextPropagator::new().extract(&carrier);
@@ -120,6 +132,7 @@ mod tests {
 
     #[test]
     fn with_export_the_span_continues_the_trace_and_passes_on_its_own_id() {
+        EXPORTING.store(true, Ordering::Relaxed);
         let provider = SdkTracerProvider::builder().build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
         let subscriber = tracing_subscriber::registry().with(layer);

@@ -1,4 +1,5 @@
-//! Requests in flight between producer and consumer: the message [envelope], the request
+//! Requests in flight between producer and consumer: the message [envelope], each Kafka
+//! client's librdkafka configuration ([config]: ours, then `[kafka.*options]`), the request
 //! [publisher] (also used for the DLQ), topic creation ([admin]), the Kafka group member
 //! ([consumer]) and the acknowledgement that alone moves its offsets ([`Ack`], over the
 //! [offsets] tracker).

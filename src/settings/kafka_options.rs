@@ -7,12 +7,12 @@
 //!   so a typo fails at start-up naming the property; a value with `${NAME}` is checked once
 //!   expanded, when the client is built;
 //! - a property whose name contains `password`, `secret`, `key` or `jaas` is a secret: every
-//!   way this type is shown ([`fmt::Debug`], [`KafkaOptions::redacted`]) prints `<redacted>`.
+//!   way this type is shown ([`fmt::Debug`], [`show`]) prints `<redacted>`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 
 use super::template;
 
@@ -33,6 +33,12 @@ const REFUSED: &[(&str, &str)] = &[
         "the consumer commits what it stored on its own schedule and at revoke and shutdown; turning it off would never commit",
     ),
     ("auto.commit.enable", "an alias of enable.auto.commit, which the consumer owns"),
+    (
+        "auto.commit.interval.ms",
+        "the consumer owns when stored offsets are committed (0 would commit only at revoke and shutdown)",
+    ),
+    ("statistics.interval.ms", "the consumer reads librdkafka's statistics for pricefront_consumer_lag"),
+    ("enable.partition.eof", "the consumer does not expect end-of-partition events"),
     (
         "auto.offset.reset",
         "a new group must start from the earliest offset, or requests published before it joined are lost",
@@ -65,10 +71,6 @@ impl KafkaOptions {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Checks the rules in the module doc; `section` names the table in errors
     /// (`kafka.options`).
     pub fn validate(&self, section: &str) -> Result<(), String> {
@@ -84,29 +86,22 @@ impl KafkaOptions {
         }
         untemplated.create_native_config().map(drop).map_err(|e| describe(section, &e))
     }
-
-    /// `name=value` pairs, comma-separated, secrets as [`REDACTED`].
-    pub fn redacted(&self) -> String {
-        show(self.iter())
-    }
 }
 
 impl fmt::Debug for KafkaOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter().map(|(k, v)| (k, if is_secret(k) { REDACTED } else { v }))).finish()
-    }
-}
-
-/// `admin get` prints secrets redacted too.
-impl Serialize for KafkaOptions {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter().map(|(k, v)| (k, if is_secret(k) { REDACTED } else { v })))
+        f.debug_map().entries(self.iter().map(|(k, v)| (k, shown(k, v)))).finish()
     }
 }
 
 /// `name=value` pairs, comma-separated, secrets as [`REDACTED`].
 pub fn show<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
     pairs.map(|(k, v)| format!("{k}={}", if is_secret(k) { REDACTED } else { v })).collect::<Vec<_>>().join(", ")
+}
+
+/// A property's value as it may be shown.
+fn shown<'a>(name: &str, value: &'a str) -> &'a str {
+    if is_secret(name) { REDACTED } else { value }
 }
 
 /// librdkafka's complaint about a configuration, naming the property, without a secret's value
@@ -151,12 +146,12 @@ mod tests {
     #[test]
     fn secrets_never_show() {
         let o = options(&[("sasl.username", "shop"), ("sasl.password", "hunter2"), ("ssl.key.location", "/k.pem")]);
-        let shown = [format!("{o:?}"), o.redacted(), serde_json::to_string(&o).unwrap()];
+        let shown = [format!("{o:?}"), show(o.iter())];
         for s in &shown {
             assert!(!s.contains("hunter2") && !s.contains("/k.pem"), "{s}");
             assert!(s.contains("shop") && s.contains(REDACTED), "{s}");
         }
-        assert_eq!(o.redacted(), "sasl.password=<redacted>, sasl.username=shop, ssl.key.location=<redacted>");
+        assert_eq!(show(o.iter()), "sasl.password=<redacted>, sasl.username=shop, ssl.key.location=<redacted>");
     }
 
     #[test]

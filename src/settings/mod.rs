@@ -160,16 +160,18 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
-/// A Redis URL with its password (if any) replaced by [`REDACTED`].
+/// A Redis URL with its password (if any) replaced by [`REDACTED`]. The user info ends at the
+/// last `@` (a password may hold `/`, `@` or `:` unencoded).
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => {
             let userinfo = &rest[..at];
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let shown = if userinfo.contains(':') { format!("{user}:{REDACTED}") } else { REDACTED.to_owned() };
             // `redis://password@host` (no colon) is a password alone.
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}"),
+                None => REDACTED.to_owned(),
+            };
             format!("{scheme}://{shown}{}", &rest[at..])
         }
         None => url.to_owned(),
@@ -248,8 +250,8 @@ impl KafkaSettings {
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// `PRICEFRONT__TELEMETRY__OTLP_ENDPOINT`: OTLP/HTTP base URL (e.g. `http://collector:4318`;
-    /// spans go to `/v1/traces`). Unset or empty: the standard `OTEL_EXPORTER_OTLP_ENDPOINT`,
-    /// and if that is unset or empty too, no export.
+    /// spans go to `/v1/traces`). Unset or empty: the standard OTLP variables
+    /// ([`TelemetrySettings::traces_url`]), and if those are unset too, no export.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
     /// `PRICEFRONT__TELEMETRY__SAMPLE_RATIO`: share of new traces (those without a sampled
@@ -259,10 +261,16 @@ pub struct TelemetrySettings {
 }
 
 impl TelemetrySettings {
-    /// The OTLP base URL spans go to, if any: ours, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub fn endpoint(&self) -> Option<String> {
+    /// Where spans are sent, if anywhere: `{otlp_endpoint}/v1/traces`; else the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given; else `{OTEL_EXPORTER_OTLP_ENDPOINT}/v1/traces`.
+    /// Empty values count as unset.
+    pub fn traces_url(&self) -> Option<String> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        let base = |url: String| format!("{}/v1/traces", url.trim_end_matches('/'));
         let ours = self.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
-        ours.or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty()))
+        ours.map(base)
+            .or_else(|| var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+            .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT").map(base))
     }
 }
 
@@ -982,11 +990,26 @@ not_found = [404]
         assert_eq!(redact_url("redis://s3cret@h:6379"), "redis://<redacted>@h:6379");
         assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
         assert_eq!(redact_url("redis://u:p@ss@h:1"), "redis://u:<redacted>@h:1");
+        assert_eq!(redact_url("rediss://shop:s3cr/et+Q==@h:6380"), "rediss://shop:<redacted>@h:6380");
     }
 
     #[test]
     fn telemetry_sample_ratio_is_a_share() {
         let err = Settings::load_from(None, env(&[("PRICEFRONT__TELEMETRY__SAMPLE_RATIO", "1.5")])).unwrap_err();
         assert!(err.to_string().contains("telemetry.sample_ratio"), "{err}");
+    }
+
+    /// `config/examples/` for secured Kafka and Redis load (librdkafka accepts every property
+    /// name and value), and the README shows each verbatim.
+    #[test]
+    fn connectivity_examples_load_and_the_readme_shows_them() {
+        let readme = include_str!("../../README.md");
+        for name in ["kafka-sasl-scram", "kafka-mtls", "redis-tls", "redis-cluster"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{name}.toml"));
+            let settings = Settings::load_from(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            assert!(!format!("{settings:?}").contains("${REDIS_PASSWORD}@"), "{name}: the URL password is redacted");
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(readme.contains(text.trim()), "README.md shows config/examples/{name}.toml verbatim");
+        }
     }
 }

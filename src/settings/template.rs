@@ -1,6 +1,6 @@
 //! `${NAME}` in a configured value: the environment variable NAME, read when the value is
-//! used (`providers` reads its URLs, headers and bodies when a consumer starts). `$` not
-//! followed by `{` is literal.
+//! used: a price source's URL, headers and body when a consumer starts, Kafka options and Redis
+//! URLs when a client is built. `$` not followed by `{` is literal.
 
 /// The variables a template names, or what is wrong with its syntax.
 pub fn variables(template: &str) -> Result<Vec<&str>, String> {

@@ -177,8 +177,9 @@ impl Processor {
         // computed_at: when the quotes were gathered; the guarantee runs from there.
         let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
         let store = || self.store.store(&comparison, &token);
+        let outcome = self.retry("store the result", shutdown, health, store, redis_error).await?;
         let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds() as i64;
-        match self.retry("store the result", shutdown, health, store, redis_error).await? {
+        match outcome {
             StoreOutcome::Stored => {
                 tracing::info!(
                     status = comparison.status.as_str(),

@@ -405,26 +405,30 @@ impl TestEnv {
         }
     }
 
-    /// Reads every partition of `topic` from the beginning until `done` holds for what was read.
-    /// Counts by reading, not by watermarks (the broker's watermarks are not trusted).
-    /// How many requests for `product` are on the request topic: reads it up to a marker
-    /// message written now to every partition.
+    /// How many requests for `product` are on the request topic.
     pub async fn messages_for(&self, product: &str) -> usize {
+        self.messages_on(&self.settings.kafka.topic, product).await
+    }
+
+    /// How many messages keyed `product` are on `topic`: reads it up to a marker message
+    /// written now to every partition.
+    pub async fn messages_on(&self, topic: &str, product: &str) -> usize {
         let marker = self.product(&format!("marker-{}", uuid::Uuid::new_v4().simple()));
-        let topic = self.settings.kafka.topic.clone();
         let producer: rdkafka::producer::FutureProducer =
             ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
         for p in 0..self.settings.kafka.partitions {
-            let record = rdkafka::producer::FutureRecord::to(&topic).key(&marker).payload("marker").partition(p);
+            let record = rdkafka::producer::FutureRecord::to(topic).key(&marker).payload("marker").partition(p);
             producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
         }
         let partitions = self.settings.kafka.partitions as usize;
         let m = marker.clone();
         let read_marker = move |seen: &[OwnedMessage]| seen.iter().filter(|msg| key_of(msg) == m).count() == partitions;
-        let messages = self.read_topic(&topic, Duration::from_secs(30), read_marker).await;
+        let messages = self.read_topic(topic, Duration::from_secs(30), read_marker).await;
         messages.iter().filter(|m| key_of(m) == product).count()
     }
 
+    /// Reads every partition of `topic` from the beginning until `done` holds for what was read.
+    /// Counts by reading, not by watermarks (the broker's watermarks are not trusted).
     pub async fn read_topic(
         &self,
         topic: &str,

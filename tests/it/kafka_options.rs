@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use crate::helpers::{env, wait_for};
+use crate::helpers::{env, get, provider, wait_for};
+use crate::secure_broker::SecureBroker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_ssl_ca_location_stops_both_binaries_with_librdkafkas_own_message() {
@@ -72,4 +73,33 @@ async fn consumer_options_show_in_the_consumers_effective_configuration_with_sec
     let log = std::fs::read_to_string(&consumer.log).unwrap();
     assert!(!log.contains(&secret), "the secret never reaches the log");
     std::fs::remove_file(config).unwrap();
+}
+
+/// The whole pipeline through a real TLS listener (socat terminating TLS, with client
+/// certificates required, in front of a private tansu that advertises it): the real binaries
+/// reach Kafka only through `[kafka.options]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_on_kafka_over_mutual_tls_configured_by_options_alone() {
+    let broker = SecureBroker::start(true).await;
+    let mut builder = env().providers(vec![provider("alpha", 20), provider("beta", 40)]);
+    builder = builder.set("kafka", "brokers", &format!("{:?}", broker.brokers()));
+    for (name, value) in broker.options() {
+        builder = builder.set("kafka.options", &format!("{name:?}"), &format!("{value:?}"));
+    }
+    // Topics are created through TLS too (`admin::ensure_topics` with the same options).
+    let env = builder.start().await;
+    let _consumer = env.spawn_consumer_process();
+    let producer = env.spawn_producer_process().await;
+
+    let product = env.product("over-tls");
+    let url = format!("{}/v1/prices/{product}", producer.base);
+    assert_eq!(get(&env.http, &url).await.0, 202);
+    let body = wait_for("the result over TLS", Duration::from_secs(60), || async {
+        match get(&env.http, &url).await {
+            (200, _, body) => Ok(body),
+            (status, _, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    assert_eq!(body["status"], "complete", "{body}");
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod otlp;
 mod redis_modes;
 mod redis_servers;
+mod secure_broker;
 
 mod chaos;
 mod dlq;

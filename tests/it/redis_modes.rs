@@ -35,7 +35,7 @@ async fn stampede_publishes_once(env: &TestEnv, base: &str, product: &str) {
     assert!(statuses.iter().all(|s| [200, 202].contains(s)), "{statuses:?}");
     until_served(env, base, product, Duration::from_secs(60)).await;
     let calls = env.calls_for(product).await;
-    assert!(calls.values().all(|&n| n == 1), "one call per source: {calls:?}");
+    assert_eq!(calls.into_iter().collect::<Vec<_>>(), [("alpha".into(), 1), ("beta".into(), 1)], "one call per source");
     assert_eq!(env.messages_for(product).await, 1, "messages published for {product}");
 }
 
@@ -99,8 +99,9 @@ async fn a_missing_redis_password_variable_stops_the_producer_at_start_up() {
 async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns() {
     let mut cluster = RedisCluster::start().await;
     let nodes = cluster.urls().iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+    // Slow enough that a master can be killed while a product is being computed.
     let env = env()
-        .providers(vec![provider("alpha", 20), provider("beta", 40)])
+        .providers(vec![provider("alpha", 300), provider("beta", 600)])
         .set("redis", "cluster_nodes", &format!("[{nodes}]"))
         .start()
         .await;
@@ -123,20 +124,29 @@ async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns
 
     stampede_publishes_once(&env, &producer.base, &env.product("cluster-stampede")).await;
 
-    let down = env.product("cluster-down");
-    let owner = cluster.node_for_key(&env.result_key(&down));
+    // A master dies while the consumer computes a product whose keys it holds: the consumer
+    // waits (the write is retried, nothing goes to the DLQ), and misses answer 503 meanwhile.
+    let during = env.product("cluster-during");
+    let owner = cluster.node_for_key(&env.result_key(&during));
+    assert_eq!(get(&env.http, &format!("{}/v1/prices/{during}", producer.base)).await.0, 202);
     cluster.kill_master(owner);
     cluster.wait_down().await;
+    let down = env.product("cluster-down");
     redis_down_is_a_503(&env, &producer.base, &down).await;
     let health = env.http.get(format!("{}/readyz", producer.base)).send().await.unwrap();
     assert_eq!(health.status(), 503, "not ready while the cluster is down");
 
     cluster.restart_master(owner).await;
     cluster.wait_healthy().await;
+    until_served(&env, &producer.base, &during, Duration::from_secs(60)).await;
     until_served(&env, &producer.base, &down, Duration::from_secs(60)).await;
     // A product on a master that never went away is served again too.
     let other = products.iter().find(|p| cluster.node_for_key(&env.result_key(p)) != owner).unwrap();
     until_served(&env, &producer.base, other, Duration::from_secs(30)).await;
+    let dlq = env.settings.kafka.dlq_topic.clone();
+    assert_eq!(env.messages_on(&dlq, &during).await, 0, "nothing dead-lettered while the cluster was down");
+    let calls = env.calls_for(&during).await;
+    assert!(calls.values().all(|&n| n >= 1), "computed: {calls:?}");
 
     consumer.stop().await;
     producer.stop().await;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
-use crate::helpers::{free_port, wait_for};
+use crate::helpers::wait_for;
 
 /// How long a server may take to answer after it was spawned.
 const START_DEADLINE: Duration = Duration::from_secs(20);
@@ -218,7 +218,8 @@ impl TlsRedis {
     pub async fn start(client_auth: bool) -> Self {
         let dir = TempDir::new("tls");
         make_certificates(dir.path());
-        let port = free_port();
+        // Restarted on the same port: one outside the ephemeral range, like the cluster's.
+        let port = quiet_port();
         let file = |name: &str| dir.path().join(name).display().to_string();
         let (tls_port, cert, key, ca) = (port.to_string(), file("server.crt"), file("server.key"), file("ca.crt"));
         let server = ServerProcess::new(
@@ -687,17 +688,24 @@ impl RedisCluster {
     }
 }
 
-/// Three distinct free ports whose cluster bus ports (port + 10000, so port <= 55535) are free
-/// too and collide with none of the others.
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A free port below the ephemeral range and below the cluster's (which a restart re-binds).
+fn quiet_port() -> u16 {
+    (0..1000).map(|_| fastrand::u16(5000..11000)).find(|&p| free(p)).expect("a free port in 5000..11000")
+}
+
+/// Three distinct free ports whose cluster bus ports (port + 10000) are free too, both below the
+/// kernel's ephemeral range (32768 and up here), so no client socket takes one while a node is
+/// down for a restart.
 fn cluster_ports() -> Vec<u16> {
     let mut ports: Vec<u16> = Vec::new();
     for _ in 0..1000 {
-        let port = free_port();
+        let port = fastrand::u16(12000..22000);
         let taken = |p: u16| ports.iter().any(|&q| q == p || q + 10000 == p || q == p + 10000);
-        if port > 55535 || taken(port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
+        if taken(port) || !free(port) || !free(port + 10000) {
             continue;
         }
         ports.push(port);
@@ -722,12 +730,6 @@ async fn node_command(port: u16, args: &[&str]) -> Result<String, String> {
 // Smoke tests
 // ---------------------------------------------------------------------------------------------
 
-/// rustls 0.23 needs a process-wide crypto provider before any TLS client is built; the first
-/// test to get here installs it, the others find it there.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// SET then GET through any async redis-rs connection.
 async fn set_get(con: &mut impl redis::aio::ConnectionLike, key: &str, value: &str) -> redis::RedisResult<String> {
     redis::cmd("SET").arg(key).arg(value).exec_async(con).await?;
@@ -736,7 +738,6 @@ async fn set_get(con: &mut impl redis::aio::ConnectionLike, key: &str, value: &s
 
 #[tokio::test]
 async fn tls_with_client_certificate_serves_redis_rs_and_survives_a_restart() {
-    install_crypto_provider();
     let mut server = TlsRedis::start(true).await;
     assert_eq!(server.url(), format!("rediss://localhost:{}", server.port()));
 
@@ -781,7 +782,6 @@ async fn tls_with_client_certificate_serves_redis_rs_and_survives_a_restart() {
 
 #[tokio::test]
 async fn tls_acl_user_can_use_redis_and_a_wrong_password_cannot() {
-    install_crypto_provider();
     let server = TlsRedis::start(false).await;
     server.acl_setuser("shop", "s3cret");
 
