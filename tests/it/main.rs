@@ -1,6 +1,7 @@
 //! Integration suite: real Redis and a real Kafka-protocol broker over the network.
 //! Start them with `scripts/test.sh` (which then runs this suite).
 
+mod certs;
 mod helpers;
 mod otlp;
 mod redis_modes;

@@ -1,46 +1,12 @@
 //! A minimal in-test OpenTelemetry collector: an OTLP/HTTP trace receiver on 127.0.0.1:0
-//! that decodes `POST /v1/traces` (binary protobuf) and keeps every span it got.
+//! that decodes `POST /v1/traces` (binary protobuf; JSON and compressed bodies get 415) and
+//! keeps every span it got, for tests to wait on.
 //!
-//! What the real exporter (`opentelemetry-otlp` 0.33, `http-proto` + `reqwest-blocking-client`,
-//! as in Cargo.toml) does, read in its source and checked by experiment:
-//!
-//! * Endpoint: `SpanExporter::builder().with_http().with_endpoint(url)` uses `url` VERBATIM, so
-//!   it must be the full signal URL `http://host:port/v1/traces` (given the base, it POSTs to
-//!   `/` and gets a 404: spans lost). Only the generic `OTEL_EXPORTER_OTLP_ENDPOINT` env var is
-//!   a base to which `/v1/traces` is appended (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is verbatim
-//!   too); a programmatic endpoint wins over both env vars. [`OtlpReceiver::endpoint`] is the
-//!   base; append `/v1/traces` for the builder.
-//! * It sends `Content-Type: application/x-protobuf` and no `Content-Encoding` (gzip needs the
-//!   `gzip-http` feature, which is off: asking for it via `OTEL_EXPORTER_OTLP_*COMPRESSION`
-//!   makes `build()` fail). The protocol is read from `OTEL_EXPORTER_OTLP_PROTOCOL` unless
-//!   `.with_protocol(Protocol::HttpBinary)` is set.
-//! * The blocking reqwest client makes the HTTP call on the thread that calls `export`. On a
-//!   tokio runtime thread (either flavor) that panics in debug builds: "Cannot drop a runtime in
-//!   a context where blocking is not allowed" (reqwest's debug-only `blocking::wait::enter`). In
-//!   release builds it would instead block that runtime thread for the whole request.
-//!   - Simple processor (`with_simple_exporter`): `span.end()` itself exports synchronously on
-//!     the caller's thread, so ending a span in async code panics (measured, both flavors).
-//!     Only usable from `spawn_blocking` or plain threads: not for the services.
-//!   - Batch processor (`with_batch_exporter`): exports on its own OS thread
-//!     ("OpenTelemetry.Traces.BatchProcessor"), not on tokio, so spans may be created and ended
-//!     anywhere, on any runtime flavor. But `provider.force_flush()` / `provider.shutdown()`
-//!     (and dropping the last clone of the provider without shutdown, which shuts down; an
-//!     `SdkTracer` holds a provider clone) block the caller on a std channel until the export
-//!     finished (flush timeout 5 s, shutdown default 5 s). Call them inside
-//!     `tokio::task::spawn_blocking`. Measured: `force_flush()` directly in a current_thread
-//!     runtime that also runs this receiver → `Err(Timeout(5s))` and the spans only arrive after
-//!     the runtime thread is free again; on a multi_thread runtime it happened to work (≈15 ms)
-//!     because another worker served the receiver, but it still blocks a worker.
-//!   - `spawn_blocking` is what is needed; a multi_thread runtime is NOT required (the self-test
-//!     below runs on the default current_thread runtime).
-//! * Batch processor timing: exports every `scheduled_delay` = 5 s (env `OTEL_BSP_SCHEDULE_DELAY`
-//!   in ms, read when the processor is built) or at 512 spans. Without `force_flush`/`shutdown`
-//!   a span took 5.0 s to arrive. `shutdown()` flushes first; spans ended after shutdown are
-//!   dropped (SDK warning only).
-//! * Export errors (connection refused, non-2xx) reach the application only as the result of
-//!   `force_flush()` (measured: `InternalFailure("HTTP export failed with status code: 404")`);
-//!   scheduled batch exports and the simple processor only log them through the SDK's internal
-//!   logs (`otel_debug!`), so a wrong URL silently loses spans.
+//! [`OtlpReceiver::endpoint`] is the base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` and
+//! `telemetry.otlp_endpoint` take it. The exporter's own behaviour that the services depend on
+//! (a URL set in code is used as given; batch export on the SDK's thread; flushing blocks, so
+//! it belongs on a blocking thread; export errors are otherwise silent) is noted where it is
+//! used, in `src/observability/traces.rs`; the self-test below pins it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

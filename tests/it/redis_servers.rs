@@ -80,21 +80,6 @@ fn tail(path: &Path, lines: usize) -> String {
     }
 }
 
-/// Runs a short-lived tool (`openssl`) to completion and returns its stdout; panics
-/// with everything it printed if it cannot be run or fails.
-fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?} (is it on PATH?): {e}"));
-    if !output.status.success() {
-        panic!(
-            "{command:?} failed ({}):\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// Polls `check` every `interval` until it yields `Ok`; after `deadline`, `Err` with the last
 /// thing it saw (callers panic with that and their servers' logs). Like
 /// [`crate::helpers::wait_for`], but leaves the panic message to the caller.
@@ -217,11 +202,11 @@ impl TlsRedis {
     /// Makes the certificates, starts the server and waits until it answers `PING` over TLS.
     pub async fn start(client_auth: bool) -> Self {
         let dir = TempDir::new("tls");
-        make_certificates(dir.path());
+        crate::certs::make_set(dir.path());
         // Restarted on the same port: one outside the ephemeral range, like the cluster's.
         let port = quiet_port();
         let file = |name: &str| dir.path().join(name).display().to_string();
-        let (tls_port, cert, key, ca) = (port.to_string(), file("server.crt"), file("server.key"), file("ca.crt"));
+        let (tls_port, cert, key, ca) = (port.to_string(), file("server.pem"), file("server.key"), file("ca.pem"));
         let server = ServerProcess::new(
             format!("TLS redis-server on port {port}"),
             dir.path(),
@@ -251,12 +236,12 @@ impl TlsRedis {
 
     /// The CA certificate (PEM) that signed the server and client certificates.
     pub fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
+        self.dir.path().join("ca.pem")
     }
 
     /// A client certificate (PEM, `clientAuth`) signed by the CA.
     pub fn client_cert(&self) -> PathBuf {
-        self.dir.path().join("client.crt")
+        self.dir.path().join("client.pem")
     }
 
     /// The key of [`client_cert`](Self::client_cert): PKCS#8 PEM (`BEGIN PRIVATE KEY`), EC P-256.
@@ -369,54 +354,6 @@ impl TlsRedis {
         args.extend(["-h".into(), "127.0.0.1".into(), "-p".into(), self.port.to_string()]);
         args.extend(command.iter().map(|a| a.to_string()));
         args
-    }
-}
-
-/// Writes into `dir` a throwaway CA (`ca.key`, `ca.crt`), a server certificate for
-/// `localhost`/`127.0.0.1` (`server.key`, `server.crt`) and a client certificate
-/// (`client.key`, `client.crt`), all signed by that CA, EC P-256, valid for two days.
-///
-/// Everything is spelled out in extension files rather than left to the system's
-/// `openssl.cnf`: rustls (webpki) wants v3 leaf certificates with `CA:FALSE`, the right
-/// extended key usage and the names in `subjectAltName` (it ignores the CN).
-fn make_certificates(dir: &Path) {
-    let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
-    write(
-        "ca.ext",
-        "basicConstraints = critical, CA:TRUE\n\
-         keyUsage = critical, keyCertSign, cRLSign\n\
-         subjectKeyIdentifier = hash\n",
-    );
-    let leaf = |usage: &str, extra: &str| {
-        format!(
-            "basicConstraints = critical, CA:FALSE\n\
-             keyUsage = critical, digitalSignature\n\
-             extendedKeyUsage = {usage}\n\
-             subjectKeyIdentifier = hash\n\
-             authorityKeyIdentifier = keyid\n{extra}"
-        )
-    };
-    write("server.ext", &leaf("serverAuth", "subjectAltName = DNS:localhost, IP:127.0.0.1\n"));
-    write("client.ext", &leaf("clientAuth", ""));
-
-    // No argument below has a space in it.
-    let openssl = |args: &str| {
-        run(Command::new("openssl").args(args.split_whitespace()).current_dir(dir));
-    };
-    // `genpkey` writes PKCS#8 (`BEGIN PRIVATE KEY`), which both Redis and rustls read.
-    for name in ["ca", "server", "client"] {
-        openssl(&format!("genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out {name}.key"));
-    }
-    // The CA signs itself; `x509 -req` with an `-extfile` makes a v3 certificate with exactly
-    // those extensions (and none from the system's config).
-    openssl("req -new -key ca.key -subj /CN=pricefront-test-ca -out ca.csr");
-    openssl("x509 -req -in ca.csr -signkey ca.key -sha256 -days 2 -extfile ca.ext -out ca.crt");
-    for (name, cn, serial) in [("server", "localhost", 2), ("client", "pricefront-test-client", 3)] {
-        openssl(&format!("req -new -key {name}.key -subj /CN={cn} -out {name}.csr"));
-        openssl(&format!(
-            "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -set_serial {serial} -sha256 -days 2 \
-             -extfile {name}.ext -out {name}.crt"
-        ));
     }
 }
 

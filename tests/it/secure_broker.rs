@@ -22,6 +22,7 @@ use rdkafka::message::{DeliveryResult, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer, ProducerContext};
 use rdkafka::{ClientConfig, Message};
 
+use crate::certs::{self, make_ca, make_leaf};
 use crate::helpers::free_port;
 
 /// Short enough that a client which cannot connect fails in seconds, not 30 s.
@@ -55,9 +56,7 @@ impl SecureBroker {
         };
         let mut broker = Self { dir, tansu: None, socat: None, plain_port, tls_port, mtls };
         // From here on, a panic drops `broker`: whatever was started is stopped.
-        make_ca(&broker.dir, "ca");
-        make_leaf(&broker.dir, "ca", "server", "localhost", "serverAuth", "DNS:localhost,IP:127.0.0.1");
-        make_leaf(&broker.dir, "ca", "client", "pricefront-test-client", "clientAuth", "DNS:pricefront-test-client");
+        certs::make_set(&broker.dir);
 
         let tansu_log = std::fs::File::create(broker.dir.join("tansu.log")).unwrap();
         let tansu = Command::new(tansu_binary())
@@ -257,108 +256,6 @@ fn tansu_binary() -> PathBuf {
 
 fn path_str(path: &Path) -> String {
     path.to_str().expect("a UTF-8 temp dir").to_owned()
-}
-
-/// Runs `openssl ARGS` in `dir`, panicking with its output if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run openssl: {e}"));
-    assert!(
-        out.status.success(),
-        "openssl {}: {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A throwaway self-signed CA in `dir`: `NAME.pem` and its key `NAME.key`. Returns the
-/// certificate's path.
-pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
-    let config = format!(
-        "[req]\nprompt = no\ndistinguished_name = dn\nx509_extensions = ext\n\
-         [dn]\nCN = pricefront test {name}\n\
-         [ext]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n\
-         subjectKeyIdentifier = hash\n"
-    );
-    std::fs::write(dir.join(format!("{name}.cnf")), config).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-config",
-            &format!("{name}.cnf"),
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-sha256",
-        ],
-    );
-    dir.join(format!("{name}.pem"))
-}
-
-/// A leaf certificate `NAME.pem` (v3, `extended_key_usage`, `san`) with its PKCS#8 key
-/// `NAME.key`, signed by the CA `CA.pem`/`CA.key` in `dir`.
-pub fn make_leaf(dir: &Path, ca: &str, name: &str, common_name: &str, extended_key_usage: &str, san: &str) {
-    let ext = format!(
-        "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = {extended_key_usage}\nsubjectAltName = {san}\n\
-         subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
-    );
-    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={common_name}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-sha256",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ],
-    );
 }
 
 /// `bootstrap.servers` plus `options`, with a short connection setup timeout.
