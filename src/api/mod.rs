@@ -6,6 +6,7 @@ mod health;
 mod limits;
 mod prices;
 mod problem;
+mod wait;
 
 pub use docs::ApiDoc;
 
@@ -40,6 +41,10 @@ pub struct AppState {
     pub publisher: Arc<dyn RequestQueue>,
     pub pending_ttl: Duration,
     pub retry_after_secs: u64,
+    /// `Prefer: wait` is granted up to this long.
+    pub max_wait: Duration,
+    /// Places for waiting requests (`producer.max_waiters`).
+    pub wait_places: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,8 @@ impl AppState {
             publisher,
             pending_ttl: settings.cache.pending_ttl,
             retry_after_secs: settings.producer.retry_after_secs,
+            max_wait: settings.producer.max_wait,
+            wait_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_waiters)),
         }
     }
 }

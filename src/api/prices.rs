@@ -13,10 +13,14 @@
 //!    publishes. It runs in its own task, so a client that hangs up cannot leave a claimed
 //!    marker with no message behind it.
 //!
+//! 3. **Wait, if asked:** with `Prefer: wait=N`, a 202 is held until the result is written
+//!    (then 200) or N seconds pass ([`super::wait`]).
+//!
 //! A cached result whose status is `not_found` (no source sells the product) answers 404.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::connect_info::ConnectInfo;
@@ -29,6 +33,7 @@ use tracing::Instrument;
 
 use super::limits::Refused;
 use super::problem::Problem;
+use super::wait::{self, Place};
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
@@ -77,18 +82,26 @@ pub struct Pending {
     get,
     path = "/v1/prices/{product_id}",
     tag = "prices",
-    params(("product_id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product to compare")),
+    params(
+        ("product_id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product to compare"),
+        ("prefer" = Option<String>, Header, example = "wait=5",
+            description = "RFC 7240. `wait=N`: on a miss, hold the request up to N seconds (at most `producer.max_wait_secs`) and answer 200 as soon as the result is written, else 202"),
+    ),
     responses(
         (status = 200, description = "Cached comparison", body = Comparison, content_type = "application/json", headers(
             ("x-cache" = String, description = "HIT"),
             ("cache-control" = String, description = "max-age=<seconds of the price guarantee left>"),
             ("age" = u64, description = "Seconds since the comparison was computed"),
+            ("vary" = String, description = "Prefer"),
+            ("preference-applied" = String, description = "wait=N, when the request asked to wait and was held"),
         )),
         (status = 202, description = "Not cached yet: the comparison is being computed; poll Location", body = Pending,
             content_type = "application/json", headers(
             ("x-cache" = String, description = "MISS"),
             ("location" = String, description = "Where to poll: this same URL"),
             ("retry-after" = u64, description = "Seconds to wait before polling"),
+            ("vary" = String, description = "Prefer"),
+            ("preference-applied" = String, description = "wait=N, when the request waited N seconds in vain"),
         )),
         (status = 400, description = "Invalid product id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No price source sells this product (a cached `not_found` result)", body = Problem,
@@ -112,6 +125,57 @@ pub async fn get_price(
     let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
+    // Registered before the first look: a result written from now on wakes it.
+    let wait =
+        wait::preferred_wait(&headers).map(|asked| wait::granted(asked, state.max_wait)).filter(|w| !w.is_zero());
+    let place = wait.and_then(|_| Place::take(&state.wait_places, || state.store.waiter(&id)));
+    if wait.is_some() && place.is_none() {
+        metrics::counter!("pricefront_waits_total", "outcome" => "refused").increment(1);
+    }
+    let mut response = answer(&state, &id, &headers, peer).await?;
+    if let (Some(wait), Some(mut place)) = (wait, place) {
+        if response.status() == StatusCode::ACCEPTED {
+            response = wait_for_result(&state, &id, wait, &mut place).await;
+        }
+        let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("ascii");
+        response.headers_mut().insert("preference-applied", applied);
+    }
+    response.headers_mut().append(header::VARY, HeaderValue::from_static("Prefer"));
+    Ok(response)
+}
+
+/// Holds a 202 until the result is written (200, or 404 for `not_found`) or `wait` runs out
+/// (the 202 as it was).
+async fn wait_for_result(state: &AppState, id: &ProductId, wait: Duration, place: &mut Place) -> Response {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tokio::select! {
+            _ = place.waiter.announced() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+        // Woken waiters of one product share this read (L1 coalescing).
+        match state.l1.get_or_load(id, lookup(state.clone(), id.clone())).await {
+            Ok((Entry::Hit(stored), _)) => {
+                metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
+                return hit(&stored);
+            }
+            Ok(_) => {}
+            // Redis trouble while waiting: keep waiting, the deadline bounds it.
+            Err(e) => tracing::debug!(error = %e, "cannot look again while waiting"),
+        }
+    }
+    metrics::counter!("pricefront_waits_total", "outcome" => "timeout").increment(1);
+    accepted(id, state.retry_after_secs)
+}
+
+/// The answer without waiting: a hit, or a claim and 202.
+async fn answer(
+    state: &AppState,
+    id: &ProductId,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, ApiError> {
+    let (state, id) = (state.clone(), id.clone());
     let retry_after_secs = state.retry_after_secs;
 
     let (entry, loaded) =
@@ -131,7 +195,7 @@ pub async fn get_price(
         Entry::Miss => metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1),
     }
 
-    let client = state.limits.client(peer.map(|Extension(ConnectInfo(addr))| addr), &headers);
+    let client = state.limits.client(peer.map(|Extension(ConnectInfo(addr))| addr), headers);
     if let Some(refused) = state.limits.still_refused(client) {
         metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
         return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });

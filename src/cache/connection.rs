@@ -71,6 +71,19 @@ impl Connection {
             Ok(Connection::Cluster(client.get_pending_async_connection_with_config(config)))
         }
     }
+
+    /// A client for a pub/sub connection: to `redis.url`, or on a cluster to the first seed
+    /// node (a `PUBLISH` reaches every node of a cluster).
+    pub fn pubsub_client(settings: &RedisSettings) -> Result<redis::Client, Error> {
+        let configured = settings.urls()[0];
+        let url = template::expand(configured, |var| std::env::var(var).ok())
+            .map_err(|unset| Error::Config(format!("redis URL {}: {unset}", redact_url(configured))))?;
+        match certificates(settings)? {
+            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
+            None => redis::Client::open(url.as_str()),
+        }
+        .map_err(|e| Error::Config(format!("redis URL {}: {e}", redact_url(configured))))
+    }
 }
 
 impl ConnectionLike for Connection {

@@ -19,6 +19,10 @@ impl Keys {
         Self { prefix: prefix.into() }
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The cached comparison, stored until its guarantee's end.
     pub fn result(&self, id: &ProductId) -> String {
         format!("{}:result:{{{id}}}", self.prefix)

@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
+use super::ready::{Ready, Waiter};
 use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
 use crate::domain::{Comparison, ProductId};
 
@@ -75,6 +76,8 @@ pub struct MemoryStore {
     results: Cache<ProductId, Stored>,
     /// Also the lock that makes lookup-or-claim and store atomic.
     pending: Mutex<Markers>,
+    /// A stored result is announced here directly.
+    ready: Ready,
 }
 
 impl MemoryStore {
@@ -82,6 +85,7 @@ impl MemoryStore {
         Self {
             results: Cache::builder().max_capacity(max_entries).expire_after(UntilExpiry).build(),
             pending: Mutex::default(),
+            ready: Ready::default(),
         }
     }
 
@@ -158,12 +162,18 @@ impl ResultStore for MemoryStore {
             let expires = Instant::now() + left.unsigned_abs();
             self.results.insert(id.clone(), Stored { comparison: comparison.clone(), body, expires });
             pending.live.remove(id);
+            drop(pending);
+            self.ready.announce(id);
             Ok(StoreOutcome::Stored)
         })
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async { Ok(()) })
+    }
+
+    fn waiter(&self, id: &ProductId) -> Waiter {
+        self.ready.waiter(id)
     }
 }
 

@@ -1,18 +1,21 @@
 //! Two cache levels: L1 in-process ([`L1`], moka) and L2 behind [`ResultStore`]: Redis
 //! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus how Redis is
 //! reached ([`Connection`]: one server or a cluster, TLS, ACL users), the key scheme ([`Keys`],
-//! hash-tagged by product) and the pending markers that stop duplicate work.
+//! hash-tagged by product), the pending markers that stop duplicate work, and waiting for a
+//! result to be written ([`Ready`]: one announcement subscription per process).
 
 mod connection;
 mod keys;
 mod l1;
 mod memory;
+mod ready;
 mod store;
 
 pub use connection::Connection;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
+pub use ready::{Ready, Waiter};
 pub use store::{Lookup, Peek, RedisStore, StoredResult};
 
 use std::time::Duration;
@@ -44,6 +47,9 @@ pub trait ResultStore: Send + Sync + 'static {
     /// and releases the marker if `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
+    /// then wait on the waiter.
+    fn waiter(&self, id: &ProductId) -> Waiter;
 }
 
 impl Error {

@@ -7,6 +7,7 @@
 //! process starts (and reports not-ready) while Redis is down.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use redis::{AsyncCommands, Script};
 
 use super::connection::Connection;
+use super::ready::{self, Ready, Waiter};
 use super::{Error, Keys, StoreOutcome};
 use crate::domain::{Comparison, ProductId};
 use crate::settings::RedisSettings;
@@ -101,6 +103,10 @@ return 0";
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Connection,
+    /// Waiters in this process, fed by one subscription started with the first waiter.
+    ready: Ready,
+    announcements: redis::Client,
+    subscribed: Arc<OnceLock<()>>,
     keys: Keys,
     timeout: Duration,
     lookup: Script,
@@ -113,8 +119,12 @@ impl RedisStore {
     /// Builds the client without connecting; the first command connects.
     pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, Error> {
         let conn = Connection::lazy(settings)?;
+        let announcements = Connection::pubsub_client(settings)?;
         Ok(Self {
             conn,
+            ready: Ready::default(),
+            announcements,
+            subscribed: Arc::default(),
             keys: Keys::new(settings.key_prefix.clone()),
             timeout: settings.timeout,
             lookup: Script::new(LOOKUP),
@@ -266,5 +276,20 @@ impl super::ResultStore for RedisStore {
 
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(RedisStore::ping(self))
+    }
+
+    fn waiter(&self, id: &ProductId) -> Waiter {
+        // The subscription starts with the first waiter (a consumer never needs one); until it
+        // is up, the waiter is woken when it is, to look again.
+        self.subscribed.get_or_init(|| {
+            let subscription = ready::subscribe(
+                self.announcements.clone(),
+                self.keys.prefix().to_owned(),
+                self.ready.clone(),
+                self.timeout,
+            );
+            tokio::spawn(subscription);
+        });
+        self.ready.waiter(id)
     }
 }

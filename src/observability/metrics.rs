@@ -90,6 +90,8 @@ fn describe() {
         "From a request's publish to its result stored, by result status (consumer side)"
     );
     describe_gauge!("pricefront_messages_in_flight", "Messages being processed by this consumer");
+    describe_gauge!("pricefront_waiting_requests", "Requests held by Prefer: wait now");
+    describe_counter!("pricefront_waits_total", "Prefer: wait requests by outcome (result, timeout, refused)");
     describe_gauge!("pricefront_partition_assigned", "1 while this consumer owns the partition, else 0");
     describe_counter!("pricefront_provider_calls_total", "Price API calls by provider and outcome");
     describe_histogram!("pricefront_provider_call_duration_seconds", "Price API call latency by provider");

@@ -68,6 +68,12 @@ pub struct ProducerSettings {
     /// `PRICEFRONT__PRODUCER__MAX_PUBLISH_RATE`: new requests one producer publishes per
     /// second at most (burst of the same size); past it, misses answer 503.
     pub max_publish_rate: u32,
+    /// `PRICEFRONT__PRODUCER__MAX_WAIT_SECS`: the longest a `Prefer: wait=N` request is held.
+    #[serde(rename = "max_wait_secs", deserialize_with = "secs")]
+    pub max_wait: Duration,
+    /// `PRICEFRONT__PRODUCER__MAX_WAITERS`: requests held at once per producer; past it, a
+    /// `Prefer: wait` miss answers 202 at once.
+    pub max_waiters: usize,
 }
 
 /// A rate with a burst: `per_second` on average, up to `burst` at once.

@@ -22,3 +22,4 @@ mod sources;
 mod stampede;
 mod standalone;
 mod traces;
+mod wait;

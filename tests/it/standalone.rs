@@ -52,6 +52,12 @@ async fn standalone_answers_202_then_200_with_no_external_services() {
     assert_eq!(body["status"], "complete");
     assert_eq!(body["quotes"].as_array().unwrap().len(), 2);
 
+    // `Prefer: wait` through the same traits: the in-memory store announces the result.
+    let waited = format!("http://{api_addr}/v1/prices/waited-1");
+    let res = http.get(&waited).header("prefer", "wait=8").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["preference-applied"], "wait=8");
+
     // One computation for many concurrent misses here too.
     let hot = format!("http://{api_addr}/v1/prices/hot-1");
     let statuses = futures::future::join_all((0..100).map(|_| get(&http, &hot))).await;
