@@ -6,6 +6,7 @@ mod health;
 mod limits;
 mod prices;
 mod problem;
+mod refresh;
 mod wait;
 
 pub use docs::ApiDoc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub max_wait: Duration,
     /// Places for waiting requests (`producer.max_waiters`).
     pub wait_places: Arc<tokio::sync::Semaphore>,
+    /// Which hits start a refresh ahead of expiry.
+    pub refresh: Arc<refresh::RefreshAhead>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,11 @@ impl AppState {
             retry_after_secs: settings.producer.retry_after_secs,
             max_wait: settings.producer.max_wait,
             wait_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_waiters)),
+            refresh: Arc::new(refresh::RefreshAhead::new(
+                settings.cache.refresh_ahead,
+                settings.cache.pending_ttl,
+                settings.cache.l1_max_entries,
+            )),
         }
     }
 }

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use super::limits::Refused;
 use super::problem::Problem;
+use super::refresh;
 use super::wait::{self, Place};
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
@@ -185,6 +186,9 @@ async fn answer(
             // A hit this request did not load came from L1 (a live entry, or a load it waited on).
             let tier = if loaded { "l2" } else { "l1" };
             metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
+            if state.refresh.due(&stored, OffsetDateTime::now_utc()) {
+                tokio::spawn(refresh::refresh(state.clone(), id.clone()).instrument(tracing::Span::current()));
+            }
             return Ok(hit(&stored));
         }
         Entry::Pending => {

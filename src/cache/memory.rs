@@ -17,7 +17,7 @@ use moka::sync::Cache;
 
 use super::ready::{Ready, Waiter};
 use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
-use crate::domain::{Comparison, ProductId};
+use crate::domain::{Comparison, ProductId, Status};
 
 #[derive(Clone)]
 struct Stored {
@@ -149,6 +149,23 @@ impl ResultStore for MemoryStore {
         })
     }
 
+    fn claim_pending<'a>(
+        &'a self,
+        id: &'a ProductId,
+        token: &'a str,
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move {
+            let mut pending = self.pending.lock().expect("pending lock");
+            let now = Instant::now();
+            if pending.live.get(id).is_some_and(|(_, until)| *until > now) {
+                return Ok(false);
+            }
+            pending.claim(id, token, now + pending_ttl, now);
+            Ok(true)
+        })
+    }
+
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {
         Box::pin(async move {
             let id = &comparison.product_id;
@@ -157,6 +174,13 @@ impl ResultStore for MemoryStore {
             if !left.is_positive() {
                 pending.release(id, token);
                 return Ok(StoreOutcome::Expired);
+            }
+            // A failed result does not replace one that is not (a refresh whose sources failed).
+            if comparison.status == Status::Failed
+                && self.live_result(id).is_some_and(|old| old.comparison.status != Status::Failed)
+            {
+                pending.release(id, token);
+                return Ok(StoreOutcome::Kept);
             }
             let body = Bytes::from(serde_json::to_vec(comparison).expect("a Comparison always serializes"));
             let expires = Instant::now() + left.unsigned_abs();
@@ -184,6 +208,35 @@ mod tests {
 
     fn id() -> ProductId {
         ProductId::parse("p").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_result_does_not_replace_a_good_one_and_a_refresh_claim_is_exclusive() {
+        use crate::domain::{Currency, Failure, FailureReason, Quote};
+        let store = MemoryStore::new(100);
+        let policy = TtlPolicy {
+            answered: Duration::from_secs(300),
+            failed: Duration::from_secs(30),
+            not_found: Duration::from_secs(30),
+        };
+        let quote = Quote {
+            provider: "a".into(),
+            price: rust_decimal::Decimal::new(1250, 2),
+            currency: Currency::parse("EUR").unwrap(),
+            latency_ms: 5,
+        };
+        let good = Comparison::aggregate(id(), [Ok(quote)], time::OffsetDateTime::now_utc(), &policy);
+        assert_eq!(store.store(&good, "a").await.unwrap(), StoreOutcome::Stored);
+        // A refresh claims the marker while the result exists, once.
+        let ttl = Duration::from_secs(30);
+        assert!(store.claim_pending(&id(), "r", ttl).await.unwrap());
+        assert!(!store.claim_pending(&id(), "s", ttl).await.unwrap());
+        let failure = Failure { provider: "a".into(), reason: FailureReason::Timeout, detail: "slow".into() };
+        let failed = Comparison::aggregate(id(), [Err(failure)], time::OffsetDateTime::now_utc(), &policy);
+        assert_eq!(store.store(&failed, "r").await.unwrap(), StoreOutcome::Kept);
+        let Peek::Hit(kept) = store.lookup(&id()).await.unwrap() else { panic!("the good result stays") };
+        assert_eq!(kept.comparison, good);
+        assert!(store.claim_pending(&id(), "t", ttl).await.unwrap(), "the marker was released");
     }
 
     #[tokio::test]

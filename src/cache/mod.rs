@@ -40,11 +40,20 @@ pub trait ResultStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Lookup, Error>>;
     fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>>;
     fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>>;
+    /// Claims the pending marker alone (a refresh: the result exists); true if this caller
+    /// now owns it.
+    fn claim_pending<'a>(
+        &'a self,
+        id: &'a ProductId,
+        token: &'a str,
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>>;
     /// Releases the marker if `token` still owns it.
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
     /// Writes the result to live until its `expires_at` (never longer), clears the marker and
-    /// announces it. If the guarantee has passed by the time the write happens, writes nothing
-    /// and releases the marker if `token` still owns it.
+    /// announces it. If the guarantee has passed by the time the write happens, or the result
+    /// is `failed` and a better one is still there, writes nothing and releases the marker if
+    /// `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
     /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
@@ -66,6 +75,9 @@ pub enum StoreOutcome {
     Stored,
     /// Its guarantee passed before the write: nothing stored, the marker released.
     Expired,
+    /// It is `failed` and a result that is not still exists (a refresh whose sources all
+    /// failed): the existing one stays until it expires, the marker is released.
+    Kept,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -77,15 +77,29 @@ return {0, false, 0}";
 /// Writes a result to expire at its guarantee's end (absolute, on Redis's clock), clears the
 /// marker and announces it; or, if the guarantee has passed already (the write waited), writes
 /// nothing and releases the marker if the token still owns it, so the product is computed
-/// again. One script: a write that waited in a stalled Redis is judged when it runs.
+/// again. One script: a write that waited in a stalled Redis is judged when it runs. A `failed`
+/// result does not replace one that is not (a refresh whose sources all failed): 2.
 /// KEYS: result, pending; ARGV: body, expires_at in ms since the epoch, token, channel, status.
 const STORE_UNTIL: &str = r"
-local now = redis.call('TIME')
-if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= tonumber(ARGV[2]) then
+local function release()
   if redis.call('GET', KEYS[2]) == ARGV[3] then
     redis.call('DEL', KEYS[2])
   end
+end
+local now = redis.call('TIME')
+if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= tonumber(ARGV[2]) then
+  release()
   return 0
+end
+if ARGV[5] == 'failed' then
+  local old = redis.call('GET', KEYS[1])
+  if old then
+    local ok, decoded = pcall(cjson.decode, old)
+    if ok and type(decoded) == 'table' and decoded.status ~= 'failed' then
+      release()
+      return 2
+    end
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
 redis.call('DEL', KEYS[2])
@@ -195,6 +209,14 @@ impl RedisStore {
         }
     }
 
+    /// Claims the pending marker alone (`SET NX PX`); true if this caller now owns it.
+    pub async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.pending(id)).arg(token).arg("NX").arg("PX").arg(pending_ttl.as_millis() as u64);
+        Ok(self.bounded(set.query_async::<Option<String>>(&mut conn)).await?.is_some())
+    }
+
     /// Deletes a result (one found corrupt, so it is computed again).
     pub async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
         let mut conn = self.conn.clone();
@@ -231,6 +253,7 @@ impl RedisStore {
             .arg(comparison.status.as_str());
         match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
             1 => Ok(StoreOutcome::Stored),
+            2 => Ok(StoreOutcome::Kept),
             _ => Ok(StoreOutcome::Expired),
         }
     }
@@ -268,6 +291,15 @@ impl super::ResultStore for RedisStore {
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(RedisStore::release_pending(self, id, token))
+    }
+
+    fn claim_pending<'a>(
+        &'a self,
+        id: &'a ProductId,
+        token: &'a str,
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(RedisStore::claim_pending(self, id, token, pending_ttl))
     }
 
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {

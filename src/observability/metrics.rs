@@ -91,6 +91,10 @@ fn describe() {
     );
     describe_gauge!("pricefront_messages_in_flight", "Messages being processed by this consumer");
     describe_gauge!("pricefront_waiting_requests", "Requests held by Prefer: wait now");
+    describe_counter!(
+        "pricefront_refreshes_total",
+        "Refreshes ahead of expiry by stage: published (producer), done or discarded (consumer)"
+    );
     describe_counter!("pricefront_waits_total", "Prefer: wait requests by outcome (result, timeout, refused)");
     describe_gauge!("pricefront_partition_assigned", "1 while this consumer owns the partition, else 0");
     describe_counter!("pricefront_provider_calls_total", "Price API calls by provider and outcome");

@@ -1,7 +1,8 @@
 //! The message envelope: the contract between producer and consumer.
 //!
-//! Value: JSON `{schema_version, request_id, product_id, requested_at}`; key: the product id;
-//! optional header `traceparent`. Decoding tolerates unknown fields (so producers can add
+//! Value: JSON `{schema_version, request_id, product_id, requested_at}`, plus `refresh: true`
+//! for a refresh ahead of expiry (absent means false); key: the product id; optional header
+//! `traceparent`. Decoding tolerates unknown fields (so producers can add
 //! some first) and is strict about the required ones, including the product id's format.
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,9 @@ pub struct PriceRequest {
     pub product_id: ProductId,
     #[serde(with = "time::serde::rfc3339")]
     pub requested_at: OffsetDateTime,
+    /// Compute it although a result exists (it is about to expire and is still asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,13 @@ impl PriceRequest {
             request_id: Uuid::new_v4(),
             product_id,
             requested_at: OffsetDateTime::now_utc(),
+            refresh: false,
         }
+    }
+
+    /// A refresh of a result about to expire.
+    pub fn refresh(product_id: ProductId) -> Self {
+        Self { refresh: true, ..Self::new(product_id) }
     }
 
     pub fn encode(&self) -> Vec<u8> {

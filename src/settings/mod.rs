@@ -301,6 +301,9 @@ pub struct CacheSettings {
     /// `PRICEFRONT__CACHE__PENDING_TTL_SECS`: lifetime of the "being computed" marker.
     #[serde(rename = "pending_ttl_secs", deserialize_with = "secs")]
     pub pending_ttl: Duration,
+    /// `PRICEFRONT__CACHE__REFRESH_AHEAD`: a hit served in the last this fraction of its
+    /// result's guarantee window starts a background refresh (0 turns it off).
+    pub refresh_ahead: f64,
 }
 
 impl CacheSettings {
@@ -667,6 +670,12 @@ impl Settings {
             ("kafka.consumer_options", &self.kafka.consumer_options),
         ] {
             options.validate(section).map_err(Error::Invalid)?;
+        }
+        if !(0.0..1.0).contains(&self.cache.refresh_ahead) {
+            return fail(format!(
+                "cache.refresh_ahead ({}) must be at least 0.0 and below 1.0",
+                self.cache.refresh_ahead
+            ));
         }
         if let Some(ratio) = self.telemetry.sample_ratio
             && !(0.0..=1.0).contains(&ratio)

@@ -163,7 +163,10 @@ impl Processor {
         let health = Some(&self.redis_health);
         let redis_error =
             |e: &crate::cache::Error| if e.is_unreachable() { Failed::Unreachable } else { Failed::Refused };
-        if self.retry("check for a result", shutdown, health, || self.store.has_result(id), redis_error).await? {
+        // A refresh is asked for while the result still exists; anything else finding one is a
+        // duplicate.
+        let has_result = || self.store.has_result(id);
+        if !request.refresh && self.retry("check for a result", shutdown, health, has_result, redis_error).await? {
             tracing::info!("fresh result exists; skipping duplicate");
             // A marker this request claimed would otherwise hold off new requests until it expires.
             if let Err(e) = self.store.release_pending(id, &token).await {
@@ -191,9 +194,20 @@ impl Processor {
                 self.counters.computed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pricefront_messages_total", "outcome" => "computed", "status" => comparison.status.as_str())
                     .increment(1);
+                if request.refresh {
+                    metrics::counter!("pricefront_refreshes_total", "stage" => "done").increment(1);
+                }
                 // From the producer's publish to the result stored (two hosts' clocks).
                 metrics::histogram!("pricefront_miss_to_result_seconds", "status" => comparison.status.as_str())
                     .record(waited_ms.max(0) as f64 / 1000.0);
+            }
+            StoreOutcome::Kept => {
+                tracing::warn!(
+                    failures = comparison.failures.len(),
+                    "every source failed the refresh; the previous result stays until it expires"
+                );
+                self.counters.computed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pricefront_refreshes_total", "stage" => "discarded").increment(1);
             }
             StoreOutcome::Expired => {
                 let left_by_our_clock = comparison.guarantee_left(OffsetDateTime::now_utc());

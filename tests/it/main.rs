@@ -6,6 +6,7 @@ mod helpers;
 mod otlp;
 mod redis_modes;
 mod redis_servers;
+mod refresh;
 mod secure_broker;
 
 mod chaos;
