@@ -11,6 +11,23 @@ use serde_json::Value;
 use crate::helpers::{TestEnv, env, get, provider, wait_for};
 use crate::redis_servers::{RedisCluster, TlsRedis};
 
+/// The commands the README lists for an ACL user.
+const LEAST_COMMANDS: &[&str] = &[
+    "+get",
+    "+set",
+    "+del",
+    "+exists",
+    "+pttl",
+    "+evalsha",
+    "+eval",
+    "+script",
+    "+publish",
+    "+psubscribe",
+    "+ping",
+    "+time",
+    "+cluster|info",
+];
+
 /// GETs until the product is served (200), through 202s; what the last answer was if not.
 async fn until_served(env: &TestEnv, base: &str, product: &str, deadline: Duration) -> Value {
     let url = format!("{base}/v1/prices/{product}");
@@ -50,7 +67,6 @@ async fn redis_down_is_a_503(env: &TestEnv, base: &str, product: &str) {
 async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate() {
     let mut redis = TlsRedis::start(true).await;
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-    redis.acl_setuser("shop", &password);
     let path = |p: std::path::PathBuf| format!("{:?}", p.display().to_string());
     let env = env()
         .providers(vec![provider("alpha", 20), provider("beta", 40)])
@@ -60,6 +76,11 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
         .set("redis", "client_key", &path(redis.client_key()))
         .start()
         .await;
+    // The least the README says a user needs, for this test's key prefix.
+    let (keys, channels) = (format!("~{}:*", env.name), format!("&{}:ready:*", env.name));
+    let least =
+        [keys.as_str(), channels.as_str()].into_iter().chain(LEAST_COMMANDS.iter().copied()).collect::<Vec<_>>();
+    redis.acl_setuser_with("shop", &password, &least);
     // The binaries read the password from the environment, through `${NAME}` in the URL.
     let templated = format!("rediss://shop:${{PF_TEST_REDIS_PASSWORD}}@localhost:{}", redis.port());
     let vars = [("PRICEFRONT__REDIS__URL", templated), ("PF_TEST_REDIS_PASSWORD", password.clone())];
@@ -76,12 +97,16 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
     assert!(env.assert_stored_within_guarantee(&cold).await.is_some(), "stored under {}", env.result_key(&cold));
 
     stampede_publishes_once(&env, &producer.base, &env.product("tls-stampede")).await;
+    // Waiting hears the announcement (the user may subscribe to the ready channels).
+    let waited = format!("{}/v1/prices/{}", producer.base, env.product("tls-wait"));
+    let res = env.http.get(&waited).header("prefer", "wait=20").send().await.unwrap();
+    assert_eq!(res.status(), 200);
 
     redis.stop();
     redis_down_is_a_503(&env, &producer.base, &env.product("tls-down")).await;
     redis.restart().await;
     // It keeps nothing across a restart, its users included.
-    redis.acl_setuser("shop", &password);
+    redis.acl_setuser_with("shop", &password, &least);
     until_served(&env, &producer.base, &env.product("tls-back"), Duration::from_secs(60)).await;
 }
 

@@ -277,8 +277,15 @@ impl TlsRedis {
     /// Creates (or resets) an ACL user with password `pass` that may use every key, every
     /// channel and every command.
     pub fn acl_setuser(&self, user: &str, pass: &str) {
+        self.acl_setuser_with(user, pass, &["~*", "&*", "+@all"]);
+    }
+
+    /// Creates (or resets) `user` with exactly `rules` (key patterns, channels, commands).
+    pub fn acl_setuser_with(&self, user: &str, pass: &str, rules: &[&str]) {
         let password = format!(">{pass}");
-        let reply = self.redis_cli(&["ACL", "SETUSER", user, "reset", "on", &password, "~*", "&*", "+@all"]);
+        let mut args = vec!["ACL", "SETUSER", user, "reset", "on", &password];
+        args.extend_from_slice(rules);
+        let reply = self.redis_cli(&args);
         assert_eq!(reply.trim(), "OK", "ACL SETUSER {user} on {}", self.server.label);
     }
 
