@@ -15,7 +15,14 @@ use crate::domain::{Comparison, Failure, FailureReason, Quote, Status};
         title = "pricefront",
         description = "Cache-fronted price comparison: 200 from cache, else 202 while the comparison is computed in the background."
     ),
-    paths(super::prices::get_price, super::health::healthz, super::health::readyz, metrics, openapi_json),
+    paths(
+        super::prices::get_price,
+        super::events::price_events,
+        super::health::healthz,
+        super::health::readyz,
+        metrics,
+        openapi_json
+    ),
     components(schemas(Comparison, Quote, Failure, FailureReason, Status, Pending, Problem, Health, Readiness))
 )]
 pub struct ApiDoc;

@@ -1,7 +1,9 @@
 //! The producer's HTTP API: [`router`] over an [`AppState`], one module per resource, and
-//! errors as problem+json ([`ApiError`]).
+//! errors as problem+json ([`ApiError`]). A product's price is `prices` (with `Prefer: wait`
+//! in `wait`); its comparison as it happens, `events` (Server-Sent Events).
 
 mod docs;
+mod events;
 mod health;
 mod limits;
 mod prices;
@@ -46,6 +48,10 @@ pub struct AppState {
     pub max_wait: Duration,
     /// Places for waiting requests (`producer.max_waiters`).
     pub wait_places: Arc<tokio::sync::Semaphore>,
+    /// An event stream without a result ends after this long.
+    pub max_stream: Duration,
+    /// Places for event streams (`producer.max_streams`).
+    pub stream_places: Arc<tokio::sync::Semaphore>,
     /// Which hits start a refresh ahead of expiry.
     pub refresh: Arc<refresh::RefreshAhead>,
 }
@@ -91,6 +97,8 @@ impl AppState {
             retry_after_secs: settings.producer.retry_after_secs,
             max_wait: settings.producer.max_wait,
             wait_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_waiters)),
+            max_stream: settings.producer.max_stream,
+            stream_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_streams)),
             refresh: Arc::new(refresh::RefreshAhead::new(
                 settings.cache.refresh_ahead,
                 settings.cache.pending_ttl,
@@ -120,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     });
     Router::new()
         .route("/v1/prices/{product_id}", get(prices::get_price))
+        .route("/v1/prices/{product_id}/events", get(events::price_events))
         .route("/v1/prices/", get(prices::empty_id))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::limits::Refused;
 use super::problem::Problem;
 use super::refresh;
-use super::wait::{self, Place};
+use super::wait::{self, Place, WAITING};
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
@@ -129,7 +129,7 @@ pub async fn get_price(
     // Registered before the first look: a result written from now on wakes it.
     let wait =
         wait::preferred_wait(&headers).map(|asked| wait::granted(asked, state.max_wait)).filter(|w| !w.is_zero());
-    let place = wait.and_then(|_| Place::take(&state.wait_places, || state.store.waiter(&id)));
+    let place = wait.and_then(|_| Place::take(&state.wait_places, WAITING, || state.store.waiter(&id)));
     if wait.is_some() && place.is_none() {
         metrics::counter!("pricefront_waits_total", "outcome" => "refused").increment(1);
     }
@@ -154,19 +154,26 @@ async fn wait_for_result(state: &AppState, id: &ProductId, wait: Duration, place
             _ = place.waiter.announced() => {}
             _ = tokio::time::sleep_until(deadline) => break,
         }
-        // Woken waiters of one product share this read (L1 coalescing).
-        match state.l1.get_or_load(id, lookup(state.clone(), id.clone())).await {
-            Ok((Entry::Hit(stored), _)) => {
-                metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
-                return hit(&stored);
-            }
-            Ok(_) => {}
-            // Redis trouble while waiting: keep waiting, the deadline bounds it.
-            Err(e) => tracing::debug!(error = %e, "cannot look again while waiting"),
+        if let Some(stored) = look_again(state, id).await {
+            metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
+            return hit(&stored);
         }
     }
     metrics::counter!("pricefront_waits_total", "outcome" => "timeout").increment(1);
     accepted(id, state.retry_after_secs)
+}
+
+/// A woken waiter's look: the result if it is there now. Woken waiters of one product share
+/// this read (L1 coalescing); Redis trouble is "not yet" (the waiter's deadline bounds it).
+pub(super) async fn look_again(state: &AppState, id: &ProductId) -> Option<Arc<StoredResult>> {
+    match state.l1.get_or_load(id, lookup(state.clone(), id.clone())).await {
+        Ok((Entry::Hit(stored), _)) => Some(stored),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot look again while waiting");
+            None
+        }
+    }
 }
 
 /// The answer without waiting: a hit, or a claim and 202.
@@ -176,6 +183,26 @@ async fn answer(
     headers: &HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
+    Ok(match find(state, id, headers, peer).await? {
+        Found::Hit(stored) => hit(&stored),
+        Found::Pending => accepted(id, state.retry_after_secs),
+    })
+}
+
+/// What [`find`] found.
+pub(super) enum Found {
+    Hit(Arc<StoredResult>),
+    /// Being computed: somebody's request was pending, or this one was just published.
+    Pending,
+}
+
+/// A hit, or a claim and publish (within the limits): the miss path every route shares.
+pub(super) async fn find(
+    state: &AppState,
+    id: &ProductId,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Found, ApiError> {
     let (state, id) = (state.clone(), id.clone());
     let retry_after_secs = state.retry_after_secs;
 
@@ -189,12 +216,12 @@ async fn answer(
             if state.refresh.due(&stored, OffsetDateTime::now_utc()) {
                 tokio::spawn(refresh::refresh(state.clone(), id.clone()).instrument(tracing::Span::current()));
             }
-            return Ok(hit(&stored));
+            return Ok(Found::Hit(stored));
         }
         Entry::Pending => {
             // Being computed: asking again costs nothing and claims nothing.
             metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1);
-            return Ok(accepted(&id, retry_after_secs));
+            return Ok(Found::Pending);
         }
         Entry::Miss => metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1),
     }
@@ -214,8 +241,8 @@ async fn answer(
     };
     Ok(match claiming.await.expect("claim task does not panic")? {
         // Written between the look and the claim.
-        Entry::Hit(stored) => hit(&stored),
-        Entry::Pending | Entry::Miss => accepted(&id, retry_after_secs),
+        Entry::Hit(stored) => Found::Hit(stored),
+        Entry::Pending | Entry::Miss => Found::Pending,
     })
 }
 

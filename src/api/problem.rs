@@ -39,6 +39,9 @@ pub enum ApiError {
     /// This producer publishes as many new requests as it may.
     #[error("too many new products are being requested; retry in {retry_after_secs} s")]
     Overloaded { retry_after_secs: u64 },
+    /// This producer has `producer.max_streams` event streams open.
+    #[error("too many event streams are open on this server; retry in {retry_after_secs} s")]
+    TooManyStreams { retry_after_secs: u64 },
     /// A dependency (Redis, the broker) failed or was too slow; try again shortly.
     #[error("{what} unavailable")]
     Unavailable {
@@ -56,7 +59,9 @@ impl ApiError {
             ApiError::NotFound | ApiError::ProductNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyMisses { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } | ApiError::TooManyStreams { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -68,6 +73,7 @@ impl ApiError {
             ApiError::ProductNotFound(_) => "/problems/product-not-found",
             ApiError::TooManyMisses { .. } => "/problems/too-many-misses",
             ApiError::Overloaded { .. } => "/problems/overloaded",
+            ApiError::TooManyStreams { .. } => "/problems/too-many-streams",
             ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
         }
     }
@@ -99,7 +105,8 @@ impl IntoResponse for ApiError {
         }
         if let ApiError::Unavailable { retry_after_secs, .. }
         | ApiError::TooManyMisses { retry_after_secs }
-        | ApiError::Overloaded { retry_after_secs } = self
+        | ApiError::Overloaded { retry_after_secs }
+        | ApiError::TooManyStreams { retry_after_secs } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

@@ -33,24 +33,29 @@ pub fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
     wait
 }
 
-/// One waiting request's place: its permit among `max_waiters`, its waiter, and the gauge.
+/// The gauge of requests held by `Prefer: wait`.
+pub const WAITING: &str = "pricefront_waiting_requests";
+
+/// One waiting request's (or event stream's) place: its permit among a bounded number, its
+/// waiter, and its count in `gauge`.
 pub struct Place {
     pub waiter: Waiter,
+    gauge: &'static str,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Place {
     /// A place if one is free.
-    pub fn take(places: &Arc<Semaphore>, waiter: impl FnOnce() -> Waiter) -> Option<Place> {
+    pub fn take(places: &Arc<Semaphore>, gauge: &'static str, waiter: impl FnOnce() -> Waiter) -> Option<Place> {
         let permit = places.clone().try_acquire_owned().ok()?;
-        metrics::gauge!("pricefront_waiting_requests").increment(1.0);
-        Some(Place { waiter: waiter(), _permit: permit })
+        metrics::gauge!(gauge).increment(1.0);
+        Some(Place { waiter: waiter(), gauge, _permit: permit })
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
-        metrics::gauge!("pricefront_waiting_requests").decrement(1.0);
+        metrics::gauge!(self.gauge).decrement(1.0);
     }
 }
 

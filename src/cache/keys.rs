@@ -1,13 +1,15 @@
 //! The Redis key scheme. Keys are only ever built from a validated [`ProductId`].
 //!
-//! The product id is a hash tag (`{id}`, literal braces): a product's result and pending
-//! marker share one hash slot, which a Lua script touching both needs on Redis Cluster. The
-//! scheme is the same in every mode, so moving to a cluster changes no key. The ready channel
-//! is not a key (pub/sub channels are not hashed), so it carries no tag.
+//! The product id is a hash tag (`{id}`, literal braces): a product's result, pending marker
+//! and progress log share one hash slot, which a Lua script touching them needs on Redis
+//! Cluster. The scheme is the same in every mode, so moving to a cluster changes no key. The
+//! ready and progress channels are not keys (pub/sub channels are not hashed), so they carry
+//! no tag.
 
 use crate::domain::ProductId;
 
-/// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}` and `{prefix}:ready:<id>`.
+/// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`
+/// and the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
@@ -37,6 +39,16 @@ impl Keys {
     pub fn ready_channel(&self, id: &ProductId) -> String {
         format!("{}:ready:{id}", self.prefix)
     }
+
+    /// The computation's progress log (a Redis Stream), one event per source's outcome.
+    pub fn progress(&self, id: &ProductId) -> String {
+        format!("{}:progress:{{{id}}}", self.prefix)
+    }
+
+    /// The pub/sub channel each progress event is announced on, with the event.
+    pub fn progress_channel(&self, id: &ProductId) -> String {
+        format!("{}:progress:{id}", self.prefix)
+    }
 }
 
 #[cfg(test)]
@@ -50,6 +62,8 @@ mod tests {
         assert_eq!(keys.result(&id), "pf:result:{sku-1}");
         assert_eq!(keys.pending(&id), "pf:pending:{sku-1}");
         assert_eq!(keys.ready_channel(&id), "pf:ready:sku-1");
+        assert_eq!(keys.progress(&id), "pf:progress:{sku-1}");
+        assert_eq!(keys.progress_channel(&id), "pf:progress:sku-1");
     }
 
     /// Redis Cluster hashes only what is inside the first `{…}`: both keys hash the id alone.
@@ -64,5 +78,6 @@ mod tests {
         let id = ProductId::parse("A.b_c-9").unwrap();
         assert_eq!(tag(&keys.result(&id)), "A.b_c-9");
         assert_eq!(tag(&keys.pending(&id)), "A.b_c-9");
+        assert_eq!(tag(&keys.progress(&id)), "A.b_c-9");
     }
 }

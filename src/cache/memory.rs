@@ -4,10 +4,12 @@
 //!
 //! Bounded: results are a moka cache of `max_entries`; expired markers are swept whenever
 //! the marker map has doubled since the last sweep, so it holds at most about twice the
-//! markers claimed within one `pending_ttl`.
+//! markers claimed within one `pending_ttl`; progress logs are a moka cache of `max_entries`
+//! logs of at most [`MAX_EVENTS`] events, each gone with its marker or its result.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,9 +17,10 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
+use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{Ready, Waiter};
 use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
-use crate::domain::{Comparison, ProductId, Status};
+use crate::domain::{Comparison, Failure, ProductId, Quote, Status};
 
 #[derive(Clone)]
 struct Stored {
@@ -42,6 +45,20 @@ impl Expiry<ProductId, Stored> for UntilExpiry {
         _: Option<Duration>,
     ) -> Option<Duration> {
         Some(value.expires.saturating_duration_since(now))
+    }
+}
+
+/// One computation's progress, kept until `until` (its marker's end).
+struct Log {
+    events: Mutex<Vec<Progress>>,
+    until: Instant,
+}
+
+struct UntilLogEnds;
+
+impl Expiry<ProductId, Arc<Log>> for UntilLogEnds {
+    fn expire_after_create(&self, _: &ProductId, log: &Arc<Log>, now: Instant) -> Option<Duration> {
+        Some(log.until.saturating_duration_since(now))
     }
 }
 
@@ -76,7 +93,10 @@ pub struct MemoryStore {
     results: Cache<ProductId, Stored>,
     /// Also the lock that makes lookup-or-claim and store atomic.
     pending: Mutex<Markers>,
-    /// A stored result is announced here directly.
+    progress: Cache<ProductId, Arc<Log>>,
+    /// The next progress id (`0-<n>`).
+    progress_seq: AtomicU64,
+    /// A stored result, and each progress event, is announced here directly.
     ready: Ready,
 }
 
@@ -85,6 +105,8 @@ impl MemoryStore {
         Self {
             results: Cache::builder().max_capacity(max_entries).expire_after(UntilExpiry).build(),
             pending: Mutex::default(),
+            progress: Cache::builder().max_capacity(max_entries).expire_after(UntilLogEnds).build(),
+            progress_seq: AtomicU64::new(1),
             ready: Ready::default(),
         }
     }
@@ -170,6 +192,8 @@ impl ResultStore for MemoryStore {
         Box::pin(async move {
             let id = &comparison.product_id;
             let mut pending = self.pending.lock().expect("pending lock");
+            // Its computation is over, whatever becomes of the result.
+            self.progress.invalidate(id);
             let left = comparison.expires_at - time::OffsetDateTime::now_utc();
             if !left.is_positive() {
                 pending.release(id, token);
@@ -198,6 +222,42 @@ impl ResultStore for MemoryStore {
 
     fn waiter(&self, id: &ProductId) -> Waiter {
         self.ready.waiter(id)
+    }
+
+    fn watcher(&self, id: &ProductId) -> Waiter {
+        self.ready.watcher(id)
+    }
+
+    fn progress<'a>(
+        &'a self,
+        id: &'a ProductId,
+        outcome: &'a Result<Quote, Failure>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        let (kind, data) = Progress::encode(outcome);
+        let seq = self.progress_seq.fetch_add(1, Ordering::Relaxed);
+        let event = Progress::decode(ProgressId { ms: 0, seq }, kind.as_str().as_bytes(), &data)
+            .expect("an encoded outcome decodes");
+        let now = Instant::now();
+        let until = match self.pending.lock().expect("pending lock").live.get(id) {
+            Some((_, until)) if *until > now => *until,
+            _ => now + ttl,
+        };
+        let log = self.progress.get_with_by_ref(id, || Arc::new(Log { events: Mutex::default(), until }));
+        {
+            let mut events = log.events.lock().expect("log lock");
+            if events.len() >= MAX_EVENTS {
+                events.remove(0);
+            }
+            events.push(event.clone());
+        }
+        self.ready.progress(id, event);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>> {
+        let events = self.progress.get(id).map(|log| log.events.lock().expect("log lock").clone()).unwrap_or_default();
+        Box::pin(async { Ok(events) })
     }
 }
 

@@ -1,13 +1,15 @@
 //! Two cache levels: L1 in-process ([`L1`], moka) and L2 behind [`ResultStore`]: Redis
 //! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus how Redis is
 //! reached ([`Connection`]: one server or a cluster, TLS, ACL users), the key scheme ([`Keys`],
-//! hash-tagged by product), the pending markers that stop duplicate work, and waiting for a
-//! result to be written ([`Ready`]: one announcement subscription per process).
+//! hash-tagged by product), the pending markers that stop duplicate work, waiting for a
+//! result to be written ([`Ready`]: one announcement subscription per process), and each
+//! computation's progress ([`Progress`]: one event per source, logged and announced).
 
 mod connection;
 mod keys;
 mod l1;
 mod memory;
+mod progress;
 mod ready;
 mod store;
 
@@ -15,14 +17,15 @@ pub use connection::Connection;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
-pub use ready::{Ready, Waiter};
+pub use progress::{MAX_EVENTS, Progress, ProgressId, ProgressKind};
+pub use ready::{Ready, Waiter, Wake};
 pub use store::{Lookup, Peek, RedisStore, StoredResult};
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::domain::{Comparison, ProductId};
+use crate::domain::{Comparison, Failure, ProductId, Quote};
 
 /// The shared result store (L2): what the API and the worker need of it, and nothing more.
 /// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
@@ -51,14 +54,28 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Releases the marker if `token` still owns it.
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
     /// Writes the result to live until its `expires_at` (never longer), clears the marker and
-    /// announces it. If the guarantee has passed by the time the write happens, or the result
-    /// is `failed` and a better one is still there, writes nothing and releases the marker if
-    /// `token` still owns it.
+    /// the progress log, and announces it. If the guarantee has passed by the time the write
+    /// happens, or the result is `failed` and a better one is still there, writes nothing and
+    /// releases the marker if `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
     /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
     /// then wait on the waiter.
     fn waiter(&self, id: &ProductId) -> Waiter;
+    /// A waiter that also yields `id`'s progress events announced from now on: register, then
+    /// look, then read [`ResultStore::progress_log`], then follow the watcher.
+    fn watcher(&self, id: &ProductId) -> Waiter;
+    /// Appends one source's outcome to `id`'s progress log and announces it. The log expires
+    /// with the pending marker (after `ttl` when there is none), holds at most about
+    /// [`MAX_EVENTS`], and is deleted when the result is stored.
+    fn progress<'a>(
+        &'a self,
+        id: &'a ProductId,
+        outcome: &'a Result<Quote, Failure>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+    /// `id`'s progress log so far, oldest first.
+    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>>;
 }
 
 impl Error {

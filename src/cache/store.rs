@@ -15,9 +15,10 @@ use futures::future::BoxFuture;
 use redis::{AsyncCommands, Script};
 
 use super::connection::Connection;
+use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{self, Ready, Waiter};
 use super::{Error, Keys, StoreOutcome};
-use crate::domain::{Comparison, ProductId};
+use crate::domain::{Comparison, Failure, ProductId, Quote};
 use crate::settings::RedisSettings;
 
 /// A result as read from Redis: the parsed comparison, its exact stored bytes, and when
@@ -79,8 +80,11 @@ return {0, false, 0}";
 /// nothing and releases the marker if the token still owns it, so the product is computed
 /// again. One script: a write that waited in a stalled Redis is judged when it runs. A `failed`
 /// result does not replace one that is not (a refresh whose sources all failed): 2.
-/// KEYS: result, pending; ARGV: body, expires_at in ms since the epoch, token, channel, status.
+/// The progress log goes in every case: its computation is over.
+/// KEYS: result, pending, progress; ARGV: body, expires_at in ms since the epoch, token,
+/// channel, status.
 const STORE_UNTIL: &str = r"
+redis.call('DEL', KEYS[3])
 local function release()
   if redis.call('GET', KEYS[2]) == ARGV[3] then
     redis.call('DEL', KEYS[2])
@@ -106,6 +110,20 @@ redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1";
 
+/// Appends one event to the progress log, which expires with the marker, and announces it with
+/// the event (`<id> <kind> <data>`, see `Progress::message`).
+/// KEYS: progress, pending; ARGV: kind, data, most events kept, ms to keep without a marker,
+/// channel.
+const PROGRESS: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'kind', ARGV[1], 'data', ARGV[2])
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl <= 0 then
+  ttl = tonumber(ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
+return id";
+
 /// Deletes the pending marker only if it still holds our token, so a producer whose claim
 /// expired never releases somebody else's.
 const RELEASE_IF_OWNER: &str = r"
@@ -127,6 +145,7 @@ pub struct RedisStore {
     lookup_or_claim: Script,
     release_if_owner: Script,
     store_until: Script,
+    progress: Script,
 }
 
 impl RedisStore {
@@ -145,6 +164,7 @@ impl RedisStore {
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
             store_until: Script::new(STORE_UNTIL),
+            progress: Script::new(PROGRESS),
         })
     }
 
@@ -246,6 +266,7 @@ impl RedisStore {
         let mut invocation = self.store_until.key(self.keys.result(id));
         invocation
             .key(self.keys.pending(id))
+            .key(self.keys.progress(id))
             .arg(body)
             .arg(expires_at_ms.to_string())
             .arg(token)
@@ -256,6 +277,38 @@ impl RedisStore {
             2 => Ok(StoreOutcome::Kept),
             _ => Ok(StoreOutcome::Expired),
         }
+    }
+}
+
+impl RedisStore {
+    /// Appends one source's outcome to the progress log and announces it (one script).
+    pub async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error> {
+        let (kind, data) = Progress::encode(outcome);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.progress.key(self.keys.progress(id));
+        invocation
+            .key(self.keys.pending(id))
+            .arg(kind.as_str())
+            .arg(data)
+            .arg(MAX_EVENTS)
+            .arg(ttl.as_millis() as u64)
+            .arg(self.keys.progress_channel(id));
+        self.bounded(invocation.invoke_async::<String>(&mut conn)).await.map(drop)
+    }
+
+    /// The progress log, oldest first; entries that are not events are skipped.
+    pub async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error> {
+        let mut conn = self.conn.clone();
+        let mut range = redis::cmd("XRANGE");
+        range.arg(self.keys.progress(id)).arg("-").arg("+").arg("COUNT").arg(MAX_EVENTS);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self.bounded(range.query_async(&mut conn)).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(entry_id, fields)| {
+                let field = |name: &[u8]| fields.chunks_exact(2).find(|kv| kv[0] == name).map(|kv| kv[1].as_slice());
+                Progress::decode(ProgressId::parse(&entry_id)?, field(b"kind")?, field(b"data")?)
+            })
+            .collect())
     }
 }
 
@@ -311,8 +364,33 @@ impl super::ResultStore for RedisStore {
     }
 
     fn waiter(&self, id: &ProductId) -> Waiter {
-        // The subscription starts with the first waiter (a consumer never needs one); until it
-        // is up, the waiter is woken when it is, to look again.
+        self.subscribe();
+        self.ready.waiter(id)
+    }
+
+    fn watcher(&self, id: &ProductId) -> Waiter {
+        self.subscribe();
+        self.ready.watcher(id)
+    }
+
+    fn progress<'a>(
+        &'a self,
+        id: &'a ProductId,
+        outcome: &'a Result<Quote, Failure>,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisStore::progress(self, id, outcome, ttl))
+    }
+
+    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>> {
+        Box::pin(RedisStore::progress_log(self, id))
+    }
+}
+
+impl RedisStore {
+    /// Starts this process's one subscription, with the first waiter (a consumer never needs
+    /// one); until it is up, a waiter is woken when it is, to look again.
+    fn subscribe(&self) {
         self.subscribed.get_or_init(|| {
             let subscription = ready::subscribe(
                 self.announcements.clone(),
@@ -322,6 +400,5 @@ impl super::ResultStore for RedisStore {
             );
             tokio::spawn(subscription);
         });
-        self.ready.waiter(id)
     }
 }

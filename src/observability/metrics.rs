@@ -91,6 +91,15 @@ fn describe() {
     );
     describe_gauge!("pricefront_messages_in_flight", "Messages being processed by this consumer");
     describe_gauge!("pricefront_waiting_requests", "Requests held by Prefer: wait now");
+    describe_gauge!("pricefront_open_streams", "Event streams (GET /v1/prices/{id}/events) open now");
+    describe_counter!(
+        "pricefront_streams_total",
+        "Event streams by how they ended: result, timeout (max_stream_secs), closed (by the client), refused (max_streams)"
+    );
+    describe_counter!(
+        "pricefront_progress_events_total",
+        "Sources' outcomes the consumer logged as progress (logged) or could not (failed)"
+    );
     describe_counter!(
         "pricefront_refreshes_total",
         "Refreshes ahead of expiry by stage: published (producer), done or discarded (consumer)"

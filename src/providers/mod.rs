@@ -128,6 +128,16 @@ impl PriceSources {
 
     /// Asks every source at once; one outcome per source, in configuration order.
     pub async fn fan_out(&self, id: &ProductId) -> Vec<Result<Quote, Failure>> {
+        self.fan_out_reporting(id, |_| {}).await
+    }
+
+    /// [`PriceSources::fan_out`], handing each outcome to `report` the moment it is known.
+    pub async fn fan_out_reporting(
+        &self,
+        id: &ProductId,
+        report: impl Fn(&Result<Quote, Failure>),
+    ) -> Vec<Result<Quote, Failure>> {
+        let report = &report;
         join_all(self.sources.iter().map(|source| {
             let span = tracing::info_span!(
                 "provider_call",
@@ -137,7 +147,12 @@ impl PriceSources {
                 outcome = tracing::field::Empty,
                 latency_ms = tracing::field::Empty,
             );
-            self.ask(source, id).instrument(span)
+            async move {
+                let outcome = self.ask(source, id).await;
+                report(&outcome);
+                outcome
+            }
+            .instrument(span)
         }))
         .await
     }

@@ -74,6 +74,13 @@ pub struct ProducerSettings {
     /// `PRICEFRONT__PRODUCER__MAX_WAITERS`: requests held at once per producer; past it, a
     /// `Prefer: wait` miss answers 202 at once.
     pub max_waiters: usize,
+    /// `PRICEFRONT__PRODUCER__MAX_STREAM_SECS`: the longest a `/v1/prices/{id}/events` stream
+    /// stays open without a result; then it ends (an `EventSource` reconnects by itself).
+    #[serde(rename = "max_stream_secs", deserialize_with = "secs")]
+    pub max_stream: Duration,
+    /// `PRICEFRONT__PRODUCER__MAX_STREAMS`: event streams open at once per producer; past it,
+    /// a new one answers 503 with `Retry-After`.
+    pub max_streams: usize,
 }
 
 /// A rate with a burst: `per_second` on average, up to `burst` at once.
@@ -693,6 +700,9 @@ impl Settings {
             return fail("cache TTLs must be positive".into());
         }
         let p = &self.producer;
+        if p.max_stream.is_zero() {
+            return fail("producer.max_stream_secs must be at least 1".into());
+        }
         if p.miss_rate_per_client.per_second == 0 || p.miss_rate_per_client.burst == 0 || p.max_publish_rate == 0 {
             return fail(
                 "producer.miss_rate_per_client (per_second, burst) and producer.max_publish_rate must be at least 1"

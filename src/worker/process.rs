@@ -1,5 +1,5 @@
-//! Processing one message: decode, skip duplicates, fan out, aggregate, store; or send an
-//! undecodable message to the DLQ.
+//! Processing one message: decode, skip duplicates, fan out (logging each source's outcome as
+//! progress for watchers), aggregate, store; or send an undecodable message to the DLQ.
 //!
 //! A message counts as settled only when its outcome is durable: result in Redis (or judged
 //! too late to store, its marker released), or the message in the DLQ. Unreachable
@@ -16,11 +16,13 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::RedisHealth;
 use crate::cache::{ResultStore, StoreOutcome};
-use crate::domain::{Comparison, TtlPolicy};
+use crate::domain::{Comparison, Failure, ProductId, Quote, TtlPolicy};
 use crate::providers::PriceSources;
 use crate::queue::envelope::TRACEPARENT_HEADER;
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
@@ -71,6 +73,10 @@ pub struct Processor {
     pub redis_health: RedisHealth,
     /// Tries before a message whose processing keeps failing goes to the DLQ.
     pub max_attempts: u32,
+    /// How long a progress log lives when its marker is gone (`cache.pending_ttl_secs`).
+    pub progress_ttl: Duration,
+    /// How long the result waits for the progress log to catch up (two Redis round trips).
+    pub progress_flush: Duration,
 }
 
 impl Processor {
@@ -88,6 +94,8 @@ impl Processor {
             counters: Counters::default(),
             redis_health: RedisHealth::default(),
             max_attempts: settings.consumer.max_attempts,
+            progress_ttl: settings.cache.pending_ttl,
+            progress_flush: settings.redis.timeout * 2,
         })
     }
 
@@ -176,7 +184,9 @@ impl Processor {
             metrics::counter!("pricefront_messages_total", "outcome" => "duplicate").increment(1);
             return Ok(());
         }
-        let outcomes = self.sources.fan_out(id).await;
+        // A refresh has no watchers: the result they would wait for is already there.
+        let outcomes =
+            if request.refresh { self.sources.fan_out(id).await } else { self.fan_out_logging_progress(id).await };
         // computed_at: when the quotes were gathered; the guarantee runs from there.
         let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
         let store = || self.store.store(&comparison, &token);
@@ -228,6 +238,45 @@ impl Processor {
             }
         }
         Ok(())
+    }
+
+    /// Fans out, logging each source's outcome as progress the moment it is known, in order,
+    /// through one writer. The result waits for the log to catch up (at most `progress_flush`),
+    /// so a watcher sees every source's answer before the result. Progress is best effort: a
+    /// watcher who missed it gets it from the result.
+    async fn fan_out_logging_progress(&self, id: &ProductId) -> Vec<Result<Quote, Failure>> {
+        // Unbounded, yet bounded: one outcome per source.
+        let (outcomes_tx, mut outcomes_rx) = mpsc::unbounded_channel::<Result<Quote, Failure>>();
+        let (store, product, ttl) = (self.store.clone(), id.clone(), self.progress_ttl);
+        let writer = tokio::spawn(
+            async move {
+                while let Some(outcome) = outcomes_rx.recv().await {
+                    let written = store.progress(&product, &outcome, ttl).await;
+                    let label = if written.is_ok() { "logged" } else { "failed" };
+                    metrics::counter!("pricefront_progress_events_total", "outcome" => label).increment(1);
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "cannot log progress; watchers get the result alone");
+                        if e.is_unreachable() {
+                            break;
+                        }
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let outcomes = self
+            .sources
+            .fan_out_reporting(id, |outcome| {
+                // The writer gave up (Redis unreachable): nothing more to log.
+                let _ = outcomes_tx.send(outcome.clone());
+            })
+            .await;
+        drop(outcomes_tx);
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(self.progress_flush, writer).await.is_err() {
+            abort.abort();
+        }
+        outcomes
     }
 
     /// Runs `op` until it succeeds or shutdown begins; fails for good after `max_attempts`

@@ -8,10 +8,12 @@ mod redis_modes;
 mod redis_servers;
 mod refresh;
 mod secure_broker;
+mod sse;
 
 mod chaos;
 mod dlq;
 mod edge;
+mod events;
 mod group;
 mod kafka_options;
 mod metrics;

@@ -21,6 +21,37 @@ fn validate(doc: &Value, path: &str, status: u16, content_type: &str, body: &Val
     assert!(errors.is_empty(), "{path} {status}: {errors:?}\n{body}");
 }
 
+/// What is wrong with `value` as the component schema `name`.
+fn schema_errors(doc: &Value, name: &str, value: &Value) -> Vec<String> {
+    let schema = json!({"$ref": format!("#/components/schemas/{name}"), "components": doc["components"].clone()});
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator.iter_errors(value).map(|e| e.to_string()).collect()
+}
+
+/// Reads a whole event stream and checks each event's data against the schema the document
+/// names for it; returns the event names.
+async fn validate_events(doc: &Value, http: &reqwest::Client, url: &str) -> Vec<String> {
+    let path = "/v1/prices/{product_id}/events";
+    let mut stream = crate::sse::SseStream::open(http, url, &[]).await;
+    assert_eq!(stream.status, 200);
+    assert!(doc["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
+    for header in documented_headers(doc, path, 200) {
+        assert!(stream.headers.contains_key(header.as_str()), "the event stream lacks documented header {header}");
+    }
+    let events = stream.rest().await;
+    for event in &events {
+        let schema = match event.event.as_str() {
+            "quote" => "Quote",
+            "failure" => "Failure",
+            "result" => "Comparison",
+            other => panic!("undocumented event {other}"),
+        };
+        let errors = schema_errors(doc, schema, &event.json());
+        assert!(errors.is_empty(), "{} event: {errors:?}\n{}", event.event, event.data);
+    }
+    events.into_iter().map(|e| e.event).collect()
+}
+
 fn documented_headers(doc: &Value, path: &str, status: u16) -> Vec<String> {
     doc["paths"][path]["get"]["responses"][status.to_string()]["headers"]
         .as_object()
@@ -43,7 +74,7 @@ async fn real_responses_validate_against_the_openapi_document() {
         env.http.get(format!("{}/openapi.json", producer.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let prices = "/v1/prices/{product_id}";
-    for path in [prices, "/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in [prices, "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
     }
     for status in ["404", "429"] {
@@ -88,10 +119,17 @@ async fn real_responses_validate_against_the_openapi_document() {
         assert!(headers.contains_key(header.as_str()), "200 lacks documented header {header}");
     }
 
+    // The event stream: each event's data is what the document says (quotes, then the result).
+    let watched = format!("{}/v1/prices/{}/events", producer.base, env.product("doc-events"));
+    assert_eq!(validate_events(&doc, &env.http, &watched).await, ["quote", "quote", "quote", "result"]);
+    assert!(!schema_errors(&doc, "Quote", &pending).is_empty(), "the event check has teeth");
+
     // A failed comparison (null best, failures only) validates too.
     for p in ["alpha", "beta", "gamma"] {
         env.set_faults(p, json!({"error_rate": 1.0})).await;
     }
+    let watched = format!("{}/v1/prices/{}/events", producer.base, env.product("doc-events-failed"));
+    assert_eq!(validate_events(&doc, &env.http, &watched).await, ["failure", "failure", "failure", "result"]);
     let failed = env.product("doc-failed");
     let failed_url = format!("{}/v1/prices/{failed}", producer.base);
     call(&env.http, &failed_url).await;

@@ -18,6 +18,9 @@ const LEAST_COMMANDS: &[&str] = &[
     "+del",
     "+exists",
     "+pttl",
+    "+pexpire",
+    "+xadd",
+    "+xrange",
     "+evalsha",
     "+eval",
     "+script",
@@ -63,6 +66,17 @@ async fn redis_down_is_a_503(env: &TestEnv, base: &str, product: &str) {
     assert!(res.headers().contains_key("retry-after"));
 }
 
+/// A cold product's event stream: one live quote per source (each with its log id), then the
+/// result.
+async fn streams_each_source_live(env: &TestEnv, base: &str, product: &str) {
+    let url = format!("{base}/v1/prices/{product}/events");
+    let events = crate::sse::SseStream::open(&env.http, &url, &[]).await.rest().await;
+    let (result, sources) = events.split_last().expect("events");
+    assert_eq!(result.event, "result", "{events:?}");
+    assert_eq!(sources.len(), env.settings.providers.len(), "{events:?}");
+    assert!(sources.iter().all(|e| e.event == "quote" && e.id.is_some()), "live, from the log: {events:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate() {
     let mut redis = TlsRedis::start(true).await;
@@ -77,9 +91,12 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
         .start()
         .await;
     // The least the README says a user needs, for this test's key prefix.
-    let (keys, channels) = (format!("~{}:*", env.name), format!("&{}:ready:*", env.name));
-    let least =
-        [keys.as_str(), channels.as_str()].into_iter().chain(LEAST_COMMANDS.iter().copied()).collect::<Vec<_>>();
+    let keys = format!("~{}:*", env.name);
+    let (ready, progress) = (format!("&{}:ready:*", env.name), format!("&{}:progress:*", env.name));
+    let least = [keys.as_str(), ready.as_str(), progress.as_str()]
+        .into_iter()
+        .chain(LEAST_COMMANDS.iter().copied())
+        .collect::<Vec<_>>();
     redis.acl_setuser_with("shop", &password, &least);
     // The binaries read the password from the environment, through `${NAME}` in the URL.
     let templated = format!("rediss://shop:${{PF_TEST_REDIS_PASSWORD}}@localhost:{}", redis.port());
@@ -101,6 +118,8 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
     let waited = format!("{}/v1/prices/{}", producer.base, env.product("tls-wait"));
     let res = env.http.get(&waited).header("prefer", "wait=20").send().await.unwrap();
     assert_eq!(res.status(), 200);
+    // So does an event stream, with each source's quote live (logged and announced as that user).
+    streams_each_source_live(&env, &producer.base, &env.product("tls-events")).await;
 
     redis.stop();
     redis_down_is_a_503(&env, &producer.base, &env.product("tls-down")).await;
@@ -148,6 +167,7 @@ async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns
     }
 
     stampede_publishes_once(&env, &producer.base, &env.product("cluster-stampede")).await;
+    streams_each_source_live(&env, &producer.base, &env.product("cluster-events")).await;
 
     // A master dies while the consumer computes a product whose keys it holds: the consumer
     // waits (the write is retried, nothing goes to the DLQ), and misses answer 503 meanwhile.

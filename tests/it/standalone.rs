@@ -58,6 +58,14 @@ async fn standalone_answers_202_then_200_with_no_external_services() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["preference-applied"], "wait=8");
 
+    // So do event streams: each source's quote, then the result.
+    let watched = format!("http://{api_addr}/v1/prices/watched-1/events");
+    let events = crate::sse::SseStream::open(&http, &watched, &[]).await.rest().await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(kinds, ["quote", "quote", "result"], "{events:?}");
+    assert_eq!(events[0].provider(), "solo", "the faster source first: {events:?}");
+    assert!(events[0].id.is_some(), "live events carry their log id: {events:?}");
+
     // One computation for many concurrent misses here too.
     let hot = format!("http://{api_addr}/v1/prices/hot-1");
     let statuses = futures::future::join_all((0..100).map(|_| get(&http, &hot))).await;
