@@ -110,54 +110,26 @@ unset RUST_LOG
 export PRICEFRONT__LOG__FILTER=info,pricefront::queue::config=debug
 
 listen=$("$bin/admin" get producer.listen)
-partitions=$("$bin/admin" get kafka.partitions)
 redis_url=$("$bin/admin" get redis.url)
 brokers=$("$bin/admin" get kafka.brokers)
 base="http://$listen"
 [[ $redis_url == redis://* && $redis_url != *@* ]] ||
   { log "the bench subscribes over plain redis:// without a password (got $redis_url)"; exit 2; }
 
-# Another stack on these ports would answer for ours.
-ports=("$listen" "$mock_listen")
-for i in $(seq 1 "$partitions"); do ports+=("127.0.0.1:$((9100 + i))"); done
-for hp in "${ports[@]}"; do
-  if tcp_open "${hp%:*}" "${hp##*:}"; then
-    log "something already listens on $hp: stop it first (another scripts/run.sh?)"
-    exit 1
-  fi
-done
+mapfile -t ports < <(stack_ports "$bin")
+require_free "${ports[@]}"
 
-stack_pid=
 gen_pid=
 cleanup() {
   trap '' INT TERM
-  for pid in $gen_pid $stack_pid; do
-    kill -TERM "$pid" 2>/dev/null || continue
-    wait "$pid" 2>/dev/null || true
-  done
+  if [[ -n $gen_pid ]]; then
+    kill -TERM "$gen_pid" 2>/dev/null && wait "$gen_pid" 2>/dev/null || true
+  fi
+  stop_release_stack
   stop_started
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-stack_alive() { [[ -n $stack_pid ]] && kill -0 "$stack_pid" 2>/dev/null; }
-stack_failed() {
-  log "the stack failed: $*; its log ($RUN_DIR/bench-miss-stack.log) and the services' ($RUN_DIR/logs/):"
-  tail -n 15 "$RUN_DIR/bench-miss-stack.log" >&2 || true
-  tail -n 5 "$RUN_DIR"/logs/{producer,consumer-*,mock-providers}.log >&2 || true
-  exit 1
-}
-ready() { stack_alive && curl -fsS -o /dev/null --max-time 2 "$base/readyz" 2>/dev/null; }
-# Every partition owned by one of our consumers: the group has settled.
-assigned() {
-  local n=0 i c
-  for i in $(seq 1 "$partitions"); do
-    c=$(curl -fsS --max-time 2 "http://127.0.0.1:$((9100 + i))/metrics" 2>/dev/null |
-      grep -cE '^pricefront_partition_assigned\{[^}]*\} 1(\.0)?$' || true)
-    n=$((n + ${c:-0}))
-  done
-  stack_alive && ((n == partitions))
-}
 
 if tcp_open "$(host_of "$brokers")" "$(port_of "$brokers" 9092)"; then
   broker_note="the broker already running at $brokers"
@@ -165,12 +137,7 @@ else
   broker_note="a tansu started for this run at $brokers"
 fi
 log "starting the stack (scripts/run.sh with $config, $broker_note; log in $RUN_DIR/bench-miss-stack.log)"
-bash scripts/run.sh >"$RUN_DIR/bench-miss-stack.log" 2>&1 &
-stack_pid=$!
-stack_started=$SECONDS
-wait_until 300 "the stack at $base" ready || stack_failed "not ready"
-wait_until 90 "all $partitions partitions assigned" assigned || stack_failed "partitions not assigned"
-log "stack ready, all $partitions partitions assigned, in $((SECONDS - stack_started)) s"
+start_release_stack "$bin" "$RUN_DIR/bench-miss-stack.log"
 
 # The effective value of a librdkafka property, from a client's logged configuration, or
 # librdkafka's own default (given) when we set none.
@@ -189,7 +156,7 @@ settings+="; producer linger.ms=$(effective producer producer linger.ms 5)"
 pid_on_port() { ss -ltnpH "sport = :$1" 2>/dev/null | grep -oE 'pid=[0-9]+' | head -n1 | cut -d= -f2; }
 cpu_names=()
 cpu_pids=()
-for pid in $(pgrep -P "$stack_pid"); do
+for pid in $(pgrep -P "$STACK_PID"); do
   cpu_names+=("$(cat "/proc/$pid/comm" 2>/dev/null || echo "?")")
   cpu_pids+=("$pid")
 done

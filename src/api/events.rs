@@ -78,6 +78,7 @@ pub async fn price_events(
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
@@ -182,9 +183,9 @@ impl Stream {
     /// Queues the result, after the sources not shown yet (if `catch_up`, taken from the
     /// result); the stream ends.
     fn finish(&mut self, stored: &StoredResult, catch_up: bool) {
-        let comparison = &stored.comparison;
-        let (quotes, failures) =
-            if catch_up { (&comparison.quotes[..], &comparison.failures[..]) } else { (&[][..], &[][..]) };
+        // The quotes are inside the JSON: parsed only to catch up.
+        let comparison = if catch_up { stored.comparison().ok() } else { None };
+        let (quotes, failures) = comparison.as_ref().map_or((&[][..], &[][..]), |c| (&c.quotes[..], &c.failures[..]));
         for quote in quotes {
             if self.shown.insert(quote.provider.clone()) {
                 let data = serde_json::to_string(quote).expect("a Quote always serializes");

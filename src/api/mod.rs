@@ -9,6 +9,7 @@ mod limits;
 mod prices;
 mod problem;
 mod refresh;
+mod track;
 mod wait;
 
 pub use docs::ApiDoc;
@@ -16,9 +17,8 @@ pub use docs::ApiDoc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::MatchedPath;
 use axum::http::Request;
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
@@ -109,57 +109,59 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-        // Probes and scrapes come every few seconds: not worth a trace each.
-        let span = if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
-            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
-        } else {
-            tracing::info_span!(
-                "http",
-                otel.kind = "server",
-                method = %req.method(),
-                path = %req.uri().path(),
-                product_id = tracing::field::Empty,
-                request_id = tracing::field::Empty,
-            )
-        };
-        traces::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
-        span
-    });
-    Router::new()
-        .route("/v1/prices/{product_id}", get(prices::get_price))
-        .route("/v1/prices/{product_id}/events", get(events::price_events))
-        .route("/v1/prices/", get(prices::empty_id))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(docs::metrics))
-        .route("/openapi.json", get(docs::openapi_json))
-        // Matched routes are counted by `track`; what matches no route is counted here.
+    // Each route counts and times its own requests (labels: the route template).
+    let tracked = |route: &'static str, handler: MethodRouter<AppState>| {
+        (route, handler.layer(track::Track(track::RouteMetrics::new(route))))
+    };
+    let routes = [
+        tracked("/v1/prices/{product_id}", get(prices::get_price)),
+        tracked("/v1/prices/{product_id}/events", get(events::price_events)),
+        tracked("/v1/prices/", get(prices::empty_id)),
+        tracked("/healthz", get(health::healthz)),
+        tracked("/readyz", get(health::readyz)),
+        tracked("/metrics", get(docs::metrics)),
+        tracked("/openapi.json", get(docs::openapi_json)),
+    ];
+    let router = routes
+        .into_iter()
+        .fold(Router::new(), |router, (route, handler)| router.route(route, handler))
+        // What matches no route is counted here.
         .fallback(|| async {
             metrics::counter!("pricefront_http_requests_total", "route" => "unmatched", "method" => "any", "status" => "404")
                 .increment(1);
             ApiError::NotFound
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        // A route layer, so the matched route template is known to it.
-        .route_layer(axum::middleware::from_fn(track))
-        .with_state(state)
-        .layer(trace)
+        .with_state(state);
+    if !traces::exporting() {
+        // Spans are for logs only: the handlers open one where something may be logged (a
+        // miss, an error), and a hit pays for none.
+        return router;
+    }
+    // Exported, every request is a span (sampled by the exporter), continuing the caller's trace.
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+        // Probes and scrapes come every few seconds: not worth a trace each.
+        let span = if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        } else {
+            request_span(req.method(), req.uri().path())
+        };
+        traces::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+        span
+    });
+    router.layer(trace)
 }
 
-/// Counts every request by route template (never the raw path, so ids cannot explode the
-/// label set) and status, and times it.
-async fn track(request: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unknown", |p| p.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("pricefront_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("pricefront_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// The span a request's logs (and, when exported, its trace) hang from.
+pub(crate) fn request_span(method: &axum::http::Method, path: &str) -> tracing::Span {
+    tracing::info_span!(
+        "http",
+        otel.kind = "server",
+        method = %method,
+        path = %path,
+        product_id = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    )
 }
 
 /// How often clients whose miss budget is full again are forgotten.

@@ -22,13 +22,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Extension;
+use std::time::SystemTime;
+
+use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use time::OffsetDateTime;
 use tracing::Instrument;
 
 use super::limits::Refused;
@@ -38,6 +38,16 @@ use super::wait::{self, Place, WAITING};
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
+
+/// Which level answered a look (`pricefront_cache_lookups_total{tier}`).
+static HITS_L1: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l1"));
+static HITS_L2: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l2"));
+static MISSES: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss"));
+
+/// Where the id starts in this route's path.
+const ROUTE_PREFIX: &str = "/v1/prices/";
+const PREFER: &str = "prefer";
+use crate::observability::metrics::LazyCounter;
 use crate::observability::traces;
 use crate::queue::PriceRequest;
 
@@ -78,20 +88,25 @@ pub struct Pending {
     pub status: &'static str,
 }
 
-/// Look up the price comparison for one product.
+/// Look up the price comparison for one product. `HEAD` answers the same headers, without a body.
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/prices/{product_id}",
     tag = "prices",
     params(
         ("product_id" = String, Path, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description = "The product to compare"),
         ("prefer" = Option<String>, Header, example = "wait=5",
             description = "RFC 7240. `wait=N`: on a miss, hold the request up to N seconds (at most `producer.max_wait_secs`) and answer 200 as soon as the result is written, else 202"),
+        ("if-none-match" = Option<String>, Header, example = "\"19ad0b2c1f3-9e3c2b7a5d1f0c44\"",
+            description = "RFC 9110. Entity tags (or `*`) the client holds; the current one answers 304 without a body"),
+        ("traceparent" = Option<String>, Header, example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            description = "W3C Trace Context: the request joins the caller's trace, and the computation's spans follow it across the queue"),
     ),
     responses(
         (status = 200, description = "Cached comparison", body = Comparison, content_type = "application/json", headers(
             ("x-cache" = String, description = "HIT"),
-            ("cache-control" = String, description = "max-age=<seconds of the price guarantee left>"),
+            ("etag" = String, description = "Strong entity tag of this result: its computed_at and a hash of its bytes"),
+            ("cache-control" = String, description = "public, max-age=<whole seconds of the price guarantee left>, stale-while-revalidate=<seconds of the refresh window> (the last `cache.refresh_ahead` of the guarantee; absent when refreshing ahead is off)"),
             ("age" = u64, description = "Seconds since the comparison was computed"),
             ("vary" = String, description = "Prefer"),
             ("preference-applied" = String, description = "wait=N, when the request asked to wait and was held"),
@@ -101,14 +116,22 @@ pub struct Pending {
             ("x-cache" = String, description = "MISS"),
             ("location" = String, description = "Where to poll: this same URL"),
             ("retry-after" = u64, description = "Seconds to wait before polling"),
+            ("cache-control" = String, description = "no-store"),
             ("vary" = String, description = "Prefer"),
             ("preference-applied" = String, description = "wait=N, when the request waited N seconds in vain"),
+        )),
+        (status = 304, description = "Not modified: `If-None-Match` names the current result. No body", headers(
+            ("x-cache" = String, description = "HIT"),
+            ("etag" = String, description = "The current entity tag"),
+            ("cache-control" = String, description = "As on 200"),
+            ("age" = u64, description = "Seconds since the comparison was computed"),
+            ("vary" = String, description = "Prefer"),
         )),
         (status = 400, description = "Invalid product id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No price source sells this product (a cached `not_found` result)", body = Problem,
             content_type = "application/problem+json", headers(
             ("x-cache" = String, description = "HIT"),
-            ("cache-control" = String, description = "max-age=<seconds the answer is kept>"),
+            ("cache-control" = String, description = "public, max-age=<seconds the answer is kept>"),
         )),
         (status = 405, description = "Only GET and HEAD", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "This client caused too many misses (cold products); hits are never limited", body = Problem,
@@ -117,37 +140,72 @@ pub struct Pending {
             body = Problem, content_type = "application/problem+json", headers(("retry-after" = u64, description = "Seconds to wait"))),
     )
 )]
-pub async fn get_price(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+pub async fn get_price(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let raw = parts.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
+    // The fast path, the product's most common answer: a live L1 hit, asked for without
+    // preferences. No allocation before the answer, no span, no task.
+    if ProductId::is_valid(raw)
+        && !parts.headers.contains_key(PREFER)
+        && let Some(stored) = state.l1.live(raw).await
+    {
+        HITS_L1.increment(1);
+        if state.refresh.due(raw, &stored) {
+            refresh::start(&state, raw);
+        }
+        return hit(&state, &stored, raw, &parts.headers);
+    }
+    // Everything else may log: under a request span (the router's when spans are exported).
+    let span = match tracing::Span::current() {
+        current if current.is_none() => super::request_span(&parts.method, parts.uri.path()),
+        current => current,
+    };
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    let answered = async { slow_path(&state, raw, &parts.headers, peer).await }.instrument(span).await;
+    answered.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Everything but a plain L1 hit: decoding the path, `Prefer: wait`, the Redis look, the claim.
+async fn slow_path(
+    state: &AppState,
+    raw: &str,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
 ) -> Result<Response, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
-    let id = ProductId::parse(&raw)?;
+    let decoded = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadPath("the product id is not valid UTF-8 once percent-decoded".into()))?;
+    let id = ProductId::parse(&decoded)?;
     tracing::Span::current().record("product_id", id.as_str());
     // Registered before the first look: a result written from now on wakes it.
-    let wait =
-        wait::preferred_wait(&headers).map(|asked| wait::granted(asked, state.max_wait)).filter(|w| !w.is_zero());
+    let wait = wait::preferred_wait(headers).map(|asked| wait::granted(asked, state.max_wait)).filter(|w| !w.is_zero());
     let place = wait.and_then(|_| Place::take(&state.wait_places, WAITING, || state.store.waiter(&id)));
     if wait.is_some() && place.is_none() {
         metrics::counter!("pricefront_waits_total", "outcome" => "refused").increment(1);
     }
-    let mut response = answer(&state, &id, &headers, peer).await?;
+    let mut response = match find(state, &id, headers, peer).await? {
+        Found::Hit(stored) => hit(state, &stored, id.as_str(), headers),
+        Found::Pending => accepted(&id, state.retry_after_secs),
+    };
     if let (Some(wait), Some(mut place)) = (wait, place) {
         if response.status() == StatusCode::ACCEPTED {
-            response = wait_for_result(&state, &id, wait, &mut place).await;
+            response = wait_for_result(state, &id, headers, wait, &mut place).await;
         }
         let applied = HeaderValue::from_str(&format!("wait={}", wait.as_secs())).expect("ascii");
         response.headers_mut().insert("preference-applied", applied);
     }
-    response.headers_mut().append(header::VARY, HeaderValue::from_static("Prefer"));
     Ok(response)
 }
 
 /// Holds a 202 until the result is written (200, or 404 for `not_found`) or `wait` runs out
 /// (the 202 as it was).
-async fn wait_for_result(state: &AppState, id: &ProductId, wait: Duration, place: &mut Place) -> Response {
+async fn wait_for_result(
+    state: &AppState,
+    id: &ProductId,
+    headers: &HeaderMap,
+    wait: Duration,
+    place: &mut Place,
+) -> Response {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         tokio::select! {
@@ -156,7 +214,7 @@ async fn wait_for_result(state: &AppState, id: &ProductId, wait: Duration, place
         }
         if let Some(stored) = look_again(state, id).await {
             metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
-            return hit(&stored);
+            return hit(state, &stored, id.as_str(), headers);
         }
     }
     metrics::counter!("pricefront_waits_total", "outcome" => "timeout").increment(1);
@@ -176,19 +234,6 @@ pub(super) async fn look_again(state: &AppState, id: &ProductId) -> Option<Arc<S
     }
 }
 
-/// The answer without waiting: a hit, or a claim and 202.
-async fn answer(
-    state: &AppState,
-    id: &ProductId,
-    headers: &HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Result<Response, ApiError> {
-    Ok(match find(state, id, headers, peer).await? {
-        Found::Hit(stored) => hit(&stored),
-        Found::Pending => accepted(id, state.retry_after_secs),
-    })
-}
-
 /// What [`find`] found.
 pub(super) enum Found {
     Hit(Arc<StoredResult>),
@@ -201,7 +246,7 @@ pub(super) async fn find(
     state: &AppState,
     id: &ProductId,
     headers: &HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    peer: Option<SocketAddr>,
 ) -> Result<Found, ApiError> {
     let (state, id) = (state.clone(), id.clone());
     let retry_after_secs = state.retry_after_secs;
@@ -211,22 +256,21 @@ pub(super) async fn find(
     match entry {
         Entry::Hit(stored) => {
             // A hit this request did not load came from L1 (a live entry, or a load it waited on).
-            let tier = if loaded { "l2" } else { "l1" };
-            metrics::counter!("pricefront_cache_lookups_total", "tier" => tier).increment(1);
-            if state.refresh.due(&stored, OffsetDateTime::now_utc()) {
-                tokio::spawn(refresh::refresh(state.clone(), id.clone()).instrument(tracing::Span::current()));
+            if loaded { &HITS_L2 } else { &HITS_L1 }.increment(1);
+            if state.refresh.due(id.as_str(), &stored) {
+                refresh::start(&state, id.as_str());
             }
             return Ok(Found::Hit(stored));
         }
         Entry::Pending => {
             // Being computed: asking again costs nothing and claims nothing.
-            metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1);
+            MISSES.increment(1);
             return Ok(Found::Pending);
         }
-        Entry::Miss => metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss").increment(1),
+        Entry::Miss => MISSES.increment(1),
     }
 
-    let client = state.limits.client(peer.map(|Extension(ConnectInfo(addr))| addr), headers);
+    let client = state.limits.client(peer, headers);
     if let Some(refused) = state.limits.still_refused(client) {
         metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
         return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });
@@ -344,24 +388,50 @@ async fn claim(
     }
 }
 
-fn hit(stored: &StoredResult) -> Response {
-    let now = OffsetDateTime::now_utc();
-    // Whole seconds, rounded down: never more than the body's guarantee has left, by our clock
-    // or by the store's.
-    let max_age = stored.ttl_left().min(stored.comparison.guarantee_left(now)).as_secs();
-    let age = (now - stored.comparison.computed_at).whole_seconds().max(0);
-    let mut response = if stored.comparison.status == Status::NotFound {
-        ApiError::ProductNotFound(stored.comparison.product_id.clone()).into_response()
+/// A cached result's answer: 200 with its bytes; 304 when `If-None-Match` names it; 404 for
+/// `not_found`. `Cache-Control` lets a CDN keep it until its guarantee ends and serve it
+/// meanwhile for the refresh window while it revalidates.
+fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap) -> Response {
+    // Whole seconds, rounded down: never more than its guarantee has left.
+    let max_age = stored.ttl_left().as_secs();
+    let age = HeaderValue::from(stored.age_secs(SystemTime::now()));
+    if stored.status == Status::NotFound {
+        let id = ProductId::parse(id).expect("a stored result's id is valid");
+        let mut response = ApiError::ProductNotFound(id).into_response();
+        let headers = response.headers_mut();
+        headers.insert("x-cache", HeaderValue::from_static("HIT"));
+        headers.insert(header::CACHE_CONTROL, cache_control(max_age, None));
+        headers.insert(header::AGE, age);
+        headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
+        return response;
+    }
+    let not_modified = headers.get(header::IF_NONE_MATCH).is_some_and(|tags| stored.matches(tags.as_bytes()));
+    let mut response = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut ok = (StatusCode::OK, stored.body.clone()).into_response();
+        let mut ok = Response::new(Body::from(stored.body.clone()));
         ok.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         ok
     };
     let headers = response.headers_mut();
     headers.insert("x-cache", HeaderValue::from_static("HIT"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(&format!("max-age={max_age}")).expect("ascii"));
-    headers.insert(header::AGE, HeaderValue::from(age));
+    headers.insert(header::ETAG, stored.etag.clone());
+    headers.insert(header::CACHE_CONTROL, cache_control(max_age, state.refresh.window_secs(stored)));
+    headers.insert(header::AGE, age);
+    headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
     response
+}
+
+/// `public, max-age=N[, stale-while-revalidate=W]`.
+fn cache_control(max_age: u64, stale_while_revalidate: Option<u64>) -> HeaderValue {
+    let mut value = String::with_capacity(56);
+    value.push_str("public, max-age=");
+    value.push_str(itoa::Buffer::new().format(max_age));
+    if let Some(window) = stale_while_revalidate {
+        value.push_str(", stale-while-revalidate=");
+        value.push_str(itoa::Buffer::new().format(window));
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).expect("ascii")
 }
 
 fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {
@@ -373,6 +443,7 @@ fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {
     headers.insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/prices/{id}")).expect("safe id"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
     response
 }
 

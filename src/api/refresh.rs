@@ -5,7 +5,7 @@
 //! - **One refresh per product across producers:** the refresh claims the pending marker
 //!   (`SET NX PX`), as a miss does; only its winner publishes a request marked `refresh`, which
 //!   the consumer computes although a result exists, overwriting it (no gap).
-//! - **Cheap on the hit path:** a hit outside the window costs one comparison of instants;
+//! - **Cheap on the hit path:** a hit outside the window costs one clock read;
 //!   inside it, only the first hit per result in this process tries to claim (a local memo of
 //!   the `expires_at` it tried to replace), so a hot product costs Redis one `SET NX` per
 //!   producer per window.
@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use time::OffsetDateTime;
+use tracing::Instrument;
 
 use super::AppState;
 use crate::cache::StoredResult;
@@ -25,9 +25,9 @@ use crate::queue::PriceRequest;
 /// When a hit should start a refresh.
 pub struct RefreshAhead {
     fraction: f64,
-    /// Products this process tried to refresh lately, with the `expires_at` of the result it
-    /// tried to replace: one try per result.
-    tried: moka::sync::Cache<ProductId, OffsetDateTime>,
+    /// Products this process tried to refresh lately, with the `expires_at` (ms) of the result
+    /// it tried to replace: one try per result.
+    tried: moka::sync::Cache<ProductId, i64>,
 }
 
 impl RefreshAhead {
@@ -38,24 +38,33 @@ impl RefreshAhead {
         }
     }
 
-    /// Whether serving `stored` now should start a refresh (at most once per product per
-    /// pending lifetime in this process).
-    pub fn due(&self, stored: &StoredResult, now: OffsetDateTime) -> bool {
-        if self.fraction <= 0.0 {
-            return false;
-        }
-        let comparison = &stored.comparison;
-        let window = (comparison.expires_at - comparison.computed_at).as_seconds_f64();
-        let left = comparison.guarantee_left(now).min(stored.ttl_left()).as_secs_f64();
-        if left > window * self.fraction {
+    /// The refresh window of `stored` in whole seconds: the last `fraction` of its guarantee,
+    /// in which a hit refreshes it (and a cache may serve it stale while revalidating); `None`
+    /// when refreshing ahead is off.
+    pub fn window_secs(&self, stored: &StoredResult) -> Option<u64> {
+        (self.fraction > 0.0).then(|| stored.window().mul_f64(self.fraction).as_secs())
+    }
+
+    /// Whether serving `stored` (the result for `id`) now should start a refresh: at most once
+    /// per result in this process. Outside the window it costs one clock read.
+    pub fn due(&self, id: &str, stored: &StoredResult) -> bool {
+        if self.fraction <= 0.0 || stored.ttl_left() > stored.window().mul_f64(self.fraction) {
             return false;
         }
         // Two hits racing here both try; the marker lets one through.
-        if self.tried.get(&comparison.product_id) == Some(comparison.expires_at) {
+        if self.tried.get(id) == Some(stored.expires_at_ms) {
             return false;
         }
-        self.tried.insert(comparison.product_id.clone(), comparison.expires_at);
+        let Ok(id) = ProductId::parse(id) else { return false };
+        self.tried.insert(id, stored.expires_at_ms);
         true
+    }
+}
+
+/// Starts refreshing `id` in the background (see [`refresh`]).
+pub fn start(state: &AppState, id: &str) {
+    if let Ok(id) = ProductId::parse(id) {
+        tokio::spawn(refresh(state.clone(), id).instrument(tracing::Span::current()));
     }
 }
 
@@ -92,32 +101,35 @@ pub async fn refresh(state: AppState, id: ProductId) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::SystemTime;
 
     use bytes::Bytes;
+    use time::OffsetDateTime;
 
     use super::*;
     use crate::domain::{Comparison, TtlPolicy};
 
-    fn stored(window: Duration, left: Duration) -> (StoredResult, OffsetDateTime) {
+    fn stored(window: Duration, left: Duration) -> StoredResult {
         let now = OffsetDateTime::now_utc();
         let policy = TtlPolicy { answered: window, failed: window, not_found: window };
         let computed_at = now - (window - left);
         let comparison = Comparison::aggregate(ProductId::parse("p").unwrap(), [], computed_at, &policy);
-        (StoredResult { comparison, body: Bytes::new(), expires: Instant::now() + left }, now)
+        StoredResult::decode(Bytes::from(StoredResult::encode(&comparison)), SystemTime::now()).unwrap()
     }
 
     #[test]
     fn due_in_the_last_fraction_of_the_window_once_per_result() {
         let refresh = RefreshAhead::new(0.2, Duration::from_secs(30), 100);
-        let (early, now) = stored(Duration::from_secs(100), Duration::from_secs(50));
-        assert!(!refresh.due(&early, now), "half the window left");
-        let (late, now) = stored(Duration::from_secs(100), Duration::from_secs(10));
-        assert!(refresh.due(&late, now), "a tenth left");
-        assert!(!refresh.due(&late, now), "tried already for this result");
-        let (next, now) = stored(Duration::from_secs(100), Duration::from_secs(5));
-        assert!(refresh.due(&next, now), "a newer result (another expires_at) is tried again");
+        let early = stored(Duration::from_secs(100), Duration::from_secs(50));
+        assert!(!refresh.due("p", &early), "half the window left");
+        let late = stored(Duration::from_secs(100), Duration::from_secs(10));
+        assert!(refresh.due("p", &late), "a tenth left");
+        assert!(!refresh.due("p", &late), "tried already for this result");
+        let next = stored(Duration::from_secs(100), Duration::from_secs(5));
+        assert!(refresh.due("p", &next), "a newer result (another expires_at) is tried again");
+        assert_eq!(refresh.window_secs(&next), Some(20));
         let off = RefreshAhead::new(0.0, Duration::from_secs(30), 100);
-        assert!(!off.due(&stored(Duration::from_secs(100), Duration::from_secs(1)).0, OffsetDateTime::now_utc()));
+        assert!(!off.due("p", &stored(Duration::from_secs(100), Duration::from_secs(1))));
+        assert_eq!(off.window_secs(&next), None);
     }
 }

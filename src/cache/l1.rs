@@ -1,7 +1,7 @@
 //! L1: an in-process moka cache in front of Redis, which also coalesces concurrent lookups
 //! of one product into a single load.
 //!
-//! Invariant: a hit lives at most `min(cache.l1_ttl_ms, TTL left in Redis when read)`, so
+//! Invariant: a hit lives at most `min(cache.l1_ttl_ms, its guarantee left when read)`, so
 //! L1 never serves a result past its price guarantee. A miss is handed to every caller
 //! that was waiting on the same load, then expires at once: it is never served later.
 
@@ -49,6 +49,15 @@ impl L1 {
         Self { cache }
     }
 
+    /// The live result for `id`, if L1 holds one: the hit path's one look, with no load and
+    /// no allocation.
+    pub async fn live(&self, id: &str) -> Option<Arc<StoredResult>> {
+        match self.cache.get(id).await {
+            Some(Entry::Hit(stored)) => Some(stored),
+            _ => None,
+        }
+    }
+
     /// Returns the live entry, or runs `load` once for all concurrent callers of this id.
     /// The flag is true for the one caller whose `load` produced the entry.
     pub async fn get_or_load<E, F>(&self, id: &ProductId, load: F) -> Result<(Entry, bool), Arc<E>>
@@ -76,7 +85,10 @@ mod tests {
         };
         let comparison =
             Comparison::aggregate(ProductId::parse("p").unwrap(), [], time::OffsetDateTime::now_utc(), &policy);
-        Entry::Hit(Arc::new(StoredResult { comparison, body: Default::default(), expires: Instant::now() + ttl_left }))
+        let value = bytes::Bytes::from(StoredResult::encode(&comparison));
+        let mut stored = StoredResult::decode(value, std::time::SystemTime::now()).unwrap();
+        stored.expires = Instant::now() + ttl_left;
+        Entry::Hit(Arc::new(stored))
     }
 
     async fn loads(l1: &L1, id: &ProductId, counter: &AtomicUsize, entry: Entry) -> Entry {
@@ -110,7 +122,9 @@ mod tests {
         loads(&l1, &id, &counter, stored(Duration::from_millis(100))).await;
         loads(&l1, &id, &counter, stored(Duration::from_millis(100))).await;
         assert_eq!(counter.load(Ordering::SeqCst), 1, "second read is an L1 hit");
+        assert!(l1.live("p").await.is_some(), "and so is a look by name");
         tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(l1.live("p").await.is_none(), "expired with the result");
         loads(&l1, &id, &counter, stored(Duration::from_millis(100))).await;
         assert_eq!(counter.load(Ordering::SeqCst), 2, "expired with the Redis TTL, not the L1 TTL");
     }

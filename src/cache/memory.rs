@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -22,17 +22,10 @@ use super::ready::{Ready, Waiter};
 use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
 use crate::domain::{Comparison, Failure, ProductId, Quote, Status};
 
-#[derive(Clone)]
-struct Stored {
-    comparison: Comparison,
-    body: Bytes,
-    expires: Instant,
-}
-
 struct UntilExpiry;
 
-impl Expiry<ProductId, Stored> for UntilExpiry {
-    fn expire_after_create(&self, _: &ProductId, value: &Stored, now: Instant) -> Option<Duration> {
+impl Expiry<ProductId, StoredResult> for UntilExpiry {
+    fn expire_after_create(&self, _: &ProductId, value: &StoredResult, now: Instant) -> Option<Duration> {
         Some(value.expires.saturating_duration_since(now))
     }
 
@@ -40,7 +33,7 @@ impl Expiry<ProductId, Stored> for UntilExpiry {
     fn expire_after_update(
         &self,
         _: &ProductId,
-        value: &Stored,
+        value: &StoredResult,
         now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -90,7 +83,7 @@ impl Markers {
 
 /// Results in a moka cache with per-entry expiry; pending markers in a swept map.
 pub struct MemoryStore {
-    results: Cache<ProductId, Stored>,
+    results: Cache<ProductId, StoredResult>,
     /// Also the lock that makes lookup-or-claim and store atomic.
     pending: Mutex<Markers>,
     progress: Cache<ProductId, Arc<Log>>,
@@ -111,7 +104,7 @@ impl MemoryStore {
         }
     }
 
-    fn live_result(&self, id: &ProductId) -> Option<Stored> {
+    fn live_result(&self, id: &ProductId) -> Option<StoredResult> {
         self.results.get(id).filter(|s| s.expires > Instant::now())
     }
 }
@@ -120,7 +113,7 @@ impl ResultStore for MemoryStore {
     fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>> {
         let pending = self.pending.lock().expect("pending lock");
         let found = match self.live_result(id) {
-            Some(s) => Peek::Hit(Box::new(StoredResult { comparison: s.comparison, body: s.body, expires: s.expires })),
+            Some(s) => Peek::Hit(Box::new(s)),
             None if pending.live.get(id).is_some_and(|(_, until)| *until > Instant::now()) => Peek::Pending,
             None => Peek::Absent,
         };
@@ -136,11 +129,7 @@ impl ResultStore for MemoryStore {
         Box::pin(async move {
             let mut pending = self.pending.lock().expect("pending lock");
             if let Some(s) = self.live_result(id) {
-                return Ok(Lookup::Hit(Box::new(StoredResult {
-                    comparison: s.comparison,
-                    body: s.body,
-                    expires: s.expires,
-                })));
+                return Ok(Lookup::Hit(Box::new(s)));
             }
             let now = Instant::now();
             match pending.live.get(id) {
@@ -201,14 +190,15 @@ impl ResultStore for MemoryStore {
             }
             // A failed result does not replace one that is not (a refresh whose sources failed).
             if comparison.status == Status::Failed
-                && self.live_result(id).is_some_and(|old| old.comparison.status != Status::Failed)
+                && self.live_result(id).is_some_and(|old| old.status != Status::Failed)
             {
                 pending.release(id, token);
                 return Ok(StoreOutcome::Kept);
             }
-            let body = Bytes::from(serde_json::to_vec(comparison).expect("a Comparison always serializes"));
-            let expires = Instant::now() + left.unsigned_abs();
-            self.results.insert(id.clone(), Stored { comparison: comparison.clone(), body, expires });
+            // The same bytes and tag as Redis would keep.
+            let encoded = Bytes::from(StoredResult::encode(comparison));
+            let stored = StoredResult::decode(encoded, SystemTime::now()).expect("what encode writes, decode reads");
+            self.results.insert(id.clone(), stored);
             pending.live.remove(id);
             drop(pending);
             self.ready.announce(id);
@@ -295,7 +285,7 @@ mod tests {
         let failed = Comparison::aggregate(id(), [Err(failure)], time::OffsetDateTime::now_utc(), &policy);
         assert_eq!(store.store(&failed, "r").await.unwrap(), StoreOutcome::Kept);
         let Peek::Hit(kept) = store.lookup(&id()).await.unwrap() else { panic!("the good result stays") };
-        assert_eq!(kept.comparison, good);
+        assert_eq!(kept.comparison().unwrap(), good);
         assert!(store.claim_pending(&id(), "t", ttl).await.unwrap(), "the marker was released");
     }
 
@@ -326,7 +316,7 @@ mod tests {
         let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap() else {
             panic!("expected a hit")
         };
-        assert_eq!(hit.comparison, failed);
+        assert_eq!(hit.comparison().unwrap(), failed);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(!store.has_result(&id()).await.unwrap(), "expired with its TTL");
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));

@@ -12,6 +12,7 @@ mod memory;
 mod progress;
 mod ready;
 mod store;
+mod stored;
 
 pub use connection::Connection;
 pub use keys::Keys;
@@ -19,7 +20,8 @@ pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
 pub use progress::{MAX_EVENTS, Progress, ProgressId, ProgressKind};
 pub use ready::{Ready, Waiter, Wake};
-pub use store::{Lookup, Peek, RedisStore, StoredResult};
+pub use store::{Lookup, Peek, RedisStore};
+pub use stored::{Malformed, StoredResult};
 
 use std::time::Duration;
 
@@ -31,10 +33,9 @@ use crate::domain::{Comparison, Failure, ProductId, Quote};
 /// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
 /// released only by the token that claimed it.
 pub trait ResultStore: Send + Sync + 'static {
-    /// The result and its TTL if there is one, else whether a request for it is pending.
+    /// The result if there is one, else whether a request for it is pending.
     fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>>;
-    /// The result and its TTL if there is one, else an attempt to claim the pending marker,
-    /// atomically.
+    /// The result if there is one, else an attempt to claim the pending marker, atomically.
     fn lookup_or_claim<'a>(
         &'a self,
         id: &'a ProductId,
@@ -107,11 +108,11 @@ pub enum Error {
     /// is unreadable): a configuration error.
     #[error("{0}")]
     Config(String),
-    #[error("stored value at {key} is not a comparison")]
+    #[error("stored value at {key} is not a result")]
     Corrupt {
         key: String,
         #[source]
-        source: serde_json::Error,
+        source: Malformed,
     },
 }
 

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -17,24 +17,10 @@ use redis::{AsyncCommands, Script};
 use super::connection::Connection;
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{self, Ready, Waiter};
+use super::stored::StoredResult;
 use super::{Error, Keys, StoreOutcome};
 use crate::domain::{Comparison, Failure, ProductId, Quote};
 use crate::settings::RedisSettings;
-
-/// A result as read from Redis: the parsed comparison, its exact stored bytes, and when
-/// its Redis TTL runs out.
-#[derive(Clone, Debug)]
-pub struct StoredResult {
-    pub comparison: Comparison,
-    pub body: Bytes,
-    pub expires: Instant,
-}
-
-impl StoredResult {
-    pub fn ttl_left(&self) -> Duration {
-        self.expires.saturating_duration_since(Instant::now())
-    }
-}
 
 /// What a look (without a claim) found.
 #[derive(Debug)]
@@ -56,24 +42,16 @@ pub enum Lookup {
     AlreadyPending,
 }
 
-/// KEYS: result, pending. The third element says whether the marker exists.
-const LOOKUP: &str = r"
-local body = redis.call('GET', KEYS[1])
-if body then
-  return {body, redis.call('PTTL', KEYS[1]), 0}
-end
-return {false, 0, redis.call('EXISTS', KEYS[2])}";
-
 /// KEYS: result, pending; ARGV: token, pending TTL in ms.
 const LOOKUP_OR_CLAIM: &str = r"
 local body = redis.call('GET', KEYS[1])
 if body then
-  return {1, body, redis.call('PTTL', KEYS[1])}
+  return {1, body}
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {2, false, 0}
+  return {2, false}
 end
-return {0, false, 0}";
+return {0, false}";
 
 /// Writes a result to expire at its guarantee's end (absolute, on Redis's clock), clears the
 /// marker and announces it; or, if the guarantee has passed already (the write waited), writes
@@ -98,8 +76,14 @@ end
 if ARGV[5] == 'failed' then
   local old = redis.call('GET', KEYS[1])
   if old then
-    local ok, decoded = pcall(cjson.decode, old)
-    if ok and type(decoded) == 'table' and decoded.status ~= 'failed' then
+    local status = string.match(old, '^#pf1 %-?%d+ %-?%d+ ([%a_]+) ')
+    if not status then
+      local ok, decoded = pcall(cjson.decode, old)
+      if ok and type(decoded) == 'table' then
+        status = decoded.status
+      end
+    end
+    if status and status ~= 'failed' then
       release()
       return 2
     end
@@ -141,7 +125,6 @@ pub struct RedisStore {
     subscribed: Arc<OnceLock<()>>,
     keys: Keys,
     timeout: Duration,
-    lookup: Script,
     lookup_or_claim: Script,
     release_if_owner: Script,
     store_until: Script,
@@ -160,7 +143,6 @@ impl RedisStore {
             subscribed: Arc::default(),
             keys: Keys::new(settings.key_prefix.clone()),
             timeout: settings.timeout,
-            lookup: Script::new(LOOKUP),
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
             store_until: Script::new(STORE_UNTIL),
@@ -197,19 +179,17 @@ impl RedisStore {
         }
     }
 
-    /// The result and its TTL if there is one, else whether a request for it is pending.
+    /// The result if there is one (a plain `GET`: a hit costs Redis nothing more), else whether
+    /// a request for it is pending (`EXISTS`).
     pub async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
-        let mut invocation = self.lookup.key(&key);
-        invocation.key(self.keys.pending(id));
-        let (body, pttl, pending): (Option<Vec<u8>>, i64, i64) =
-            self.bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(match body {
-            Some(body) => Peek::Hit(Box::new(stored(key, body, pttl)?)),
-            None if pending == 1 => Peek::Pending,
-            None => Peek::Absent,
-        })
+        let value: Option<Vec<u8>> = self.bounded(conn.get(&key)).await?;
+        if let Some(value) = value {
+            return Ok(Peek::Hit(Box::new(stored(key, value)?)));
+        }
+        let pending: bool = self.bounded(conn.exists(self.keys.pending(id))).await?;
+        Ok(if pending { Peek::Pending } else { Peek::Absent })
     }
 
     /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
@@ -220,10 +200,9 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let mut invocation = self.lookup_or_claim.key(&key);
         invocation.key(self.keys.pending(id)).arg(token).arg(pending_ttl.as_millis() as u64);
-        let (outcome, body, pttl): (i64, Option<Vec<u8>>, i64) =
-            self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let (outcome, body): (i64, Option<Vec<u8>>) = self.bounded(invocation.invoke_async(&mut conn)).await?;
         match (outcome, body) {
-            (1, Some(body)) => Ok(Lookup::Hit(Box::new(stored(key, body, pttl)?))),
+            (1, Some(body)) => Ok(Lookup::Hit(Box::new(stored(key, body)?))),
             (2, _) => Ok(Lookup::Claimed),
             _ => Ok(Lookup::AlreadyPending),
         }
@@ -260,7 +239,7 @@ impl RedisStore {
     /// the guarantee has passed by the time Redis runs the write, releases `token`'s marker.
     pub async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error> {
         let id = &comparison.product_id;
-        let body = serde_json::to_vec(comparison).expect("a Comparison always serializes");
+        let body = StoredResult::encode(comparison);
         let expires_at_ms = comparison.expires_at.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.conn.clone();
         let mut invocation = self.store_until.key(self.keys.result(id));
@@ -312,12 +291,9 @@ impl RedisStore {
     }
 }
 
-/// A result read at `key` with `pttl` ms left.
-fn stored(key: String, body: Vec<u8>, pttl: i64) -> Result<StoredResult, Error> {
-    // -1: no TTL (written by hand); serve it, but never from L1.
-    let ttl_left = Duration::from_millis(pttl.max(0) as u64);
-    let comparison = serde_json::from_slice(&body).map_err(|e| Error::Corrupt { key, source: e })?;
-    Ok(StoredResult { comparison, body: Bytes::from(body), expires: Instant::now() + ttl_left })
+/// A result read at `key`.
+fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
+    StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
 }
 
 impl super::ResultStore for RedisStore {

@@ -89,6 +89,11 @@ impl Status {
             Status::NotFound => "not_found",
         }
     }
+
+    /// The status named `s` (as [`Status::as_str`] names it).
+    pub fn parse(s: &str) -> Option<Self> {
+        [Status::Complete, Status::Partial, Status::Failed, Status::NotFound].into_iter().find(|st| st.as_str() == s)
+    }
 }
 
 /// How long a result is guaranteed, by status.

@@ -46,7 +46,23 @@ impl ProductId {
         Ok(Self(raw.to_owned()))
     }
 
+    /// Whether `raw` is a valid id, without allocating one (the hit path's check).
+    pub fn is_valid(raw: &str) -> bool {
+        let bytes = raw.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_LEN
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Lets maps keyed by `ProductId` be looked up with a `&str` (hashes and compares the same).
+impl std::borrow::Borrow<str> for ProductId {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }
@@ -100,6 +116,7 @@ mod tests {
         fn parse_agrees_with_the_documented_pattern(raw in "\\PC{0,70}|[A-Za-z0-9._-]{0,70}") {
             let pattern = regex::Regex::new("^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").unwrap();
             proptest::prop_assert_eq!(ProductId::parse(&raw).is_ok(), pattern.is_match(&raw));
+            proptest::prop_assert_eq!(ProductId::is_valid(&raw), pattern.is_match(&raw));
         }
     }
 

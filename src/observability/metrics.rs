@@ -22,6 +22,24 @@ use tokio_util::sync::CancellationToken;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// A counter whose handle is registered on first use, then reused, so an increment looks
+/// nothing up (the hit path's counters). First used after a main installs the recorder; a
+/// process without one counts into nothing, as with the macros.
+pub struct LazyCounter {
+    handle: OnceLock<metrics::Counter>,
+    register: fn() -> metrics::Counter,
+}
+
+impl LazyCounter {
+    pub const fn new(register: fn() -> metrics::Counter) -> Self {
+        Self { handle: OnceLock::new(), register }
+    }
+
+    pub fn increment(&self, n: u64) {
+        self.handle.get_or_init(self.register).increment(n);
+    }
+}
+
 /// Latency buckets in seconds: 1 ms to 5 s.
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 /// Miss-to-result buckets in seconds: a fan-out takes up to `consumer.provider_timeout_ms`,

@@ -87,6 +87,11 @@ where
     Ok(Some((Exporter { provider }, layer)))
 }
 
+/// Whether this process exports spans (an endpoint was configured).
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
 /// Makes `span` (just created, not yet entered) continue the trace of an incoming
 /// `traceparent`. Does nothing when spans are not exported or the value is not valid W3C.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {

@@ -300,7 +300,7 @@ async fn chaos_flaky_providers_give_timely_correct_results_and_a_dead_one_is_cut
     let mut statuses = std::collections::BTreeMap::new();
     let mut slowest_quote = 0;
     for p in &products {
-        let r: Value = serde_json::from_str(&env.redis_get(&env.result_key(p)).await.unwrap()).unwrap();
+        let r: Value = env.stored_result(p).await.unwrap();
         let (quotes, failures) = (r["quotes"].as_array().unwrap(), r["failures"].as_array().unwrap());
         assert_eq!(quotes.len() + failures.len(), 4, "{r}");
         let expected = match (quotes.is_empty(), failures.is_empty()) {

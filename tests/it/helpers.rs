@@ -341,6 +341,12 @@ impl TestEnv {
             .collect()
     }
 
+    /// The comparison stored at `product`'s result key (its JSON, after the `#pf1 …` header,
+    /// which must agree with it), or `None`.
+    pub async fn stored_result(&self, product: &str) -> Option<Value> {
+        Some(result_json(&self.redis_get(&self.result_key(product)).await?))
+    }
+
     pub async fn redis_get(&self, key: &str) -> Option<String> {
         redis::cmd("GET").arg(key).query_async(&mut self.redis.clone()).await.unwrap()
     }
@@ -352,7 +358,7 @@ impl TestEnv {
         let now = time::OffsetDateTime::now_utc();
         let (body, pttl): (Option<String>, i64) =
             redis::pipe().get(&key).pttl(&key).query_async(&mut self.redis.clone()).await.unwrap();
-        let body: Value = serde_json::from_str(&body?).unwrap();
+        let body = result_json(&body?);
         let left = guarantee_left_ms(&body, now);
         // PTTL is whole milliseconds; expires_at has sub-millisecond precision.
         assert!(i128::from(pttl) <= left + 1, "{key}: Redis keeps it {pttl} ms, the guarantee has {left} ms left");
@@ -368,7 +374,7 @@ impl TestEnv {
         let key = self.result_key(product);
         wait_for(&format!("result for {product}"), deadline, || async {
             match self.redis_get(&key).await {
-                Some(body) => Ok(serde_json::from_str(&body).unwrap()),
+                Some(body) => Ok(result_json(&body)),
                 None => Err("no result key".into()),
             }
         })
@@ -578,6 +584,36 @@ impl Drop for ProducerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The comparison in a stored result value: `#pf1 <computed_at ms> <expires_at ms> <status>
+/// <etag>\n<json>`, checking that the header says what the JSON does.
+pub fn result_json(value: &str) -> Value {
+    let (header, json) = value.split_once('\n').unwrap_or_else(|| panic!("no header line: {value}"));
+    let body: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let words: Vec<&str> = header.split(' ').collect();
+    assert_eq!(words.len(), 5, "{header}");
+    assert_eq!(words[0], "#pf1", "{header}");
+    let ms = |field: &str| {
+        let t =
+            time::OffsetDateTime::parse(body[field].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        ((t.unix_timestamp_nanos() / 1_000_000) as i64).to_string()
+    };
+    assert_eq!((words[1], words[2]), (ms("computed_at").as_str(), ms("expires_at").as_str()), "{header}");
+    assert_eq!(words[3], body["status"].as_str().unwrap(), "{header}");
+    body
+}
+
+/// The `max-age` directive of a response's `Cache-Control`.
+pub fn max_age(headers: &reqwest::header::HeaderMap) -> u64 {
+    let value = headers["cache-control"].to_str().unwrap();
+    value
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("max-age="))
+        .unwrap_or_else(|| panic!("no max-age in {value}"))
+        .parse()
+        .unwrap()
 }
 
 /// GET with the status, headers and JSON body.

@@ -15,6 +15,7 @@ mod dlq;
 mod edge;
 mod events;
 mod group;
+mod http_cache;
 mod kafka_options;
 mod metrics;
 mod openapi;

@@ -108,7 +108,7 @@ async fn a_refresh_whose_sources_all_fail_leaves_the_previous_result_in_place() 
         Ok(env.redis_get(&env.result_key(&product)).await)
     })
     .await;
-    let stored: Value = serde_json::from_str(&stored.expect("the good result is kept")).unwrap();
+    let stored = crate::helpers::result_json(&stored.expect("the good result is kept"));
     assert_eq!(stored["computed_at"], good["computed_at"], "not overwritten by the failed refresh");
     assert_eq!(stored["status"], "complete");
     consumer.stop().await;

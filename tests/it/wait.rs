@@ -42,7 +42,7 @@ async fn a_cold_product_with_prefer_wait_answers_200_in_one_round_trip() {
     assert_eq!(body["status"], "complete");
     assert_eq!(headers["preference-applied"], "wait=8");
     assert_eq!(headers["vary"], "Prefer");
-    assert!(headers["cache-control"].to_str().unwrap().starts_with("max-age="));
+    assert!(crate::helpers::max_age(&headers) > 0);
     // At least the slowest source; well before the wait ran out (the result woke it).
     assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(8), "took {took:?}");
 
