@@ -35,6 +35,7 @@ fn get(s: &Settings, key: &str) -> anyhow::Result<String> {
         "mock.listen" => s.mock.listen.to_string(),
         // Password redacted; the scripts need only the host and port.
         "redis.url" => pricefront::settings::redact_url(&s.redis.url),
+        "redis.key_prefix" => s.redis.key_prefix.clone(),
         "kafka.brokers" => s.kafka.brokers.clone(),
         "kafka.partitions" => s.kafka.partitions.to_string(),
         "kafka.topic" => s.kafka.topic.clone(),
