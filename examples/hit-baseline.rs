@@ -3,11 +3,17 @@
 //!
 //! - `hit-baseline bytes ADDR FILE`: a bare axum handler answering every
 //!   `GET /v1/prices/{id}` with FILE's bytes (a real comparison) as `application/json`.
+//! - `hit-baseline bytes-headers ADDR FILE`: the same, with the headers a pricefront hit
+//!   carries (`X-Cache`, `ETag`, `Cache-Control`, `Age`, `Vary`), fixed.
 //! - `hit-baseline redis ADDR REDIS_URL PREFIX`: an axum handler doing one plain `GET
 //!   {PREFIX}:result:{<id>}` per request on one multiplexed connection and answering its bytes
 //!   (404 when there are none).
 
 use std::net::SocketAddr;
+
+/// The product's allocator (see `src/lib.rs`), so the ratios measure our code, not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -19,7 +25,7 @@ use bytes::Bytes;
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: hit-baseline bytes ADDR FILE | hit-baseline redis ADDR REDIS_URL PREFIX";
+    let usage = "usage: hit-baseline bytes|bytes-headers ADDR FILE | hit-baseline redis ADDR REDIS_URL PREFIX";
     let (mode, addr) = match args.as_slice() {
         [mode, addr, ..] => (mode.as_str(), addr.parse::<SocketAddr>().expect(usage)),
         _ => panic!("{usage}"),
@@ -32,6 +38,30 @@ async fn main() {
                 get(move || {
                     let body = body.clone();
                     async move { ([(header::CONTENT_TYPE, "application/json")], body) }
+                }),
+            )
+        }
+        // The same bytes with the headers a pricefront hit carries, fixed: what those headers
+        // cost the framework and the kernel.
+        ("bytes-headers", [file]) => {
+            let body = Bytes::from(std::fs::read(file).expect("read FILE"));
+            Router::new().route(
+                "/v1/prices/{id}",
+                get(move || {
+                    let body = body.clone();
+                    async move {
+                        (
+                            [
+                                (header::CONTENT_TYPE, "application/json"),
+                                (header::HeaderName::from_static("x-cache"), "HIT"),
+                                (header::ETAG, "\"19ad0b2c1f3-9e3c2b7a5d1f0c44\""),
+                                (header::CACHE_CONTROL, "public, max-age=287, stale-while-revalidate=60"),
+                                (header::AGE, "12"),
+                                (header::VARY, "Prefer"),
+                            ],
+                            body,
+                        )
+                    }
                 }),
             )
         }

@@ -28,6 +28,11 @@
 //! Dependencies point downward: `api` and `worker` use `cache`, `queue`, `providers` and
 //! `domain`; `domain` uses nothing of ours; `settings` uses only `domain`.
 
+/// Every binary allocates through mimalloc: the hit path allocates a few small buffers per
+/// request, and glibc's allocator was a tenth of its profile.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod cache;
 pub mod domain;

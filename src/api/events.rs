@@ -32,6 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::prices::{self, Found};
 use super::wait::Place;
@@ -77,8 +78,23 @@ pub async fn price_events(
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
+    // A stream is long and rare: worth a span for whatever it logs.
+    let span = prices::current_or(|| super::request_span(&axum::http::Method::GET, "/v1/prices/{product_id}/events"));
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    open(state, path, headers, peer).instrument(span.clone()).await.map_err(|error| {
+        // Converted under the span, so a 5xx's cause is logged with it.
+        let _entered = span.enter();
+        error.into_response()
+    })
+}
+
+async fn open(
+    state: AppState,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<Response, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::BadPath(e.body_text()))?;
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
@@ -88,7 +104,7 @@ pub async fn price_events(
         return Err(ApiError::TooManyStreams { retry_after_secs: state.retry_after_secs });
     };
     let seen_up_to = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(ProgressId::parse);
-    let found = prices::find(&state, &id, &headers, peer).await?;
+    let found = prices::find(&state, &id, &headers, peer, Some(std::time::Instant::now())).await?;
     let deadline = Instant::now() + state.max_stream;
     let mut stream = Stream {
         state,
@@ -114,7 +130,7 @@ pub async fn price_events(
     let mut response = Sse::new(events).keep_alive(KeepAlive::default()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("x-cache", HeaderValue::from_static(x_cache));
+    headers.insert(&prices::X_CACHE, HeaderValue::from_static(x_cache));
     // A buffering proxy (nginx) would hold the events back until the stream ends.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
@@ -159,7 +175,7 @@ impl Stream {
                 wake = self.place.waiter.next() => match wake {
                     Wake::Progress(event) => self.show(event),
                     Wake::Missed => self.read_log = true,
-                    Wake::Announced => match prices::look_again(&self.state, &self.id).await {
+                    Wake::Announced(at) => match prices::look_again(&self.state, &self.id, at).await {
                         Some(stored) => self.finish(&stored, true),
                         // Told to look again (a resubscription): events may have been missed.
                         None => self.read_log = true,

@@ -33,12 +33,24 @@ use crate::observability::traces;
 use crate::queue::{Publisher, RequestQueue};
 use crate::settings::Settings;
 
-/// Everything a request handler needs; cheap to clone.
+/// Everything a request handler needs; cheap to clone (one reference count: axum clones the
+/// state for every request).
 #[derive(Clone)]
-pub struct AppState {
-    pub l1: L1,
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the handlers share.
+pub struct Shared {
+    pub l1: L1<prices::LoadError>,
     /// Single flight for claims: concurrent claimants of one product share one claim.
-    pub claims: L1,
+    pub claims: L1<prices::LoadError>,
     pub limits: Arc<Limits>,
     pub store: Arc<dyn ResultStore>,
     pub publisher: Arc<dyn RequestQueue>,
@@ -86,7 +98,7 @@ impl AppState {
 
     /// The state over any store and queue (the standalone demo's in-memory ones).
     pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
             // Lifetime zero: it coalesces, never keeps.
             claims: L1::new(Duration::ZERO, settings.cache.l1_max_entries),
@@ -104,17 +116,18 @@ impl AppState {
                 settings.cache.pending_ttl,
                 settings.cache.l1_max_entries,
             )),
-        }
+        }))
     }
 }
 
 pub fn router(state: AppState) -> Router {
     // Each route counts and times its own requests (labels: the route template).
     let tracked = |route: &'static str, handler: MethodRouter<AppState>| {
-        (route, handler.layer(track::Track(track::RouteMetrics::new(route))))
+        (route, handler.layer(track::Track(track::RouteMetrics::leaked(route))))
     };
     let routes = [
-        tracked("/v1/prices/{product_id}", get(prices::get_price)),
+        // The hit path records its own (see `track`), its 405s included.
+        (prices::ROUTE, get(prices::get_price).fallback(prices::method_not_allowed)),
         tracked("/v1/prices/{product_id}/events", get(events::price_events)),
         tracked("/v1/prices/", get(prices::empty_id)),
         tracked("/healthz", get(health::healthz)),
@@ -164,6 +177,8 @@ pub(crate) fn request_span(method: &axum::http::Method, path: &str) -> tracing::
     )
 }
 
+/// How often L1 drops the results whose life there has ended.
+const SWEEP_L1_EVERY: Duration = Duration::from_secs(5);
 /// How often clients whose miss budget is full again are forgotten.
 const FORGET_CLIENTS_EVERY: Duration = Duration::from_secs(60);
 
@@ -184,6 +199,13 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         let mut every = tokio::time::interval(FORGET_CLIENTS_EVERY);
         while tokio::select! { _ = every.tick() => true, _ = stop.cancelled() => false } {
             limits.forget_idle_clients();
+        }
+    });
+    let (l1, stop) = (state.l1.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_L1_EVERY);
+        while tokio::select! { _ = every.tick() => true, _ = stop.cancelled() => false } {
+            l1.sweep();
         }
     });
     // The peer's address identifies the client for the miss limit.

@@ -22,18 +22,19 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::limits::Refused;
 use super::problem::Problem;
 use super::refresh;
+use super::track::RouteMetrics;
 use super::wait::{self, Place, WAITING};
 use super::{ApiError, AppState};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
@@ -44,9 +45,13 @@ static HITS_L1: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_
 static HITS_L2: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l2"));
 static MISSES: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss"));
 
-/// Where the id starts in this route's path.
+/// The route, and where the id starts in its path.
+pub(super) const ROUTE: &str = "/v1/prices/{product_id}";
 const ROUTE_PREFIX: &str = "/v1/prices/";
-const PREFER: &str = "prefer";
+static METRICS: RouteMetrics = RouteMetrics::new(ROUTE);
+/// Header names, made once (a name given as `&str` is parsed on every use).
+pub(super) static PREFER: HeaderName = HeaderName::from_static("prefer");
+pub(super) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 use crate::observability::metrics::LazyCounter;
 use crate::observability::traces;
 use crate::queue::PriceRequest;
@@ -141,28 +146,71 @@ pub struct Pending {
     )
 )]
 pub async fn get_price(State(state): State<AppState>, request: Request) -> Response {
-    let (parts, _) = request.into_parts();
-    let raw = parts.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = respond(state, request).await;
+    METRICS.record(&method, response.status().as_u16(), started);
+    response
+}
+
+/// Any other method on this route.
+pub async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let started = Instant::now();
+    let response = ApiError::MethodNotAllowed.into_response();
+    METRICS.record(&method, response.status().as_u16(), started);
+    response
+}
+
+async fn respond(state: AppState, request: Request) -> Response {
+    // The body is not `Sync`: only the head may be held across an await.
+    let (request, _) = request.into_parts();
+    let raw = request.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
     // The fast path, the product's most common answer: a live L1 hit, asked for without
     // preferences. No allocation before the answer, no span, no task.
+    let now = Instant::now();
     if ProductId::is_valid(raw)
-        && !parts.headers.contains_key(PREFER)
-        && let Some(stored) = state.l1.live(raw).await
+        && !request.headers.contains_key(&PREFER)
+        && let Some((stored, reload)) = state.l1.look(raw, now)
     {
         HITS_L1.increment(1);
-        if state.refresh.due(raw, &stored) {
+        if reload {
+            reload_l1(&state, raw);
+        }
+        if state.refresh.due(raw, &stored, now) {
             refresh::start(&state, raw);
         }
-        return hit(&state, &stored, raw, &parts.headers);
+        return hit(&state, &stored, raw, &request.headers, now);
     }
-    // Everything else may log: under a request span (the router's when spans are exported).
-    let span = match tracing::Span::current() {
-        current if current.is_none() => super::request_span(&parts.method, parts.uri.path()),
+    // Boxed: its states would otherwise make every request's future large, and the framework
+    // moves that future several times per request.
+    Box::pin(answer(state, request)).await
+}
+
+/// Everything but a plain L1 hit, under a request span (the router's when spans are
+/// exported): something may be logged.
+async fn answer(state: AppState, request: axum::http::request::Parts) -> Response {
+    let raw = request.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
+    let peer = request.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    match slow_path(&state, raw, &request.headers, peer).await {
+        Ok(response) => response,
+        // A 5xx logs its cause: under the request's span, made now if there is none (a span
+        // costs more than a Redis hit does, so only what logs gets one).
+        Err(error) => {
+            let span = current_or(|| super::request_span(&request.method, request.uri.path()));
+            if ProductId::is_valid(raw) {
+                span.record("product_id", raw);
+            }
+            span.in_scope(|| error.into_response())
+        }
+    }
+}
+
+/// The current span, or `make()` when there is none (spans are not exported).
+pub(super) fn current_or(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    match tracing::Span::current() {
+        current if current.is_none() => make(),
         current => current,
-    };
-    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
-    let answered = async { slow_path(&state, raw, &parts.headers, peer).await }.instrument(span).await;
-    answered.unwrap_or_else(IntoResponse::into_response)
+    }
 }
 
 /// Everything but a plain L1 hit: decoding the path, `Prefer: wait`, the Redis look, the claim.
@@ -183,8 +231,9 @@ async fn slow_path(
     if wait.is_some() && place.is_none() {
         metrics::counter!("pricefront_waits_total", "outcome" => "refused").increment(1);
     }
-    let mut response = match find(state, &id, headers, peer).await? {
-        Found::Hit(stored) => hit(state, &stored, id.as_str(), headers),
+    let registered = place.as_ref().map(|_| Instant::now());
+    let mut response = match find(state, &id, headers, peer, registered).await? {
+        Found::Hit(stored) => hit(state, &stored, id.as_str(), headers, Instant::now()),
         Found::Pending => accepted(&id, state.retry_after_secs),
     };
     if let (Some(wait), Some(mut place)) = (wait, place) {
@@ -208,23 +257,24 @@ async fn wait_for_result(
 ) -> Response {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        tokio::select! {
-            _ = place.waiter.announced() => {}
+        let announced = tokio::select! {
+            at = place.waiter.announced() => at,
             _ = tokio::time::sleep_until(deadline) => break,
-        }
-        if let Some(stored) = look_again(state, id).await {
+        };
+        if let Some(stored) = look_again(state, id, announced).await {
             metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
-            return hit(state, &stored, id.as_str(), headers);
+            return hit(state, &stored, id.as_str(), headers, Instant::now());
         }
     }
     metrics::counter!("pricefront_waits_total", "outcome" => "timeout").increment(1);
     accepted(id, state.retry_after_secs)
 }
 
-/// A woken waiter's look: the result if it is there now. Woken waiters of one product share
-/// this read (L1 coalescing); Redis trouble is "not yet" (the waiter's deadline bounds it).
-pub(super) async fn look_again(state: &AppState, id: &ProductId) -> Option<Arc<StoredResult>> {
-    match state.l1.get_or_load(id, lookup(state.clone(), id.clone())).await {
+/// A woken waiter's look: the result if it is there now. Waiters woken by one announcement
+/// (at `announced`) share this read, but never join one that started before it, which may
+/// not see the result; Redis trouble is "not yet" (the waiter's deadline bounds it).
+pub(super) async fn look_again(state: &AppState, id: &ProductId, announced: Instant) -> Option<Arc<StoredResult>> {
+    match state.l1.get_or_load_since(id, Some(announced), lookup(state.clone(), id.clone())).await {
         Ok((Entry::Hit(stored), _)) => Some(stored),
         Ok(_) => None,
         Err(e) => {
@@ -242,22 +292,29 @@ pub(super) enum Found {
 }
 
 /// A hit, or a claim and publish (within the limits): the miss path every route shares.
+/// `registered`: when the caller registered a waiter, if it did. Its look then never joins a
+/// read that started earlier: that read may have missed a result written just before the
+/// waiter could hear the announcement, and the waiter would wait for nothing.
 pub(super) async fn find(
     state: &AppState,
     id: &ProductId,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
+    registered: Option<Instant>,
 ) -> Result<Found, ApiError> {
     let (state, id) = (state.clone(), id.clone());
     let retry_after_secs = state.retry_after_secs;
 
-    let (entry, loaded) =
-        state.l1.get_or_load(&id, lookup(state.clone(), id.clone())).await.map_err(|e| e.into_api(retry_after_secs))?;
+    let (entry, loaded) = state
+        .l1
+        .get_or_load_since(&id, registered, lookup(state.clone(), id.clone()))
+        .await
+        .map_err(|e| e.into_api(retry_after_secs))?;
     match entry {
         Entry::Hit(stored) => {
             // A hit this request did not load came from L1 (a live entry, or a load it waited on).
             if loaded { &HITS_L2 } else { &HITS_L1 }.increment(1);
-            if state.refresh.due(id.as_str(), &stored) {
+            if state.refresh.due(id.as_str(), &stored, Instant::now()) {
                 refresh::start(&state, id.as_str());
             }
             return Ok(Found::Hit(stored));
@@ -279,9 +336,11 @@ pub(super) async fn find(
     // child), else the caller's traceparent as it came.
     let traceparent =
         traces::traceparent_of(&tracing::Span::current(), headers.get("traceparent").and_then(|v| v.to_str().ok()));
+    // A claim logs (what it published, what refused it): under a span naming the product.
+    let span = current_or(|| tracing::info_span!("miss", product_id = %id, request_id = tracing::field::Empty));
     let claiming = {
         let (state, id) = (state.clone(), id.clone());
-        tokio::spawn(claim_shared(state, id, client, traceparent).instrument(tracing::Span::current()))
+        tokio::spawn(claim_shared(state, id, client, traceparent).instrument(span))
     };
     Ok(match claiming.await.expect("claim task does not panic")? {
         // Written between the look and the claim.
@@ -315,6 +374,17 @@ async fn claim_shared(
         }
     }
     Err(ApiError::Overloaded { retry_after_secs: state.retry_after_secs })
+}
+
+/// Reads `id` from Redis again in the background, for L1 (see `cache::L1::look`).
+fn reload_l1(state: &AppState, raw: &str) {
+    let Ok(id) = ProductId::parse(raw) else { return };
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = state.l1.reload(&id, lookup(state.clone(), id.clone())).await {
+            tracing::debug!(product_id = %id, error = %e, "cannot reload a held result; it ends with its life");
+        }
+    });
 }
 
 /// Stage 1: the result if Redis has it, else whether it is pending. A corrupt one is deleted
@@ -391,34 +461,34 @@ async fn claim(
 /// A cached result's answer: 200 with its bytes; 304 when `If-None-Match` names it; 404 for
 /// `not_found`. `Cache-Control` lets a CDN keep it until its guarantee ends and serve it
 /// meanwhile for the refresh window while it revalidates.
-fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap) -> Response {
+fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap, now: Instant) -> Response {
     // Whole seconds, rounded down: never more than its guarantee has left.
-    let max_age = stored.ttl_left().as_secs();
+    let max_age = stored.ttl_left_at(now).as_secs();
     let age = HeaderValue::from(stored.age_secs(SystemTime::now()));
     if stored.status == Status::NotFound {
         let id = ProductId::parse(id).expect("a stored result's id is valid");
         let mut response = ApiError::ProductNotFound(id).into_response();
         let headers = response.headers_mut();
-        headers.insert("x-cache", HeaderValue::from_static("HIT"));
+        headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
         headers.insert(header::CACHE_CONTROL, cache_control(max_age, None));
         headers.insert(header::AGE, age);
         headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
         return response;
     }
     let not_modified = headers.get(header::IF_NONE_MATCH).is_some_and(|tags| stored.matches(tags.as_bytes()));
+    // The fixed headers were made with the result; only what changes with time is added.
+    let mut out = stored.headers.clone();
+    out.insert(header::CACHE_CONTROL, cache_control(max_age, state.refresh.window_secs(stored)));
+    out.insert(header::AGE, age);
     let mut response = if not_modified {
-        StatusCode::NOT_MODIFIED.into_response()
+        out.remove(header::CONTENT_TYPE);
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
     } else {
-        let mut ok = Response::new(Body::from(stored.body.clone()));
-        ok.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        ok
+        Response::new(Body::from(stored.body.clone()))
     };
-    let headers = response.headers_mut();
-    headers.insert("x-cache", HeaderValue::from_static("HIT"));
-    headers.insert(header::ETAG, stored.etag.clone());
-    headers.insert(header::CACHE_CONTROL, cache_control(max_age, state.refresh.window_secs(stored)));
-    headers.insert(header::AGE, age);
-    headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
+    *response.headers_mut() = out;
     response
 }
 
@@ -438,7 +508,7 @@ fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {
     let body = Pending { product_id: id.clone(), status: "pending" };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-cache", HeaderValue::from_static("MISS"));
+    headers.insert(&X_CACHE, HeaderValue::from_static("MISS"));
     // The id is validated: only URL-safe characters.
     headers.insert(header::LOCATION, HeaderValue::from_str(&format!("/v1/prices/{id}")).expect("safe id"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));

@@ -13,7 +13,7 @@
 //!   store keeps the old one; see `cache::StoreOutcome::Kept`).
 //! - A product nobody asks for in its window is simply left to expire.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -24,7 +24,8 @@ use crate::queue::PriceRequest;
 
 /// When a hit should start a refresh.
 pub struct RefreshAhead {
-    fraction: f64,
+    /// The refresh window, in thousandths of a guarantee (integer math on the hit path).
+    permille: u64,
     /// Products this process tried to refresh lately, with the `expires_at` (ms) of the result
     /// it tried to replace: one try per result.
     tried: moka::sync::Cache<ProductId, i64>,
@@ -33,22 +34,26 @@ pub struct RefreshAhead {
 impl RefreshAhead {
     pub fn new(fraction: f64, pending_ttl: Duration, max_entries: u64) -> Self {
         Self {
-            fraction,
+            permille: (fraction * 1000.0).round() as u64,
             tried: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(pending_ttl).build(),
         }
     }
 
-    /// The refresh window of `stored` in whole seconds: the last `fraction` of its guarantee,
-    /// in which a hit refreshes it (and a cache may serve it stale while revalidating); `None`
-    /// when refreshing ahead is off.
-    pub fn window_secs(&self, stored: &StoredResult) -> Option<u64> {
-        (self.fraction > 0.0).then(|| stored.window().mul_f64(self.fraction).as_secs())
+    /// The refresh window of `stored`: the last `fraction` of its guarantee, in which a hit
+    /// refreshes it (and a cache may serve it stale while revalidating).
+    fn window(&self, stored: &StoredResult) -> Duration {
+        Duration::from_millis((stored.expires_at_ms - stored.computed_at_ms).max(0) as u64 * self.permille / 1000)
     }
 
-    /// Whether serving `stored` (the result for `id`) now should start a refresh: at most once
-    /// per result in this process. Outside the window it costs one clock read.
-    pub fn due(&self, id: &str, stored: &StoredResult) -> bool {
-        if self.fraction <= 0.0 || stored.ttl_left() > stored.window().mul_f64(self.fraction) {
+    /// The refresh window in whole seconds; `None` when refreshing ahead is off.
+    pub fn window_secs(&self, stored: &StoredResult) -> Option<u64> {
+        (self.permille > 0).then(|| self.window(stored).as_secs())
+    }
+
+    /// Whether serving `stored` (the result for `id`) at `now` should start a refresh: at most
+    /// once per result in this process. Outside the window it costs a subtraction.
+    pub fn due(&self, id: &str, stored: &StoredResult, now: Instant) -> bool {
+        if self.permille == 0 || stored.ttl_left_at(now) > self.window(stored) {
             return false;
         }
         // Two hits racing here both try; the marker lets one through.
@@ -121,15 +126,16 @@ mod tests {
     fn due_in_the_last_fraction_of_the_window_once_per_result() {
         let refresh = RefreshAhead::new(0.2, Duration::from_secs(30), 100);
         let early = stored(Duration::from_secs(100), Duration::from_secs(50));
-        assert!(!refresh.due("p", &early), "half the window left");
+        let now = Instant::now;
+        assert!(!refresh.due("p", &early, now()), "half the window left");
         let late = stored(Duration::from_secs(100), Duration::from_secs(10));
-        assert!(refresh.due("p", &late), "a tenth left");
-        assert!(!refresh.due("p", &late), "tried already for this result");
+        assert!(refresh.due("p", &late, now()), "a tenth left");
+        assert!(!refresh.due("p", &late, now()), "tried already for this result");
         let next = stored(Duration::from_secs(100), Duration::from_secs(5));
-        assert!(refresh.due("p", &next), "a newer result (another expires_at) is tried again");
+        assert!(refresh.due("p", &next, now()), "a newer result (another expires_at) is tried again");
         assert_eq!(refresh.window_secs(&next), Some(20));
         let off = RefreshAhead::new(0.0, Duration::from_secs(30), 100);
-        assert!(!off.due("p", &stored(Duration::from_secs(100), Duration::from_secs(1))));
+        assert!(!off.due("p", &stored(Duration::from_secs(100), Duration::from_secs(1)), now()));
         assert_eq!(off.window_secs(&next), None);
     }
 }

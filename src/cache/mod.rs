@@ -1,4 +1,4 @@
-//! Two cache levels: L1 in-process ([`L1`], moka) and L2 behind [`ResultStore`]: Redis
+//! Two cache levels: L1 in-process ([`L1`]: quick_cache, and single-flight loads) and L2 behind [`ResultStore`]: Redis
 //! ([`RedisStore`]) in production, or [`MemoryStore`] in the standalone demo. Plus how Redis is
 //! reached ([`Connection`]: one server or a cluster, TLS, ACL users), the key scheme ([`Keys`],
 //! hash-tagged by product), the pending markers that stop duplicate work, waiting for a
@@ -6,6 +6,7 @@
 //! computation's progress ([`Progress`]: one event per source, logged and announced).
 
 mod connection;
+mod flight;
 mod keys;
 mod l1;
 mod memory;
@@ -15,6 +16,7 @@ mod store;
 mod stored;
 
 pub use connection::Connection;
+pub use flight::Flights;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{Notify, broadcast, watch};
@@ -42,8 +42,8 @@ pub struct Ready {
 }
 
 struct Product {
-    /// Bumped on each announcement.
-    announced: watch::Sender<u64>,
+    /// When it was last announced (set on each announcement).
+    announced: watch::Sender<Instant>,
     /// Live progress, made for the first watcher (a plain waiter needs none).
     progress: Option<broadcast::Sender<Progress>>,
     waiters: usize,
@@ -68,7 +68,7 @@ impl Ready {
     fn register(&self, id: &ProductId, progress: bool) -> Waiter {
         let mut products = self.products.lock().expect("ready lock");
         let product = products.entry(id.clone()).or_insert_with(|| Product {
-            announced: watch::Sender::new(0),
+            announced: watch::Sender::new(Instant::now()),
             progress: None,
             waiters: 0,
         });
@@ -96,14 +96,14 @@ impl Ready {
     /// Wakes `id`'s waiters, if any.
     pub fn announce(&self, id: &ProductId) {
         if let Some(product) = self.products.lock().expect("ready lock").get(id) {
-            product.announced.send_modify(|n| *n += 1);
+            product.announced.send_replace(Instant::now());
         }
     }
 
     /// Wakes every waiter (announcements may have been missed).
     pub fn announce_all(&self) {
         for product in self.products.lock().expect("ready lock").values() {
-            product.announced.send_modify(|n| *n += 1);
+            product.announced.send_replace(Instant::now());
         }
     }
 
@@ -115,7 +115,7 @@ impl Ready {
 
 /// One request's interest in one product; unregisters on drop.
 pub struct Waiter {
-    announced: watch::Receiver<u64>,
+    announced: watch::Receiver<Instant>,
     /// A watcher's live progress.
     progress: Option<broadcast::Receiver<Progress>>,
     id: ProductId,
@@ -125,8 +125,9 @@ pub struct Waiter {
 /// What woke a watcher.
 #[derive(Debug)]
 pub enum Wake {
-    /// A result was announced, or everybody is told to look again: look.
-    Announced,
+    /// A result was announced (or everybody is told to look again), at this instant: look,
+    /// with a read that starts after it (one started earlier may not see the result).
+    Announced(Instant),
     /// A source's outcome, live.
     Progress(Progress),
     /// Live events were dropped for this watcher (it fell behind): reread the log.
@@ -134,18 +135,18 @@ pub enum Wake {
 }
 
 impl Waiter {
-    /// Until the product is announced (or everybody is told to look again).
-    pub async fn announced(&mut self) {
+    /// Until the product is announced (or everybody is told to look again); when that was.
+    pub async fn announced(&mut self) -> Instant {
         // The sender lives as long as this waiter is registered.
         let _ = self.announced.changed().await;
+        *self.announced.borrow_and_update()
     }
 
     /// Until the next announcement or, for a watcher, the next progress event. Progress comes
     /// first when both are there, so a watcher relays the sources' answers before the result.
     pub async fn next(&mut self) -> Wake {
         let Some(progress) = &mut self.progress else {
-            self.announced().await;
-            return Wake::Announced;
+            return Wake::Announced(self.announced().await);
         };
         tokio::select! {
             biased;
@@ -155,7 +156,7 @@ impl Waiter {
                 // the sender); either way, rereading is right.
                 Err(_) => Wake::Missed,
             },
-            _ = self.announced.changed() => Wake::Announced,
+            _ = self.announced.changed() => Wake::Announced(*self.announced.borrow_and_update()),
         }
     }
 }
@@ -276,9 +277,9 @@ mod tests {
         let wake = tokio::time::timeout(Duration::from_secs(5), watcher.next()).await.unwrap();
         assert!(matches!(wake, Wake::Progress(e) if e.provider == "x"));
         let wake = tokio::time::timeout(Duration::from_secs(5), watcher.next()).await.unwrap();
-        assert!(matches!(wake, Wake::Announced), "{wake:?}");
+        assert!(matches!(wake, Wake::Announced(_)), "{wake:?}");
         let wake = tokio::time::timeout(Duration::from_secs(5), waiter.next()).await.unwrap();
-        assert!(matches!(wake, Wake::Announced), "{wake:?}");
+        assert!(matches!(wake, Wake::Announced(_)), "{wake:?}");
         assert!(ready.progress_wanted());
     }
 

@@ -2,8 +2,8 @@
 //! hit answers, behind a one-line header holding what serving it needs, so a hit parses no
 //! JSON.
 //!
-//! Format: `#pf1 <computed_at ms> <expires_at ms> <status> <etag>\n<comparison JSON>`, times
-//! in milliseconds since the Unix epoch, the entity tag unquoted. A value without the header
+//! Format: `#pf1 <computed_at ms> <expires_at ms> <status> "<etag>"\n<comparison JSON>`, times
+//! in milliseconds since the Unix epoch, the entity tag quoted as an `ETag` header carries it. A value without the header
 //! (written before it existed) is read by parsing its JSON, so a rollout serves what is there.
 //!
 //! The entity tag is strong: the result's `computed_at` and an xxh3 hash of its bytes, made
@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -32,6 +32,9 @@ pub struct StoredResult {
     pub expires_at_ms: i64,
     /// The strong entity tag, quoted (`"…"`), ready for an `ETag` header.
     pub etag: HeaderValue,
+    /// The headers every answer of it carries that do not change with time (`Content-Type`,
+    /// `X-Cache`, `ETag`, `Vary`), made once: an answer clones them and adds the rest.
+    pub headers: HeaderMap,
     /// When this copy stops being servable, on this process's monotonic clock: its guarantee's
     /// end, as the wall clock said when it was read.
     pub expires: Instant,
@@ -40,7 +43,7 @@ pub struct StoredResult {
 /// Why bytes are not a stored result.
 #[derive(Debug, thiserror::Error)]
 pub enum Malformed {
-    #[error("the header is not `#pf1 <computed_at> <expires_at> <status> <etag>`")]
+    #[error("the header is not `#pf1 <computed_at> <expires_at> <status> \"<etag>\"`")]
     Header,
     #[error("the comparison JSON is invalid")]
     Json(#[source] serde_json::Error),
@@ -52,7 +55,7 @@ impl StoredResult {
         let json = serde_json::to_vec(comparison).expect("a Comparison always serializes");
         let computed_at_ms = unix_ms(comparison.computed_at);
         let mut out = format!(
-            "{MAGIC} {computed_at_ms} {} {} {}\n",
+            "{MAGIC} {computed_at_ms} {} {} \"{}\"\n",
             unix_ms(comparison.expires_at),
             comparison.status.as_str(),
             etag(computed_at_ms, &json)
@@ -78,16 +81,21 @@ impl StoredResult {
         let computed_at_ms = computed.parse().map_err(|_| Malformed::Header)?;
         let expires_at_ms = expires.parse().map_err(|_| Malformed::Header)?;
         let status = Status::parse(status).ok_or(Malformed::Header)?;
-        if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        let unquoted = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).ok_or(Malformed::Header)?;
+        if unquoted.is_empty() || !unquoted.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(Malformed::Header);
         }
+        // The tag's bytes, shared with the value (no copy); the header is ASCII.
+        let start = newline - tag.len();
+        let etag = HeaderValue::from_maybe_shared(value.slice(start..newline)).map_err(|_| Malformed::Header)?;
         // The header is ours: the JSON after it is what the consumer wrote, served unparsed.
         Ok(Self {
             body: value.slice(newline + 1..),
             status,
             computed_at_ms,
             expires_at_ms,
-            etag: quoted(tag),
+            headers: answer_headers(&etag),
+            etag,
             expires: instant_of(expires_at_ms, now),
         })
     }
@@ -97,8 +105,10 @@ impl StoredResult {
         let comparison: Comparison = serde_json::from_slice(&body).map_err(Malformed::Json)?;
         let computed_at_ms = unix_ms(comparison.computed_at);
         let expires_at_ms = unix_ms(comparison.expires_at);
+        let etag = quoted(&etag(computed_at_ms, &body));
         Ok(Self {
-            etag: quoted(&etag(computed_at_ms, &body)),
+            headers: answer_headers(&etag),
+            etag,
             status: comparison.status,
             computed_at_ms,
             expires_at_ms,
@@ -113,7 +123,12 @@ impl StoredResult {
     }
 
     pub fn ttl_left(&self) -> Duration {
-        self.expires.saturating_duration_since(Instant::now())
+        self.ttl_left_at(Instant::now())
+    }
+
+    /// How long it stays servable, seen at `now`.
+    pub fn ttl_left_at(&self, now: Instant) -> Duration {
+        self.expires.saturating_duration_since(now)
     }
 
     /// How long its price guarantee was given for: `expires_at - computed_at`.
@@ -141,6 +156,18 @@ impl StoredResult {
 /// The entity tag (unquoted) of a result computed at `computed_at_ms` with these bytes.
 fn etag(computed_at_ms: i64, json: &[u8]) -> String {
     format!("{computed_at_ms:x}-{:016x}", xxhash_rust::xxh3::xxh3_64(json))
+}
+
+/// Room for what [`StoredResult::headers`] holds and an answer adds (`Cache-Control`, `Age`).
+const ANSWER_HEADERS: usize = 8;
+
+fn answer_headers(etag: &HeaderValue) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(HeaderName::from_static("x-cache"), HeaderValue::from_static("HIT"));
+    headers.insert(header::ETAG, etag.clone());
+    headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
+    headers
 }
 
 fn quoted(tag: &str) -> HeaderValue {
@@ -238,11 +265,12 @@ mod tests {
         let json = &good[json_start..];
         for header in [
             "#pf1 1 2 complete\n",
-            "#pf1 1 2 complete abc extra\n",
-            "#pf1 x 2 complete abc\n",
-            "#pf1 1 2 sold_out abc\n",
-            "#pf1 1 2 complete \"abc\"\n",
-            "#pf1 1 2 complete abc",
+            "#pf1 1 2 complete \"abc\" extra\n",
+            "#pf1 x 2 complete \"abc\"\n",
+            "#pf1 1 2 sold_out \"abc\"\n",
+            "#pf1 1 2 complete abc\n",
+            "#pf1 1 2 complete \"\"\n",
+            "#pf1 1 2 complete \"abc\"",
         ] {
             let mut value = header.as_bytes().to_vec();
             value.extend_from_slice(json);
