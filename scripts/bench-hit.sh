@@ -2,46 +2,52 @@
 # Hit-path benchmark (issue 11): pricefront's cache hits against bare axum on the same machine,
 # in one run, as ratios.
 #
-# It builds release, reuses the stack running at producer.listen or starts one (scripts/run.sh),
-# starts a second producer with L1 effectively off (cache.l1_ttl_ms = 1: every hit reads Redis)
-# and the two baselines of examples/hit-baseline.rs: a bare axum handler answering the bytes of
-# a real comparison, and an axum handler doing one plain Redis GET per request. It warms
-# PRODUCTS products, then, for ROUNDS rounds, measures throughput with wrk (closed loop,
-# THREADS threads, CONNS connections, SECS seconds each):
+# It builds release, reuses the stack running at producer.listen or starts one (scripts/run.sh,
+# with a one-hour guarantee so no refresh ahead runs during the bench), starts two more
+# producers (L1 effectively off, cache.l1_ttl_ms = 1: every hit reads Redis; and L1 held 60 s,
+# to show the hit path without the default 1-s L1 life's re-reads) and the two baselines of
+# examples/hit-baseline.rs: a bare axum handler answering the bytes of a real comparison, and an
+# axum handler doing one plain Redis GET per request. It warms PRODUCTS products, then, for
+# ROUNDS rounds, measures throughput with wrk (closed loop, THREADS threads, CONNS
+# connections, SECS seconds each) in pairs, a baseline and what is compared with it, run back
+# to back in alternating order (this machine's speed drifts by 10-20% within minutes, so only
+# a pair's ratio is trusted, and the median of the rounds' ratios is reported):
 #
-#   bare          bare axum, the same bytes, on one path        \
-#   bare-N        bare axum, over the N products' paths          |  the L1 goal: >= 0.90x
-#   l1-hot        pricefront, one hot product (an L1 hit)        |
-#   l1-N          pricefront, over the N products (L1 hits)     /
-#   redis-get-N   axum + one Redis GET, over the N products     \   the Redis goal: >= 0.90x
-#   redis-N       pricefront with L1 off, over the N products   /
-#   multi-48      pricefront, GET /v1/prices?ids=<48 cached ids> (only when the route exists)
+#   l1-hot       / bare          pricefront, one hot product (an L1 hit) / bare axum, the same bytes
+#   l1-N         / bare-N        over the N products' paths (L1 hits, default 1-s L1 life)
+#   l1-60s-N     / bare-N        the same with L1 held 60 s (no background re-reads)
+#   redis-N      / redis-get-N   pricefront with L1 off / axum + one Redis GET
+#   multi-48                     GET /v1/prices?ids=<48 cached ids> (only when the route exists)
 #
-# and latency with oha at a fixed, open-loop rate (LATENCY_SHARE % of the best bare req/s,
-# corrected for coordinated omission) against bare-N and l1-N: the p99 goal is <= 2 ms.
+# Then latency with oha at fixed, open-loop rates, corrected for coordinated omission: each of
+# LATENCY_SHARES % of the bare maximum as oha itself reaches it (oha costs more CPU per request
+# than wrk, and shares the cores), against bare-N and l1-N: the p99 goal is <= 2 ms at 70%.
 #
 #   scripts/bench-hit.sh
 #   ROUNDS=5 SECS=10 scripts/bench-hit.sh
 #
-# Knobs (env): ROUNDS (3), SECS (8), CONNS (64), THREADS (2), PRODUCTS (2000, a multiple of
-# 1000), LATENCY_SECS
-# (10), LATENCY_SHARE (70), PORTS_FROM (18090: the bytes baseline, +1 the Redis baseline, +2
-# the L1-off producer). Needs no Docker; installs wrk (Debian) and oha (cargo install) when
-# missing. wrk and the servers share the machine's cores: compare ratios, not absolute figures.
-# Logs: .run/bench-hit-*.log.
+# Knobs (env): ROUNDS (3), SECS (6), CONNS (64), THREADS (2), PRODUCTS (2000, a multiple of
+# 1000), LATENCY_SECS (10), LATENCY_SHARES ("30 70"), PORTS_FROM (18090: the bytes baseline, +1 the
+# Redis baseline, +2 the L1-off producer, +3 the L1-60-s producer). Needs no Docker; installs
+# wrk (Debian) and oha (cargo install) when missing. wrk and the servers share the machine's
+# cores: compare ratios, not absolute figures. A reused stack keeps its own guarantee: if it is
+# short, refreshes ahead run during the bench and cost it. Logs: .run/bench-hit-*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ROUNDS=${ROUNDS:-3}
-SECS=${SECS:-8}
+SECS=${SECS:-6}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 PRODUCTS=${PRODUCTS:-2000}
 LATENCY_SECS=${LATENCY_SECS:-10}
-LATENCY_SHARE=${LATENCY_SHARE:-70}
+LATENCY_SHARES=${LATENCY_SHARES:-30 70}
 PORTS_FROM=${PORTS_FROM:-18090}
-for knob in ROUNDS SECS CONNS THREADS PRODUCTS LATENCY_SECS LATENCY_SHARE PORTS_FROM; do
+for share in $LATENCY_SHARES; do
+  [[ $share =~ ^[0-9]+$ ]] && ((share > 0 && share <= 100)) || { log "LATENCY_SHARES must be percentages (got $share)"; exit 2; }
+done
+for knob in ROUNDS SECS CONNS THREADS PRODUCTS LATENCY_SECS PORTS_FROM; do
   [[ ${!knob} =~ ^[0-9]+$ ]] && ((${!knob} > 0)) || { log "$knob must be a positive whole number"; exit 2; }
 done
 ((PRODUCTS <= 10000 && PRODUCTS % 1000 == 0)) ||
@@ -65,7 +71,8 @@ redis_url=$("$bin/admin" get redis.url)
 bytes_addr="127.0.0.1:$PORTS_FROM"
 redis_addr="127.0.0.1:$((PORTS_FROM + 1))"
 l1off_addr="127.0.0.1:$((PORTS_FROM + 2))"
-require_free "$bytes_addr" "$redis_addr" "$l1off_addr"
+l1long_addr="127.0.0.1:$((PORTS_FROM + 3))"
+require_free "$bytes_addr" "$redis_addr" "$l1off_addr" "$l1long_addr"
 
 pids=()
 cleanup() {
@@ -84,14 +91,18 @@ if up "$base/readyz"; then
 else
   mapfile -t ports < <(stack_ports "$bin")
   require_free "${ports[@]}"
-  log "starting the stack (scripts/run.sh; log in $RUN_DIR/bench-hit-stack.log)"
-  start_release_stack "$bin" "$RUN_DIR/bench-hit-stack.log"
+  log "starting the stack (scripts/run.sh, a one-hour guarantee; log in $RUN_DIR/bench-hit-stack.log)"
+  PRICEFRONT__CACHE__TTL_SECS=3600 start_release_stack "$bin" "$RUN_DIR/bench-hit-stack.log"
 fi
 
 PRICEFRONT__PRODUCER__LISTEN=$l1off_addr PRICEFRONT__CACHE__L1_TTL_MS=1 \
   "$bin/producer" >"$RUN_DIR/bench-hit-producer-l1-off.log" 2>&1 &
 pids+=($!)
+PRICEFRONT__PRODUCER__LISTEN=$l1long_addr PRICEFRONT__CACHE__L1_TTL_MS=60000 \
+  "$bin/producer" >"$RUN_DIR/bench-hit-producer-l1-60s.log" 2>&1 &
+pids+=($!)
 wait_until 60 "the L1-off producer" up "http://$l1off_addr/readyz" || { tail "$RUN_DIR/bench-hit-producer-l1-off.log"; exit 1; }
+wait_until 60 "the L1-60-s producer" up "http://$l1long_addr/readyz" || { tail "$RUN_DIR/bench-hit-producer-l1-60s.log"; exit 1; }
 
 # Warm the products: waited requests, each as a client of its own (a load balancer's
 # X-Forwarded-For, which run.sh trusts from this host), so the per-client miss limit does not
@@ -177,65 +188,85 @@ print(sys.argv[1], "%.3f" % (p["p50"] * 1000), "%.3f" % (p["p99"] * 1000), "%.0f
 results=$RUN_DIR/bench-hit-results.txt
 : >"$results"
 n=$PRODUCTS
+hot="/v1/prices/${ids[0]}"
+# pair BASELINE_NAME BASELINE_URL NAME URL LUA|"": back to back, the order alternating by round.
+pair() {
+  local a=("$1" "$2" "$5") b=("$3" "$4" "$5")
+  if ((round % 2)); then run_wrk "${a[@]}"; run_wrk "${b[@]}"; else run_wrk "${b[@]}"; run_wrk "${a[@]}"; fi
+}
+# The L1 entries of the long-lived producer: read every product once.
+wrk -t1 -c8 -d2s -s "$lua" "http://$l1long_addr" >/dev/null
 for ((round = 1; round <= ROUNDS; round++)); do
   log "round $round of $ROUNDS (wrk -t$THREADS -c$CONNS -d${SECS}s each)"
   {
-    run_wrk bare "http://$bytes_addr/v1/prices/${ids[0]}"
-    run_wrk "bare-$n" "http://$bytes_addr" "$lua"
-    run_wrk l1-hot "$base/v1/prices/${ids[0]}"
-    run_wrk "l1-$n" "$base" "$lua"
-    run_wrk "redis-get-$n" "http://$redis_addr" "$lua"
-    run_wrk "redis-$n" "http://$l1off_addr" "$lua"
-    [[ -z $multi ]] || run_wrk multi-48 "$base/v1/prices?ids=$page"
+    pair bare "http://$bytes_addr$hot" l1-hot "$base$hot" ""
+    pair "bare-$n" "http://$bytes_addr" "l1-$n" "$base" "$lua"
+    pair "bare-$n" "http://$bytes_addr" "l1-60s-$n" "http://$l1long_addr" "$lua"
+    pair "redis-get-$n" "http://$redis_addr" "redis-$n" "http://$l1off_addr" "$lua"
+    if [[ -n $multi ]]; then run_wrk multi-48 "$base/v1/prices?ids=$page"; fi
   } | sed "s/^/$round /" | tee -a "$results" >&2
 done
 
-best_bare=$(awk '$2 == "bare" && $3 > m { m = $3 } END { print m + 0 }' "$results")
-rate=$((best_bare * LATENCY_SHARE / 100))
-log "latency at a fixed $rate req/s ($LATENCY_SHARE% of the best bare $best_bare req/s), oha, ${LATENCY_SECS}s each"
 regex_of() { local d=$((PRODUCTS - 1)); echo "$1/v1/prices/bench-hit-[0-$((d / 1000))][0-9]{3}"; }
+log "the bare maximum as oha reaches it (closed loop, ${LATENCY_SECS}s)"
+oha_max=$("$OHA" --no-tui --output-format json -z "${LATENCY_SECS}s" -c "$CONNS" --rand-regex-url \
+  "$(regex_of "http://$bytes_addr")" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["summary"]["requestsPerSec"]))')
 latency=$RUN_DIR/bench-hit-latency.txt
-{
-  run_oha "bare-$n" "$(regex_of "http://$bytes_addr")" "$rate"
-  run_oha "l1-$n" "$(regex_of "$base")" "$rate"
-} | tee "$latency" >&2
+: >"$latency"
+for share in $LATENCY_SHARES; do
+  rate=$((oha_max * share / 100))
+  log "latency at a fixed $rate req/s ($share% of oha's bare maximum, $oha_max req/s), ${LATENCY_SECS}s each"
+  {
+    run_oha "bare-$n" "$(regex_of "http://$bytes_addr")" "$rate"
+    run_oha "l1-$n" "$(regex_of "$base")" "$rate"
+  } | sed "s/^/$share /" | tee -a "$latency" >&2
+done
 
-# The summary: medians over the rounds, and the goals.
-printf '\nbench-hit (%s, %s cores, %s; wrk -t%s -c%s -d%ss x %s rounds; %s products, comparison of %s bytes)\n' \
+# The summary: per pair, the median of the rounds' ratios; the goals.
+printf '\nbench-hit (%s, %s cores, %s; wrk -t%s -c%s -d%ss, %s rounds; %s products, a comparison of %s bytes)\n' \
   "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(nproc)" "$(uname -r)" \
   "$THREADS" "$CONNS" "$SECS" "$ROUNDS" "$PRODUCTS" "$(wc -c <"$body")"
-python3 - "$results" "$latency" "$n" <<'PY'
+python3 - "$results" "$latency" "$n" "$oha_max" <<'PY'
 import statistics, sys
 from collections import defaultdict
 
-rows = defaultdict(list)
+n, oha_max = sys.argv[3], int(sys.argv[4])
+runs = defaultdict(dict)  # round -> name -> (rps, p50, p99, bad)
 for line in open(sys.argv[1]):
     rnd, name, rps, p50, p99, bad = line.split()
-    rows[name].append((float(rps), float(p50), float(p99), int(bad)))
-n = sys.argv[3]
-med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v),
-           statistics.median(r[2] for r in v), sum(r[3] for r in v), [r[0] for r in v]) for k, v in rows.items()}
-ref = {"bare": None, f"bare-{n}": None, "l1-hot": "bare", f"l1-{n}": f"bare-{n}",
-       f"redis-get-{n}": None, f"redis-{n}": f"redis-get-{n}", "multi-48": None}
-print(f"{'':14} {'req/s (median)':>15} {'rounds':>26} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>7}  non-2xx")
-for name, (rps, p50, p99, bad, all_rps) in med.items():
-    base = ref.get(name)
-    ratio = f"{rps / med[base][0]:.2f}" if base in med else ""
-    rounds = "/".join(f"{r / 1000:.1f}k" for r in all_rps)
-    print(f"{name:14} {rps:15,.0f} {rounds:>26} {p50:8.3f} {p99:8.3f} {ratio:>7}  {bad}")
-if "multi-48" in med:
-    print(f"multi-48 page: {med['multi-48'][0]:,.0f} pages/s = {med['multi-48'][0] * 48:,.0f} products/s; "
-          f"cost per page {med['l1-hot'][0] / med['multi-48'][0]:.2f}x a single hit (goal: at most 2x)")
+    runs[int(rnd)][name] = (float(rps), float(p50), float(p99), int(bad))
+pairs = [("l1-hot", "bare"), (f"l1-{n}", f"bare-{n}"), (f"l1-60s-{n}", f"bare-{n}"), (f"redis-{n}", f"redis-get-{n}")]
+def col(name, i):
+    return [r[name][i] for r in runs.values() if name in r]
+print(f"{'':14} {'req/s (median)':>15} {'p50 ms':>8} {'p99 ms':>8}  non-2xx   rounds")
+names = []
+for b, a in pairs:
+    for x in (a, b):
+        if x not in names:
+            names.append(x)
+if any("multi-48" in r for r in runs.values()):
+    names.append("multi-48")
+for name in names:
+    rps = col(name, 0)
+    print(f"{name:14} {statistics.median(rps):15,.0f} {statistics.median(col(name, 1)):8.3f} "
+          f"{statistics.median(col(name, 2)):8.3f}  {sum(col(name, 3)):7d}   " + "/".join(f"{r / 1000:.1f}k" for r in rps))
+print("ratios (each round's pair, back to back; the median, then every round):")
 goals = []
-for name, base in ((f"l1-hot", "bare"), (f"l1-{n}", f"bare-{n}"), (f"redis-{n}", f"redis-get-{n}")):
-    r = med[name][0] / med[base][0]
-    goals.append(f"{name} / {base} = {r:.2f} ({'met' if r >= 0.9 else 'NOT met'}: >= 0.90)")
-print("latency at a fixed rate (oha, open loop, corrected for coordinated omission):")
+for b, a in pairs:
+    ratios = [r[b][0] / r[a][0] for r in runs.values() if a in r and b in r]
+    med = statistics.median(ratios)
+    print(f"  {b:12} / {a:12} {med:5.2f}   " + " ".join(f"{x:.2f}" for x in ratios))
+    if b in ("l1-hot", f"l1-{n}", f"redis-{n}"):
+        goals.append(f"{b} / {a} = {med:.2f} ({'met' if med >= 0.9 else 'NOT met'}: >= 0.90)")
+if any("multi-48" in r for r in runs.values()):
+    page, single = statistics.median(col("multi-48", 0)), statistics.median(col("l1-hot", 0))
+    print(f"multi-48: {page:,.0f} pages/s = {page * 48:,.0f} products/s; a page costs {single / page:.2f}x a single hit (goal: at most 2x)")
+print(f"latency at fixed rates, as shares of {oha_max:,} req/s, oha's bare maximum (open loop, corrected for coordinated omission):")
 for line in open(sys.argv[2]):
-    name, p50, p99, rps, bad = line.split()
-    print(f"  {name:12} {float(rps):10,.0f} req/s  p50 {float(p50):.3f} ms  p99 {float(p99):.3f} ms  non-200 {bad}")
-    if name.startswith("l1-"):
-        goals.append(f"l1-{n} p99 at the fixed rate = {float(p99):.2f} ms ({'met' if float(p99) <= 2 else 'NOT met'}: <= 2 ms)")
+    share, name, p50, p99, rps, bad = line.split()
+    print(f"  {share:>3}%  {name:12} {float(rps):10,.0f} req/s  p50 {float(p50):.3f} ms  p99 {float(p99):.3f} ms  non-200 {bad}")
+    if name.startswith("l1-") and share == "70":
+        goals.append(f"l1-{n} p99 at 70% = {float(p99):.2f} ms ({'met' if float(p99) <= 2 else 'NOT met'}: <= 2 ms; bare's is in the table)")
 print("goals:")
 for g in goals:
     print("  " + g)

@@ -12,15 +12,18 @@
 //!   the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
 //! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
-//! - [`cache`]: L1 moka + L2 Redis (one server or a cluster, TLS, ACL users), the hash-tagged
-//!   key scheme, pending markers, waiting for a result to be announced.
+//! - [`cache`]: L1 in process (quick_cache, single-flight loads, background re-reads) + L2
+//!   Redis (one server or a cluster, TLS, ACL users), results behind a one-line header, the
+//!   hash-tagged key scheme, pending markers, waiting for a result to be announced, each
+//!   computation's progress.
 //! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
 //!   group member on its own thread, the acknowledgement that alone moves offsets, topics; the
 //!   in-memory queue.
 //! - [`providers`]: price API clients (request templates with credentials from the
 //!   environment, JSON Pointer response mapping, not-found) and the concurrent fan-out.
-//! - [`api`]: the producer's HTTP router, `Prefer: wait`, the limits on misses, errors as
-//!   problem+json.
+//! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), `Prefer:
+//!   wait`, event streams (SSE), refresh ahead, the limits on misses, per-route metrics, errors
+//!   as problem+json.
 //! - [`worker`]: the consume-process-store loop, written once for every queue.
 //! - [`mock`]: simulated price APIs for local runs and tests.
 //! - [`standalone`]: everything in one process on the in-memory queue and store (demos).

@@ -77,8 +77,13 @@ async fn real_responses_validate_against_the_openapi_document() {
     for path in [prices, "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
     }
-    for status in ["404", "429"] {
+    for status in ["304", "404", "429"] {
         assert!(doc["paths"][prices]["get"]["responses"][status].is_object(), "{status} is documented");
+    }
+    assert!(doc["paths"][prices]["head"].is_object(), "HEAD is documented");
+    let documented = documented_headers(&doc, prices, 304);
+    for header in ["etag", "cache-control", "age", "vary"] {
+        assert!(documented.iter().any(|h| h == header), "304 documents {header}: {documented:?}");
     }
     let enum_of = |schema: &str| doc["components"]["schemas"][schema]["enum"].clone();
     assert!(enum_of("Status").as_array().unwrap().contains(&json!("not_found")), "{}", enum_of("Status"));
