@@ -8,21 +8,8 @@ use std::time::Duration;
 use futures::future::join_all;
 use pricefront::settings::MockProviderSettings;
 
-use crate::helpers::{RedisServer, TestEnv, env, get, provider, spawn_consumer, spawn_producer, wait_for};
+use crate::helpers::{TestEnv, env, get, on_private_redis, provider, wait_for, warm_up};
 use crate::sse::{SseEvent, SseStream};
-
-/// Waits until the consumer group computes a first product (a fresh group takes seconds to
-/// get its first message), so the tests below watch the miss path, not the join.
-async fn warm_up(env: &TestEnv, base: &str) {
-    let url = format!("{base}/v1/prices/{}", env.product("warm-up"));
-    wait_for("the consumer to compute a first product", Duration::from_secs(60), || async {
-        match get(&env.http, &url).await.0 {
-            200 => Ok(()),
-            status => Err(status.to_string()),
-        }
-    })
-    .await;
-}
 
 fn failing(name: &str) -> MockProviderSettings {
     MockProviderSettings { error_rate: 1.0, ..provider(name, 10) }
@@ -221,21 +208,7 @@ async fn streams_are_bounded_in_number_and_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_get_their_result_across_a_redis_restart() {
     let env = env().providers(vec![provider("alpha", 1500)]).start().await;
-    let mut redis = Some(RedisServer::start(&[]).await);
-    let port = redis.as_ref().unwrap().port;
-    let mut settings = env.settings.clone();
-    settings.redis.url = redis.as_ref().unwrap().url();
-    let producer = spawn_producer(&settings).await;
-    producer.wait_ready(&env.http).await;
-    let consumer = spawn_consumer(&settings);
-    let warm = format!("{}/v1/prices/{}", producer.base, env.product("warm-up"));
-    wait_for("a first product", Duration::from_secs(60), || async {
-        match get(&env.http, &warm).await.0 {
-            200 => Ok(()),
-            status => Err(status.to_string()),
-        }
-    })
-    .await;
+    let (redis, producer, consumer) = on_private_redis(&env).await;
 
     let url = format!("{}/v1/prices/{}/events", producer.base, env.product("restart"));
     let streams: Vec<_> = (0..20)
@@ -245,10 +218,7 @@ async fn streams_get_their_result_across_a_redis_restart() {
         })
         .collect();
     // While the source takes its 1.5 s, Redis goes away and comes back (empty).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(redis.take());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    redis = Some(RedisServer::start_on(port, &[]).await);
+    let redis = redis.bounce(Duration::from_millis(300), Duration::from_millis(500)).await;
     for events in join_all(streams).await.into_iter().map(Result::unwrap) {
         let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(kinds, ["quote", "result"], "{events:?}");

@@ -628,6 +628,33 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits until the consumer group computes a first product through the producer at `base` (a
+/// fresh group takes seconds to get its first message), so a test times the miss path, not
+/// the join.
+pub async fn warm_up(env: &TestEnv, base: &str) {
+    let url = format!("{base}/v1/prices/{}", env.product("warm-up"));
+    wait_for("the consumer to compute a first product", Duration::from_secs(60), || async {
+        match get(&env.http, &url).await.0 {
+            200 => Ok(()),
+            status => Err(status.to_string()),
+        }
+    })
+    .await;
+}
+
+/// A producer and a consumer in process on a private `redis-server` of their own (to stop and
+/// restart while they work), warmed up.
+pub async fn on_private_redis(env: &TestEnv) -> (RedisServer, ProducerHandle, ConsumerHandle) {
+    let redis = RedisServer::start(&[]).await;
+    let mut settings = env.settings.clone();
+    settings.redis.url = redis.url();
+    let producer = spawn_producer(&settings).await;
+    producer.wait_ready(&env.http).await;
+    let consumer = spawn_consumer(&settings);
+    warm_up(env, &producer.base).await;
+    (redis, producer, consumer)
+}
+
 /// A private `redis-server` on a free port, killed on drop.
 pub struct RedisServer {
     child: Child,
@@ -653,6 +680,16 @@ impl RedisServer {
         })
         .await;
         server
+    }
+
+    /// Stops this server after `after`, keeps it down for `down`, then starts an empty one on
+    /// the same port.
+    pub async fn bounce(self, after: Duration, down: Duration) -> RedisServer {
+        let port = self.port;
+        tokio::time::sleep(after).await;
+        drop(self);
+        tokio::time::sleep(down).await;
+        RedisServer::start_on(port, &[]).await
     }
 
     pub fn url(&self) -> String {

@@ -5,26 +5,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::helpers::{RedisServer, TestEnv, env, get, provider, spawn_consumer, spawn_producer, wait_for};
+use crate::helpers::{TestEnv, env, on_private_redis, provider, wait_for, warm_up};
 
 /// GET with a `Prefer` header: status, headers, body.
 async fn get_waiting(env: &TestEnv, url: &str, prefer: &str) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     let res = env.http.get(url).header("prefer", prefer).send().await.unwrap();
     let (status, headers) = (res.status().as_u16(), res.headers().clone());
     (status, headers, res.json().await.unwrap_or_default())
-}
-
-/// Waits until the consumer group computes a first product (a fresh group takes seconds to
-/// get its first message), so the tests below time the miss path, not the join.
-async fn warm_up(env: &TestEnv, base: &str) {
-    let url = format!("{base}/v1/prices/{}", env.product("warm-up"));
-    wait_for("the consumer to compute a first product", Duration::from_secs(60), || async {
-        match get(&env.http, &url).await.0 {
-            200 => Ok(()),
-            status => Err(status.to_string()),
-        }
-    })
-    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,21 +123,7 @@ async fn a_client_that_hangs_up_frees_its_place_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_get_their_result_across_a_redis_restart() {
     let env = env().providers(vec![provider("alpha", 1500)]).start().await;
-    let mut redis = Some(RedisServer::start(&[]).await);
-    let port = redis.as_ref().unwrap().port;
-    let mut settings = env.settings.clone();
-    settings.redis.url = redis.as_ref().unwrap().url();
-    let producer = spawn_producer(&settings).await;
-    producer.wait_ready(&env.http).await;
-    let consumer = spawn_consumer(&settings);
-    let warm = format!("{}/v1/prices/{}", producer.base, env.product("warm-up"));
-    wait_for("a first product", Duration::from_secs(60), || async {
-        match get(&env.http, &warm).await.0 {
-            200 => Ok(()),
-            status => Err(status.to_string()),
-        }
-    })
-    .await;
+    let (redis, producer, consumer) = on_private_redis(&env).await;
 
     let url = format!("{}/v1/prices/{}", producer.base, env.product("restart"));
     let waiters: Vec<_> = (0..20)
@@ -162,10 +135,7 @@ async fn waiters_get_their_result_across_a_redis_restart() {
         })
         .collect();
     // While the source takes its 1.5 s, Redis goes away and comes back (empty).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(redis.take());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    redis = Some(RedisServer::start_on(port, &[]).await);
+    let redis = redis.bounce(Duration::from_millis(300), Duration::from_millis(500)).await;
     let statuses: Vec<u16> = join_all(waiters).await.into_iter().map(Result::unwrap).collect();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     drop(redis);
