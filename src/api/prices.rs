@@ -186,8 +186,8 @@ async fn respond(state: AppState, request: Request) -> Response {
     Box::pin(answer(state, request)).await
 }
 
-/// Everything but a plain L1 hit, under a request span (the router's when spans are
-/// exported): something may be logged.
+/// Everything but a plain L1 hit. It runs under no span of its own (the router's when spans
+/// are exported): the claim makes one, and so does an error, where something is logged.
 async fn answer(state: AppState, request: axum::http::request::Parts) -> Response {
     let raw = request.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
     let peer = request.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);

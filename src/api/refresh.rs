@@ -25,7 +25,7 @@ use crate::queue::PriceRequest;
 /// When a hit should start a refresh.
 pub struct RefreshAhead {
     /// The refresh window, in thousandths of a guarantee (integer math on the hit path).
-    permille: u64,
+    permille: u32,
     /// Products this process tried to refresh lately, with the `expires_at` (ms) of the result
     /// it tried to replace: one try per result.
     tried: moka::sync::Cache<ProductId, i64>,
@@ -34,7 +34,7 @@ pub struct RefreshAhead {
 impl RefreshAhead {
     pub fn new(fraction: f64, pending_ttl: Duration, max_entries: u64) -> Self {
         Self {
-            permille: (fraction * 1000.0).round() as u64,
+            permille: (fraction * 1000.0).round() as u32,
             tried: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(pending_ttl).build(),
         }
     }
@@ -42,7 +42,7 @@ impl RefreshAhead {
     /// The refresh window of `stored`: the last `fraction` of its guarantee, in which a hit
     /// refreshes it (and a cache may serve it stale while revalidating).
     fn window(&self, stored: &StoredResult) -> Duration {
-        Duration::from_millis((stored.expires_at_ms - stored.computed_at_ms).max(0) as u64 * self.permille / 1000)
+        stored.window() * self.permille / 1000
     }
 
     /// The refresh window in whole seconds; `None` when refreshing ahead is off.

@@ -21,7 +21,6 @@ use tower::{Layer, Service};
 /// Statuses with a handle of their own; others are counted through the registry.
 const STATUSES: [u16; 11] = [200, 202, 304, 400, 404, 405, 429, 500, 502, 503, 504];
 const METHODS: [Method; 2] = [Method::GET, Method::HEAD];
-const _: () = assert!(METHODS.len() == 2, "RouteMetrics::new sizes requests for two methods");
 
 /// One route's handles.
 pub struct RouteMetrics {
@@ -33,7 +32,11 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     /// One route's handles (a `static` for a route that records its own, see [`Self::record`]).
     pub const fn new(route: &'static str) -> Self {
-        Self { route, duration: OnceLock::new(), requests: [const { [const { OnceLock::new() }; STATUSES.len()] }; 2] }
+        Self {
+            route,
+            duration: OnceLock::new(),
+            requests: [const { [const { OnceLock::new() }; STATUSES.len()] }; METHODS.len()],
+        }
     }
 
     /// One route's handles for the life of the process, for a [`Track`] layer: a request
@@ -43,8 +46,9 @@ impl RouteMetrics {
         Box::leak(Box::new(Self::new(route)))
     }
 
-    /// Counts and times one request. The hot route calls this from its handler: a layer on
-    /// it cost about 1,450 instructions per request (7% of a hit) in axum's boxing.
+    /// Counts and times one request. The hot route calls this from its handler: recording
+    /// there costs about 740 instructions per request, a layer on the route about 1,450
+    /// (callgrind; the difference is axum's boxing of a layered route).
     pub fn record(&self, method: &Method, status: u16, started: Instant) {
         let elapsed = started.elapsed().as_secs_f64();
         // Registered on first use, after a main has installed the recorder.
