@@ -11,7 +11,9 @@
 //! - [`observability`]: logs and spans, OTLP span export and `traceparent` across the queue,
 //!   the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
-//! - [`domain`]: `ProductId`, `Currency`, `Quote`, `Comparison`; validated, no I/O.
+//! - [`domain`]: `ProductId`, `Currency` (ISO 4217), `Quote`, `Comparison`, exchange `Rates`;
+//!   validated, no I/O.
+//! - [`fx`]: the rates a consumer converts with: configured, overlaid by the ECB's daily XML.
 //! - [`cache`]: L1 in process (quick_cache, single-flight loads, background re-reads) + L2
 //!   Redis (one server or a cluster, TLS, ACL users), results behind a one-line header, the
 //!   hash-tagged key scheme, pending markers, waiting for a result to be announced, each
@@ -29,7 +31,7 @@
 //! - [`standalone`]: everything in one process on the in-memory queue and store (demos).
 //!
 //! Dependencies point downward: `api` and `worker` use `cache`, `queue`, `providers` and
-//! `domain`; `domain` uses nothing of ours; `settings` uses only `domain`.
+//! `domain` (`worker` also `fx`); `domain` uses nothing of ours; `settings` uses only `domain`.
 
 /// Every binary allocates through mimalloc: the hit path allocates a few small buffers per
 /// request, and glibc's allocator was a tenth of its profile.
@@ -39,6 +41,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod fx;
 pub mod mock;
 pub mod observability;
 pub mod providers;

@@ -4,6 +4,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
+use super::catalogue::{EntryStatus, Page, PageEntry, Reason, StatusOnly, Unavailable};
 use super::health::{Health, Readiness};
 use super::prices::Pending;
 use super::problem::Problem;
@@ -17,13 +18,30 @@ use crate::domain::{Comparison, Failure, FailureReason, Quote, Status};
     ),
     paths(
         super::prices::get_price,
+        super::catalogue::get_prices,
         super::events::price_events,
         super::health::healthz,
         super::health::readyz,
         metrics,
         openapi_json
     ),
-    components(schemas(Comparison, Quote, Failure, FailureReason, Status, Pending, Problem, Health, Readiness))
+    components(schemas(
+        Comparison,
+        Quote,
+        Failure,
+        FailureReason,
+        Status,
+        Pending,
+        Problem,
+        Health,
+        Readiness,
+        Page,
+        PageEntry,
+        StatusOnly,
+        EntryStatus,
+        Unavailable,
+        Reason
+    ))
 )]
 pub struct ApiDoc;
 

@@ -1,7 +1,9 @@
 //! The producer's HTTP API: [`router`] over an [`AppState`], one module per resource, and
 //! errors as problem+json ([`ApiError`]). A product's price is `prices` (with `Prefer: wait`
-//! in `wait`); its comparison as it happens, `events` (Server-Sent Events).
+//! in `wait`); its comparison as it happens, `events` (Server-Sent Events); a page of
+//! products at once, `catalogue`.
 
+mod catalogue;
 mod docs;
 mod events;
 mod health;
@@ -66,6 +68,8 @@ pub struct Shared {
     pub stream_places: Arc<tokio::sync::Semaphore>,
     /// Which hits start a refresh ahead of expiry.
     pub refresh: Arc<refresh::RefreshAhead>,
+    /// Most ids one multi-get may ask for (`producer.max_batch_ids`).
+    pub max_batch_ids: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,7 @@ impl AppState {
                 settings.cache.pending_ttl,
                 settings.cache.l1_max_entries,
             )),
+            max_batch_ids: settings.producer.max_batch_ids,
         }))
     }
 }
@@ -128,6 +133,7 @@ pub fn router(state: AppState) -> Router {
     let routes = [
         // The hit path records its own (see `track`), its 405s included.
         (prices::ROUTE, get(prices::get_price).fallback(prices::method_not_allowed)),
+        tracked(catalogue::ROUTE, get(catalogue::get_prices)),
         tracked("/v1/prices/{product_id}/events", get(events::price_events)),
         tracked("/v1/prices/", get(prices::empty_id)),
         tracked("/healthz", get(health::healthz)),

@@ -41,9 +41,12 @@ use crate::cache::{self, Entry, Lookup, Peek, StoredResult};
 use crate::domain::{Comparison, ProductId, Status};
 
 /// Which level answered a look (`pricefront_cache_lookups_total{tier}`).
-static HITS_L1: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l1"));
-static HITS_L2: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l2"));
-static MISSES: LazyCounter = LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss"));
+pub(super) static HITS_L1: LazyCounter =
+    LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l1"));
+pub(super) static HITS_L2: LazyCounter =
+    LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "l2"));
+pub(super) static MISSES: LazyCounter =
+    LazyCounter::new(|| metrics::counter!("pricefront_cache_lookups_total", "tier" => "miss"));
 
 /// The route, and where the id starts in its path.
 pub(super) const ROUTE: &str = "/v1/prices/{product_id}";
@@ -377,7 +380,7 @@ async fn claim_shared(
 }
 
 /// Reads `id` from Redis again in the background, for L1 (see `cache::L1::look`).
-fn reload_l1(state: &AppState, raw: &str) {
+pub(super) fn reload_l1(state: &AppState, raw: &str) {
     let Ok(id) = ProductId::parse(raw) else { return };
     let state = state.clone();
     tokio::spawn(async move {
@@ -493,7 +496,7 @@ fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap, n
 }
 
 /// `public, max-age=N[, stale-while-revalidate=W]`.
-fn cache_control(max_age: u64, stale_while_revalidate: Option<u64>) -> HeaderValue {
+pub(super) fn cache_control(max_age: u64, stale_while_revalidate: Option<u64>) -> HeaderValue {
     let mut value = String::with_capacity(56);
     value.push_str("public, max-age=");
     value.push_str(itoa::Buffer::new().format(max_age));

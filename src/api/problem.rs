@@ -18,6 +18,9 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// `/problems/invalid-product-ids` only: each id of the request that is not valid, as sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,15 @@ pub enum ApiError {
     InvalidProductId(#[from] InvalidProductId),
     #[error("malformed path: {0}")]
     BadPath(String),
+    /// A multi-get's query is missing `ids` or cannot be read.
+    #[error("{0}")]
+    BadQuery(&'static str),
+    /// Ids of a multi-get that are not valid (as sent, each with why).
+    #[error("invalid product ids: {}", describe_invalid(.0))]
+    InvalidProductIds(Vec<(String, InvalidProductId)>),
+    /// A multi-get asks for more distinct ids than `producer.max_batch_ids`.
+    #[error("{count} distinct product ids asked for; at most {max} per request")]
+    TooManyIds { count: usize, max: usize },
     #[error("no such resource")]
     NotFound,
     #[error("method not allowed; use GET")]
@@ -55,7 +67,11 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidProductId(_) | ApiError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidProductId(_)
+            | ApiError::BadPath(_)
+            | ApiError::BadQuery(_)
+            | ApiError::InvalidProductIds(_)
+            | ApiError::TooManyIds { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound | ApiError::ProductNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyMisses { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -69,6 +85,9 @@ impl ApiError {
         match self {
             ApiError::InvalidProductId(_) => "/problems/invalid-product-id",
             ApiError::BadPath(_) => "/problems/bad-path",
+            ApiError::BadQuery(_) => "/problems/bad-query",
+            ApiError::InvalidProductIds(_) => "/problems/invalid-product-ids",
+            ApiError::TooManyIds { .. } => "/problems/too-many-ids",
             ApiError::NotFound | ApiError::MethodNotAllowed => "about:blank",
             ApiError::ProductNotFound(_) => "/problems/product-not-found",
             ApiError::TooManyMisses { .. } => "/problems/too-many-misses",
@@ -77,6 +96,16 @@ impl ApiError {
             ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
         }
     }
+}
+
+/// `"a b" (why), …`, the first few.
+fn describe_invalid(invalid: &[(String, InvalidProductId)]) -> String {
+    const SHOWN: usize = 10;
+    let mut shown: Vec<String> = invalid.iter().take(SHOWN).map(|(id, why)| format!("{id:?} ({why})")).collect();
+    if invalid.len() > SHOWN {
+        shown.push(format!("and {} more", invalid.len() - SHOWN));
+    }
+    shown.join(", ")
 }
 
 impl IntoResponse for ApiError {
@@ -94,6 +123,10 @@ impl IntoResponse for ApiError {
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail,
+            invalid_ids: match &self {
+                ApiError::InvalidProductIds(invalid) => Some(invalid.iter().map(|(id, _)| id.clone()).collect()),
+                _ => None,
+            },
         };
         let body = serde_json::to_string(&body).expect("a problem always serializes");
         let mut response = (status, body).into_response();

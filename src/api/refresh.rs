@@ -118,7 +118,8 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let policy = TtlPolicy { answered: window, failed: window, not_found: window };
         let computed_at = now - (window - left);
-        let comparison = Comparison::aggregate(ProductId::parse("p").unwrap(), [], computed_at, &policy);
+        let comparison =
+            Comparison::aggregate(ProductId::parse("p").unwrap(), [], computed_at, &policy, &Default::default());
         StoredResult::decode(Bytes::from(StoredResult::encode(&comparison)), SystemTime::now()).unwrap()
     }
 

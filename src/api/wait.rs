@@ -37,23 +37,23 @@ pub fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
 pub const WAITING: &str = "pricefront_waiting_requests";
 
 /// One waiting request's (or event stream's) place: its permit among a bounded number, its
-/// waiter, and its count in `gauge`.
-pub struct Place {
-    pub waiter: Waiter,
+/// waiter (a multi-get's: one per product), and its count in `gauge`.
+pub struct Place<W = Waiter> {
+    pub waiter: W,
     gauge: &'static str,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Place {
+impl<W> Place<W> {
     /// A place if one is free.
-    pub fn take(places: &Arc<Semaphore>, gauge: &'static str, waiter: impl FnOnce() -> Waiter) -> Option<Place> {
+    pub fn take(places: &Arc<Semaphore>, gauge: &'static str, waiter: impl FnOnce() -> W) -> Option<Place<W>> {
         let permit = places.clone().try_acquire_owned().ok()?;
         metrics::gauge!(gauge).increment(1.0);
         Some(Place { waiter: waiter(), gauge, _permit: permit })
     }
 }
 
-impl Drop for Place {
+impl<W> Drop for Place<W> {
     fn drop(&mut self) {
         metrics::gauge!(self.gauge).decrement(1.0);
     }

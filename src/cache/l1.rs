@@ -117,21 +117,27 @@ impl<E: Send + Sync + 'static> L1<E> {
     {
         let (entry, loaded) = self.loads.run_since(id, since, async move { load.await.map_err(Arc::new) }).await;
         let entry = entry?;
-        if loaded
-            && let Entry::Hit(stored) = &entry
-            && !self.l1_ttl.is_zero()
-        {
-            let now = Instant::now();
-            let life = self.l1_ttl.min(stored.ttl_left_at(now));
-            let held = Held {
-                stored: stored.clone(),
-                until: now + life,
-                reload_at: now + life * 4 / 5,
-                reloading: AtomicBool::new(false),
-            };
-            self.hits.insert(id.clone(), Arc::new(held));
+        if loaded && let Entry::Hit(stored) = &entry {
+            self.hold(id, stored);
         }
         Ok((entry, loaded))
+    }
+
+    /// Holds `stored`, read from the store just now by other means (a multi-get's one read),
+    /// as a load would, in place of what is held.
+    pub fn hold(&self, id: &ProductId, stored: &Arc<StoredResult>) {
+        if self.l1_ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let life = self.l1_ttl.min(stored.ttl_left_at(now));
+        let held = Held {
+            stored: stored.clone(),
+            until: now + life,
+            reload_at: now + life * 4 / 5,
+            reloading: AtomicBool::new(false),
+        };
+        self.hits.insert(id.clone(), Arc::new(held));
     }
 
     /// Drops the results whose life here has ended (a look would not serve them anyway), so
@@ -159,8 +165,13 @@ mod tests {
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(30),
         };
-        let comparison =
-            Comparison::aggregate(ProductId::parse("p").unwrap(), [], time::OffsetDateTime::now_utc(), &policy);
+        let comparison = Comparison::aggregate(
+            ProductId::parse("p").unwrap(),
+            [],
+            time::OffsetDateTime::now_utc(),
+            &policy,
+            &Default::default(),
+        );
         let value = bytes::Bytes::from(StoredResult::encode(&comparison));
         let mut stored = StoredResult::decode(value, std::time::SystemTime::now()).unwrap();
         stored.expires = Instant::now() + ttl_left;

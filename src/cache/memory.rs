@@ -269,20 +269,17 @@ mod tests {
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(30),
         };
-        let quote = Quote {
-            provider: "a".into(),
-            price: rust_decimal::Decimal::new(1250, 2),
-            currency: Currency::parse("EUR").unwrap(),
-            latency_ms: 5,
-        };
-        let good = Comparison::aggregate(id(), [Ok(quote)], time::OffsetDateTime::now_utc(), &policy);
+        let quote = Quote::new("a", rust_decimal::Decimal::new(1250, 2), Currency::parse("EUR").unwrap(), 5);
+        let good =
+            Comparison::aggregate(id(), [Ok(quote)], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&good, "a").await.unwrap(), StoreOutcome::Stored);
         // A refresh claims the marker while the result exists, once.
         let ttl = Duration::from_secs(30);
         assert!(store.claim_pending(&id(), "r", ttl).await.unwrap());
         assert!(!store.claim_pending(&id(), "s", ttl).await.unwrap());
         let failure = Failure { provider: "a".into(), reason: FailureReason::Timeout, detail: "slow".into() };
-        let failed = Comparison::aggregate(id(), [Err(failure)], time::OffsetDateTime::now_utc(), &policy);
+        let failed =
+            Comparison::aggregate(id(), [Err(failure)], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&failed, "r").await.unwrap(), StoreOutcome::Kept);
         let Peek::Hit(kept) = store.lookup(&id()).await.unwrap() else { panic!("the good result stays") };
         assert_eq!(kept.comparison().unwrap(), good);
@@ -310,7 +307,7 @@ mod tests {
             failed: Duration::from_secs(1),
             not_found: Duration::from_secs(1),
         };
-        let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy);
+        let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&failed, "a").await.unwrap(), StoreOutcome::Stored);
         assert!(store.has_result(&id()).await.unwrap());
         let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap() else {
@@ -332,7 +329,7 @@ mod tests {
             not_found: Duration::from_secs(1),
         };
         let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(5);
-        let stale = Comparison::aggregate(id(), [], long_ago, &policy);
+        let stale = Comparison::aggregate(id(), [], long_ago, &policy, &Default::default());
         assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
         assert!(!store.has_result(&id()).await.unwrap());
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
@@ -352,8 +349,8 @@ mod tests {
             not_found: Duration::from_secs(60),
         };
         let now = time::OffsetDateTime::now_utc();
-        store.store(&Comparison::aggregate(id(), [], now, &short), "a").await.unwrap();
-        store.store(&Comparison::aggregate(id(), [], now, &long), "b").await.unwrap();
+        store.store(&Comparison::aggregate(id(), [], now, &short, &Default::default()), "a").await.unwrap();
+        store.store(&Comparison::aggregate(id(), [], now, &long, &Default::default()), "b").await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(store.has_result(&id()).await.unwrap(), "kept until the newer deadline, not the older one");
     }

@@ -79,6 +79,41 @@ pub trait ResultStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), Error>>;
     /// `id`'s progress log so far, oldest first.
     fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>>;
+
+    /// [`ResultStore::lookup`] for many products in one round trip (on a cluster, one per hash
+    /// slot, concurrently), in `ids`' order. The outer error is Redis's; a value that is not
+    /// a result is that product's [`Error::Corrupt`].
+    fn lookup_many<'a>(&'a self, ids: &'a [ProductId]) -> BoxFuture<'a, Result<Vec<Result<Peek, Error>>, Error>> {
+        Box::pin(async move {
+            let mut peeks = Vec::with_capacity(ids.len());
+            for id in ids {
+                peeks.push(match self.lookup(id).await {
+                    Err(e @ Error::Corrupt { .. }) => Err(e),
+                    other => Ok(other?),
+                });
+            }
+            Ok(peeks)
+        })
+    }
+
+    /// [`ResultStore::lookup_or_claim`] for many products (each with its own token) in one
+    /// round trip (on a cluster, one per hash slot, concurrently), in `claims`' order.
+    fn lookup_or_claim_many<'a>(
+        &'a self,
+        claims: &'a [(ProductId, String)],
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Result<Lookup, Error>>, Error>> {
+        Box::pin(async move {
+            let mut lookups = Vec::with_capacity(claims.len());
+            for (id, token) in claims {
+                lookups.push(match self.lookup_or_claim(id, token, pending_ttl).await {
+                    Err(e @ Error::Corrupt { .. }) => Err(e),
+                    other => Ok(other?),
+                });
+            }
+            Ok(lookups)
+        })
+    }
 }
 
 impl Error {

@@ -142,12 +142,7 @@ mod tests {
 
     #[test]
     fn an_announcement_carries_the_event_whole() {
-        let quote = Quote {
-            provider: "acme".into(),
-            price: rust_decimal::Decimal::new(1999, 2),
-            currency: Currency::parse("EUR").unwrap(),
-            latency_ms: 12,
-        };
+        let quote = Quote::new("acme", rust_decimal::Decimal::new(1999, 2), Currency::parse("EUR").unwrap(), 12);
         let (kind, data) = Progress::encode(&Ok(quote));
         let message = Progress::message("5-2", kind, &data);
         let event = Progress::from_message(&message).unwrap();

@@ -53,6 +53,24 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0, false}";
 
+/// [`LOOKUP_OR_CLAIM`] for several products at once, each as that script would (one hash slot
+/// on a cluster: the caller groups them).
+/// KEYS: result and pending of each product in turn; ARGV: pending TTL in ms, then each
+/// product's token. Returns each product's outcome and body, flattened.
+const LOOKUP_OR_CLAIM_MANY: &str = r"
+local out = {}
+for i = 1, #KEYS / 2 do
+  local body = redis.call('GET', KEYS[2 * i - 1])
+  if body then
+    out[2 * i - 1] = 1
+    out[2 * i] = body
+  else
+    out[2 * i - 1] = redis.call('SET', KEYS[2 * i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) and 2 or 0
+    out[2 * i] = false
+  end
+end
+return out";
+
 /// Writes a result to expire at its guarantee's end (absolute, on Redis's clock), clears the
 /// marker and announces it; or, if the guarantee has passed already (the write waited), writes
 /// nothing and releases the marker if the token still owns it, so the product is computed
@@ -126,6 +144,7 @@ pub struct RedisStore {
     keys: Keys,
     timeout: Duration,
     lookup_or_claim: Script,
+    lookup_or_claim_many: Script,
     release_if_owner: Script,
     store_until: Script,
     progress: Script,
@@ -144,6 +163,7 @@ impl RedisStore {
             keys: Keys::new(settings.key_prefix.clone()),
             timeout: settings.timeout,
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
+            lookup_or_claim_many: Script::new(LOOKUP_OR_CLAIM_MANY),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
             store_until: Script::new(STORE_UNTIL),
             progress: Script::new(PROGRESS),
@@ -206,6 +226,80 @@ impl RedisStore {
             (2, _) => Ok(Lookup::Claimed),
             _ => Ok(Lookup::AlreadyPending),
         }
+    }
+
+    /// [`Self::lookup`] for many: one pipeline of `GET` + `EXISTS` per product (per hash slot on
+    /// a cluster, all at once).
+    pub async fn lookup_many(&self, ids: &[ProductId]) -> Result<Vec<Result<Peek, Error>>, Error> {
+        let runs = self.by_slot(ids, |id| id).into_iter().map(|group| async move {
+            let mut pipe = redis::pipe();
+            for &i in &group {
+                pipe.get(self.keys.result(&ids[i])).exists(self.keys.pending(&ids[i]));
+            }
+            let values: Vec<(Option<Vec<u8>>, bool)> = pipe.query_async(&mut self.conn.clone()).await?;
+            Ok::<_, redis::RedisError>(group.into_iter().zip(values).collect::<Vec<_>>())
+        });
+        let groups = self.bounded(futures::future::try_join_all(runs)).await?;
+        let mut peeks: Vec<Option<Result<Peek, Error>>> = ids.iter().map(|_| None).collect();
+        for (i, (value, pending)) in groups.into_iter().flatten() {
+            peeks[i] = Some(match value {
+                Some(value) => stored(self.keys.result(&ids[i]), value).map(|s| Peek::Hit(Box::new(s))),
+                None if pending => Ok(Peek::Pending),
+                None => Ok(Peek::Absent),
+            });
+        }
+        Ok(peeks.into_iter().map(|peek| peek.expect("every id is in one group")).collect())
+    }
+
+    /// [`Self::lookup_or_claim`] for many: one script for all (one per hash slot on a cluster,
+    /// all at once).
+    pub async fn lookup_or_claim_many(
+        &self,
+        claims: &[(ProductId, String)],
+        pending_ttl: Duration,
+    ) -> Result<Vec<Result<Lookup, Error>>, Error> {
+        let runs = self.by_slot(claims, |(id, _)| id).into_iter().map(|group| async move {
+            let mut invocation = self.lookup_or_claim_many.prepare_invoke();
+            invocation.arg(pending_ttl.as_millis() as u64);
+            for &i in &group {
+                let (id, token) = &claims[i];
+                invocation.key(self.keys.result(id)).key(self.keys.pending(id)).arg(token);
+            }
+            let values: Vec<redis::Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
+            let outcomes = values
+                .chunks_exact(2)
+                .map(|pair| {
+                    let outcome: i64 = redis::from_redis_value_ref(&pair[0])?;
+                    let body: Option<Vec<u8>> = redis::from_redis_value_ref(&pair[1])?;
+                    Ok((outcome, body))
+                })
+                .collect::<Result<Vec<_>, redis::RedisError>>()?;
+            Ok::<_, redis::RedisError>(group.into_iter().zip(outcomes).collect::<Vec<_>>())
+        });
+        let groups = self.bounded(futures::future::try_join_all(runs)).await?;
+        let mut lookups: Vec<Option<Result<Lookup, Error>>> = claims.iter().map(|_| None).collect();
+        for (i, (outcome, body)) in groups.into_iter().flatten() {
+            lookups[i] = Some(match (outcome, body) {
+                (1, Some(body)) => stored(self.keys.result(&claims[i].0), body).map(|s| Lookup::Hit(Box::new(s))),
+                (2, _) => Ok(Lookup::Claimed),
+                _ => Ok(Lookup::AlreadyPending),
+            });
+        }
+        Ok(lookups.into_iter().map(|lookup| lookup.expect("every claim is in one group")).collect())
+    }
+
+    /// Indexes into `items`, grouped so that one group's keys may go in one pipeline or script:
+    /// all of them on one server; by hash slot (of the product id, the keys' hash tag) on a
+    /// cluster.
+    fn by_slot<T>(&self, items: &[T], id: impl Fn(&T) -> &ProductId) -> Vec<Vec<usize>> {
+        if !matches!(self.conn, Connection::Cluster(_)) {
+            return vec![(0..items.len()).collect()];
+        }
+        let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        for (i, item) in items.iter().enumerate() {
+            groups.entry(hash_slot(id(item))).or_default().push(i);
+        }
+        groups.into_values().collect()
     }
 
     /// Claims the pending marker alone (`SET NX PX`); true if this caller now owns it.
@@ -291,6 +385,11 @@ impl RedisStore {
     }
 }
 
+/// The Redis Cluster hash slot of a product's keys: CRC16 (XMODEM) of their hash tag, the id.
+fn hash_slot(id: &ProductId) -> u16 {
+    crc16::State::<crc16::XMODEM>::calculate(id.as_str().as_bytes()) % 16384
+}
+
 /// A result read at `key`.
 fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
     StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
@@ -361,6 +460,18 @@ impl super::ResultStore for RedisStore {
     fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>> {
         Box::pin(RedisStore::progress_log(self, id))
     }
+
+    fn lookup_many<'a>(&'a self, ids: &'a [ProductId]) -> BoxFuture<'a, Result<Vec<Result<Peek, Error>>, Error>> {
+        Box::pin(RedisStore::lookup_many(self, ids))
+    }
+
+    fn lookup_or_claim_many<'a>(
+        &'a self,
+        claims: &'a [(ProductId, String)],
+        pending_ttl: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Result<Lookup, Error>>, Error>> {
+        Box::pin(RedisStore::lookup_or_claim_many(self, claims, pending_ttl))
+    }
 }
 
 impl RedisStore {
@@ -376,5 +487,17 @@ impl RedisStore {
             );
             tokio::spawn(subscription);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_slots_are_redis_clusters() {
+        // `CLUSTER KEYSLOT foo` and `CLUSTER KEYSLOT somekey`.
+        let slot = |id| hash_slot(&ProductId::parse(id).unwrap());
+        assert_eq!((slot("foo"), slot("somekey")), (12182, 11058));
     }
 }

@@ -198,14 +198,15 @@ mod tests {
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(600),
         };
-        let quote = Quote {
-            provider: "acme".into(),
-            price: rust_decimal::Decimal::new(1999, 2),
-            currency: Currency::parse("EUR").unwrap(),
-            latency_ms: 12,
-        };
+        let quote = Quote::new("acme", rust_decimal::Decimal::new(1999, 2), Currency::parse("EUR").unwrap(), 12);
         let outcomes = if status_ok { vec![Ok(quote)] } else { vec![] };
-        Comparison::aggregate(ProductId::parse("sku-1").unwrap(), outcomes, OffsetDateTime::now_utc(), &policy)
+        Comparison::aggregate(
+            ProductId::parse("sku-1").unwrap(),
+            outcomes,
+            OffsetDateTime::now_utc(),
+            &policy,
+            &Default::default(),
+        )
     }
 
     #[test]

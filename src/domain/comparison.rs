@@ -1,10 +1,13 @@
 //! The price comparison: quotes and failures from every source, aggregated into one
 //! result with a status and a best offer.
 //!
-//! Invariants of a [`Comparison`] built by [`Comparison::aggregate`]: `quotes` are sorted
-//! by price ascending (ties by provider name), `best` is the first quote, `status` follows
-//! from how many sources answered, and `expires_at` is `computed_at` (when the quotes were
-//! gathered) plus the status's TTL. A result is never served after its `expires_at`.
+//! Invariants of a [`Comparison`] built by [`Comparison::aggregate`]: every quote is converted
+//! into the base currency where a rate is known ([`Rates`]); `quotes` are sorted by that
+//! `base_price` ascending (ties by provider name), the ones with none last; `best` is the
+//! cheapest quote with a `base_price`; `fx_missing` names the currencies that had no rate;
+//! `status` follows from how many sources answered, and `expires_at` is `computed_at` (when
+//! the quotes were gathered) plus the status's TTL. A result is never served after its
+//! `expires_at`.
 
 use std::time::Duration;
 
@@ -12,7 +15,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{Currency, ProductId};
+use super::{Currency, ProductId, Rates};
 
 /// One source's price for a product.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -25,6 +28,22 @@ pub struct Quote {
     #[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: Currency,
     pub latency_ms: u64,
+    /// The price in the comparison's `base_currency`, rounded to its minor units; absent when
+    /// this currency has no exchange rate (the quote is then not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, pattern = r"^-?[0-9]+(\.[0-9]+)?$", example = "11.41")]
+    pub base_price: Option<Decimal>,
+    /// The rate used: one unit of `currency` in `base_currency`; absent with `base_price`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.92")]
+    pub fx_rate: Option<Decimal>,
+}
+
+impl Quote {
+    /// A quote as a source gave it, not yet converted ([`Rates::convert`]).
+    pub fn new(provider: impl Into<String>, price: Decimal, currency: Currency, latency_ms: u64) -> Self {
+        Self { provider: provider.into(), price, currency, latency_ms, base_price: None, fx_rate: None }
+    }
 }
 
 /// Why a source gave no quote.
@@ -123,11 +142,21 @@ pub struct Comparison {
     #[schema(value_type = String, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", example = "sku-123")]
     pub product_id: ProductId,
     pub status: Status,
-    /// The cheapest quote; null when no source answered.
+    /// The cheapest quote in the base currency; null when no source answered in a currency
+    /// with an exchange rate.
     pub best: Option<Quote>,
-    /// Every answer, by price ascending (ties by provider).
+    /// Every answer, by `base_price` ascending (ties by provider), those without one last.
     pub quotes: Vec<Quote>,
     pub failures: Vec<Failure>,
+    /// The currency `base_price` and `best` are in (`fx.base`). Absent only in results stored
+    /// before currencies were converted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Z]{3}$", example = "EUR")]
+    pub base_currency: Option<Currency>,
+    /// Currencies quoted that have no exchange rate: their quotes are listed but not compared.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>, example = json!([]))]
+    pub fx_missing: Vec<Currency>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub computed_at: OffsetDateTime,
@@ -138,21 +167,37 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Builds the comparison from every source's outcome.
+    /// Builds the comparison from every source's outcome, converting each quote with `fx`.
     pub fn aggregate(
         product_id: ProductId,
         outcomes: impl IntoIterator<Item = Result<Quote, Failure>>,
         computed_at: OffsetDateTime,
         ttl: &TtlPolicy,
+        fx: &Rates,
     ) -> Self {
         let (mut quotes, mut failures) = (Vec::new(), Vec::new());
         for outcome in outcomes {
             match outcome {
-                Ok(quote) => quotes.push(quote),
+                Ok(mut quote) => {
+                    fx.convert(&mut quote);
+                    quotes.push(quote);
+                }
                 Err(failure) => failures.push(failure),
             }
         }
-        quotes.sort_by(|a, b| a.price.cmp(&b.price).then_with(|| a.provider.cmp(&b.provider)));
+        // Compared in the base currency; what cannot be converted goes last (by its own price).
+        quotes.sort_by(|a, b| {
+            (a.base_price.is_none(), a.base_price, a.price, &a.provider).cmp(&(
+                b.base_price.is_none(),
+                b.base_price,
+                b.price,
+                &b.provider,
+            ))
+        });
+        let mut fx_missing: Vec<Currency> =
+            quotes.iter().filter(|q| q.base_price.is_none()).map(|q| q.currency).collect();
+        fx_missing.sort();
+        fx_missing.dedup();
         failures.sort_by(|a, b| a.provider.cmp(&b.provider));
         // "Does not sell it" is an answer: it does not make a result partial.
         let failed = failures.iter().any(|f| f.reason != FailureReason::NotFound);
@@ -166,9 +211,11 @@ impl Comparison {
         Self {
             product_id,
             status,
-            best: quotes.first().cloned(),
+            best: quotes.first().filter(|q| q.base_price.is_some()).cloned(),
             quotes,
             failures,
+            base_currency: Some(fx.base()),
+            fx_missing,
             computed_at,
             expires_at: computed_at + ttl,
         }
@@ -186,12 +233,16 @@ mod tests {
     use std::str::FromStr;
 
     fn quote(provider: &str, price: &str) -> Result<Quote, Failure> {
-        Ok(Quote {
-            provider: provider.into(),
-            price: Decimal::from_str(price).unwrap(),
-            currency: Currency::parse("EUR").unwrap(),
-            latency_ms: 5,
-        })
+        priced(provider, price, "EUR")
+    }
+
+    fn priced(provider: &str, price: &str, currency: &str) -> Result<Quote, Failure> {
+        Ok(Quote::new(provider, Decimal::from_str(price).unwrap(), Currency::parse(currency).unwrap(), 5))
+    }
+
+    fn fx() -> Rates {
+        let usd = (Currency::parse("USD").unwrap(), Decimal::from_str("0.92").unwrap());
+        Rates::new(Currency::parse("EUR").unwrap(), [usd].into()).unwrap()
     }
 
     fn failure(provider: &str) -> Result<Quote, Failure> {
@@ -214,7 +265,7 @@ mod tests {
 
     fn aggregate(outcomes: Vec<Result<Quote, Failure>>) -> Comparison {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
-        Comparison::aggregate(ProductId::parse("p1").unwrap(), outcomes, at, &TTL)
+        Comparison::aggregate(ProductId::parse("p1").unwrap(), outcomes, at, &TTL, &fx())
     }
 
     #[test]
@@ -264,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn compares_in_the_base_currency_and_lists_the_unconvertible_last() {
+        // 10.50 USD = 9.66 EUR: nominally dearer than 10.00 EUR, yet the cheapest.
+        let c = aggregate(vec![quote("eur", "10.00"), priced("usd", "10.50", "USD"), priced("gbp", "1.00", "GBP")]);
+        let order: Vec<_> = c.quotes.iter().map(|q| q.provider.as_str()).collect();
+        assert_eq!(order, ["usd", "eur", "gbp"]);
+        let best = c.best.as_ref().unwrap();
+        assert_eq!((best.provider.as_str(), best.base_price.unwrap().to_string()), ("usd", "9.66".into()));
+        assert_eq!(c.fx_missing, [Currency::parse("GBP").unwrap()]);
+        assert_eq!(c.base_currency, Currency::parse("EUR").ok());
+        assert_eq!(c.status, Status::Complete, "a missing rate is not a failure");
+        let only_gbp = aggregate(vec![priced("gbp", "1.00", "GBP")]);
+        assert!(only_gbp.best.is_none(), "nothing to compare in the base currency");
+    }
+
+    #[test]
     fn guarantee_left_counts_down_to_zero() {
         let c = aggregate(vec![quote("a", "1.00")]);
         assert_eq!(c.guarantee_left(c.computed_at), Duration::from_secs(300));
@@ -280,7 +346,21 @@ mod tests {
         assert_eq!(v["quotes"][0]["currency"], "EUR");
         assert_eq!(v["failures"][0]["reason"], "timeout");
         assert_eq!(v["computed_at"], "2023-11-14T22:13:20Z");
+        assert_eq!((v["best"]["base_price"].as_str(), v["best"]["fx_rate"].as_str()), (Some("12.50"), Some("1")));
+        assert_eq!((v["base_currency"].as_str(), v["fx_missing"].as_array().map(Vec::len)), (Some("EUR"), Some(0)));
         let back: Comparison = serde_json::from_value(v).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn a_result_stored_before_conversion_still_reads() {
+        let old = serde_json::json!({
+            "product_id": "p1", "status": "complete", "failures": [],
+            "best": {"provider": "a", "price": "1.00", "currency": "EUR", "latency_ms": 3},
+            "quotes": [{"provider": "a", "price": "1.00", "currency": "EUR", "latency_ms": 3}],
+            "computed_at": "2023-11-14T22:13:20Z", "expires_at": "2023-11-14T22:18:20Z",
+        });
+        let c: Comparison = serde_json::from_value(old).unwrap();
+        assert_eq!((c.base_currency, c.fx_missing.len(), c.quotes[0].base_price), (None, 0, None));
     }
 }

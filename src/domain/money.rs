@@ -4,26 +4,29 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// An ISO 4217-shaped currency code: exactly three ASCII upper-case letters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An ISO 4217 currency code (the `iso_currency` crate's list), which also knows its minor units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Currency([u8; 3]);
+pub struct Currency(iso_currency::Currency);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("currency must be three upper-case letters, got {0:?}")]
+#[error("{0:?} is not an ISO 4217 currency code")]
 pub struct InvalidCurrency(pub String);
 
 impl Currency {
+    /// The currency whose ISO 4217 code is `raw` (three upper-case letters, e.g. `EUR`).
     pub fn parse(raw: &str) -> Result<Self, InvalidCurrency> {
-        match raw.as_bytes() {
-            &[a, b, c] if [a, b, c].iter().all(u8::is_ascii_uppercase) => Ok(Self([a, b, c])),
-            _ => Err(InvalidCurrency(raw.to_owned())),
-        }
+        iso_currency::Currency::from_code(raw).map(Self).ok_or_else(|| InvalidCurrency(raw.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
-        // Only ASCII bytes are ever stored.
-        std::str::from_utf8(&self.0).expect("currency is ASCII")
+    pub fn as_str(&self) -> &'static str {
+        self.0.code()
+    }
+
+    /// Digits after the decimal point of its minor unit (EUR 2, JPY 0, BHD 3); `None` for codes
+    /// that have none (gold, `XXX`).
+    pub fn minor_units(&self) -> Option<u32> {
+        self.0.exponent().map(u32::from)
     }
 }
 
@@ -52,10 +55,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_three_upper_case_letters_only() {
+    fn parses_iso_4217_codes_only() {
         assert_eq!(Currency::parse("EUR").unwrap().as_str(), "EUR");
-        for bad in ["", "eur", "EURO", "E1R", "€"] {
+        for bad in ["", "eur", "EURO", "E1R", "€", "ABC", "QQQ"] {
             assert!(Currency::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn knows_minor_units() {
+        let units = |code| Currency::parse(code).unwrap().minor_units();
+        assert_eq!((units("EUR"), units("JPY"), units("BHD"), units("XAU")), (Some(2), Some(0), Some(3), None));
     }
 }

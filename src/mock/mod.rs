@@ -10,6 +10,8 @@
 //!   - 401 without the `require_header`, 404 for ids starting with `not_found_prefix`;
 //!   - faults as configured: latency ± jitter, `error_rate` (503), `hang_rate` (no answer
 //!     until the client gives up).
+//! - `GET /fx/eurofxref-daily.xml`: [`ECB_RATES`] in the ECB's daily reference-rates format,
+//!   dated today, for `fx.url`.
 //! - `GET /_stats`: calls per provider and per product. Per-product counts are kept for at
 //!   most [`STATS_MAX_PRODUCTS`] products per provider, each until it is idle for
 //!   [`STATS_IDLE`], so a long run does not grow without limit.
@@ -44,6 +46,12 @@ pub const MAX_DELAY_MS: u64 = 60_000;
 pub const STATS_MAX_PRODUCTS: u64 = 10_000;
 /// A product's call count is forgotten after this long without a call.
 pub const STATS_IDLE: Duration = Duration::from_secs(600);
+/// What `GET /fx/eurofxref-daily.xml` serves: units of each currency one euro buys.
+pub const ECB_RATES: [(&str, &str); 5] =
+    [("USD", "1.0876"), ("JPY", "163.45"), ("GBP", "0.85540"), ("CHF", "0.9421"), ("SEK", "11.4385")];
+/// Where the mock serves them.
+pub const ECB_PATH: &str = "/fx/eurofxref-daily.xml";
+
 /// Longest a hanging call is held, so a client without a timeout is not held forever.
 const MAX_HANG: Duration = Duration::from_secs(600);
 
@@ -157,6 +165,7 @@ impl Mock {
     /// The mock's router; `shutdown` also ends hanging calls.
     pub fn router(&self, shutdown: CancellationToken) -> Router {
         Router::new()
+            .route(ECB_PATH, get(ecb_rates))
             .route("/{provider}/{*rest}", any(price))
             .route("/_stats", get(stats))
             .route("/_faults/{provider}", put(set_faults))
@@ -174,6 +183,11 @@ struct MockState {
 pub async fn serve(listener: TcpListener, mock: Mock, shutdown: CancellationToken) -> std::io::Result<()> {
     let app = mock.router(shutdown.clone());
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn ecb_rates() -> Response {
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    ([("content-type", "text/xml")], crate::fx::ecb::render(&today, &ECB_RATES)).into_response()
 }
 
 /// The price a provider quotes for a product: stable across runs and processes.

@@ -178,7 +178,7 @@ impl PriceSources {
         match outcome {
             Ok((price, currency)) => {
                 tracing::debug!(latency_ms, %price, "quote");
-                Ok(Quote { provider: source.name.clone(), price, currency, latency_ms })
+                Ok(Quote::new(source.name.clone(), price, currency, latency_ms))
             }
             Err(e) => {
                 tracing::info!(latency_ms, reason = ?e.reason, detail = %e.detail, "provider failed");

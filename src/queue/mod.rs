@@ -38,6 +38,17 @@ pub trait RequestQueue: Send + Sync + 'static {
         request: &'a PriceRequest,
         traceparent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Delivery, Error>>;
+    /// Publishes many requests as one batch: each is handed to the client before any is
+    /// waited on, so they travel together (librdkafka gathers what comes within `linger.ms`
+    /// into one produce request per partition) and no message waits for another's ack. Each
+    /// has its own outcome, in `requests`' order.
+    fn publish_many<'a>(
+        &'a self,
+        requests: &'a [PriceRequest],
+        traceparent: Option<&'a str>,
+    ) -> BoxFuture<'a, Vec<Result<Delivery, Error>>> {
+        Box::pin(futures::future::join_all(requests.iter().map(|request| self.publish(request, traceparent))))
+    }
     /// Sends raw bytes to `topic` (the DLQ path).
     fn send<'a>(
         &'a self,

@@ -49,6 +49,7 @@ pub struct Settings {
     pub mock: MockSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    pub fx: FxSettings,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -81,6 +82,9 @@ pub struct ProducerSettings {
     /// `PRICEFRONT__PRODUCER__MAX_STREAMS`: event streams open at once per producer; past it,
     /// a new one answers 503 with `Retry-After`.
     pub max_streams: usize,
+    /// `PRICEFRONT__PRODUCER__MAX_BATCH_IDS`: most ids one `GET /v1/prices?ids=` may ask for;
+    /// more answer 400.
+    pub max_batch_ids: usize,
 }
 
 /// A rate with a burst: `per_second` on average, up to `burst` at once.
@@ -285,6 +289,55 @@ impl TelemetrySettings {
             .or_else(|| var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
             .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT").map(base))
     }
+}
+
+/// `[fx]`: the currency quotes are compared in, and the exchange rates into it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FxSettings {
+    /// `PRICEFRONT__FX__BASE`: the ISO 4217 currency `best` is compared in.
+    pub base: Currency,
+    /// `[fx.rates]` (`PRICEFRONT__FX__RATES__USD=0.92`): one unit of the key in `base`, as a
+    /// decimal string. The fallback while no live rates are loaded, and for currencies the
+    /// live source does not list.
+    #[serde(default, deserialize_with = "rates")]
+    pub rates: BTreeMap<Currency, rust_decimal::Decimal>,
+    /// `PRICEFRONT__FX__URL`: the ECB daily reference-rates XML (`eurofxref-daily.xml`) to load
+    /// live rates from, every `refresh_secs`; empty: the configured rates only.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `PRICEFRONT__FX__REFRESH_SECS`: how often the live rates are loaded again.
+    #[serde(rename = "refresh_secs", deserialize_with = "secs")]
+    pub refresh: Duration,
+}
+
+impl FxSettings {
+    /// The live-rates URL, if one is set.
+    pub fn url(&self) -> Option<&str> {
+        self.url.as_deref().map(str::trim).filter(|url| !url.is_empty())
+    }
+
+    /// The configured rates, validated.
+    pub fn configured(&self) -> Result<crate::domain::Rates, crate::domain::InvalidRates> {
+        crate::domain::Rates::new(self.base, self.rates.clone())
+    }
+}
+
+/// `{ USD = "0.92" }`: ISO 4217 codes (any case: environment keys arrive lower-cased) to
+/// decimal strings.
+fn rates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Currency, rust_decimal::Decimal>, D::Error> {
+    use serde::de::Error as _;
+    BTreeMap::<String, String>::deserialize(d)?
+        .into_iter()
+        .map(|(code, rate)| {
+            let currency = Currency::parse(&code.to_ascii_uppercase()).map_err(D::Error::custom)?;
+            let rate = rate
+                .trim()
+                .parse::<rust_decimal::Decimal>()
+                .map_err(|_| D::Error::custom(format!("fx.rates.{currency}: {rate:?} is not a decimal number")))?;
+            Ok((currency, rate))
+        })
+        .collect()
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -702,6 +755,13 @@ impl Settings {
         let p = &self.producer;
         if p.max_stream.is_zero() {
             return fail("producer.max_stream_secs must be at least 1".into());
+        }
+        if p.max_batch_ids == 0 {
+            return fail("producer.max_batch_ids must be at least 1".into());
+        }
+        self.fx.configured().map_err(|e| Error::Invalid(format!("fx: {e}")))?;
+        if self.fx.url().is_some() && self.fx.refresh.is_zero() {
+            return fail("fx.refresh_secs must be at least 1".into());
         }
         if p.miss_rate_per_client.per_second == 0 || p.miss_rate_per_client.burst == 0 || p.max_publish_rate == 0 {
             return fail(

@@ -22,7 +22,8 @@ use tracing::Instrument;
 
 use super::RedisHealth;
 use crate::cache::{ResultStore, StoreOutcome};
-use crate::domain::{Comparison, Failure, ProductId, Quote, TtlPolicy};
+use crate::domain::{Comparison, Failure, ProductId, Quote, Rates, TtlPolicy};
+use crate::fx::Fx;
 use crate::providers::PriceSources;
 use crate::queue::envelope::TRACEPARENT_HEADER;
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
@@ -77,6 +78,8 @@ pub struct Processor {
     pub progress_ttl: Duration,
     /// How long the result waits for the progress log to catch up (two Redis round trips).
     pub progress_flush: Duration,
+    /// The exchange rates quotes are converted with.
+    pub fx: Fx,
 }
 
 impl Processor {
@@ -96,6 +99,7 @@ impl Processor {
             max_attempts: settings.consumer.max_attempts,
             progress_ttl: settings.cache.pending_ttl,
             progress_flush: settings.redis.timeout * 2,
+            fx: Fx::new(&settings.fx),
         })
     }
 
@@ -184,11 +188,16 @@ impl Processor {
             metrics::counter!("pricefront_messages_total", "outcome" => "duplicate").increment(1);
             return Ok(());
         }
+        // One set of rates for the whole computation: its progress and its result agree.
+        let rates = self.fx.current();
         // A refresh has no watchers: the result they would wait for is already there.
-        let outcomes =
-            if request.refresh { self.sources.fan_out(id).await } else { self.fan_out_logging_progress(id).await };
+        let outcomes = if request.refresh {
+            self.sources.fan_out(id).await
+        } else {
+            self.fan_out_logging_progress(id, &rates).await
+        };
         // computed_at: when the quotes were gathered; the guarantee runs from there.
-        let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl);
+        let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl, &rates);
         let store = || self.store.store(&comparison, &token);
         let outcome = self.retry("store the result", shutdown, health, store, redis_error).await?;
         let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds() as i64;
@@ -244,7 +253,7 @@ impl Processor {
     /// through one writer. The result waits for the log to catch up (at most `progress_flush`),
     /// so a watcher sees every source's answer before the result. Progress is best effort: a
     /// watcher who missed it gets it from the result.
-    async fn fan_out_logging_progress(&self, id: &ProductId) -> Vec<Result<Quote, Failure>> {
+    async fn fan_out_logging_progress(&self, id: &ProductId, rates: &Rates) -> Vec<Result<Quote, Failure>> {
         // Unbounded, yet bounded: one outcome per source.
         let (outcomes_tx, mut outcomes_rx) = mpsc::unbounded_channel::<Result<Quote, Failure>>();
         let (store, product, ttl) = (self.store.clone(), id.clone(), self.progress_ttl);
@@ -267,8 +276,13 @@ impl Processor {
         let outcomes = self
             .sources
             .fan_out_reporting(id, |outcome| {
+                // Logged as the result will show it: converted.
+                let mut outcome = outcome.clone();
+                if let Ok(quote) = &mut outcome {
+                    rates.convert(quote);
+                }
                 // The writer gave up (Redis unreachable): nothing more to log.
-                let _ = outcomes_tx.send(outcome.clone());
+                let _ = outcomes_tx.send(outcome);
             })
             .await;
         drop(outcomes_tx);

@@ -71,6 +71,7 @@ pub fn env() -> TestEnvBuilder {
         providers: vec![provider("alpha", 20), provider("beta", 40), provider("gamma", 60)],
         overrides: BTreeMap::new(),
         provider_options: BTreeMap::new(),
+        mock_urls: Vec::new(),
     }
 }
 
@@ -79,9 +80,17 @@ pub struct TestEnvBuilder {
     providers: Vec<MockProviderSettings>,
     overrides: BTreeMap<&'static str, Vec<(String, String)>>,
     provider_options: BTreeMap<String, Vec<(String, String)>>,
+    /// `[section] key = "http://<the mock>/<path>"`, set once the mock listens.
+    mock_urls: Vec<(&'static str, String, String)>,
 }
 
 impl TestEnvBuilder {
+    /// Sets `[section] key` to the URL of `path` on this test's mock (`/fx/eurofxref-daily.xml`).
+    pub fn mock_url(mut self, section: &'static str, key: &str, path: &str) -> Self {
+        self.mock_urls.push((section, key.into(), path.into()));
+        self
+    }
+
     /// Sets `[section] key = value`; `value` is a TOML literal (`1500`, `"x"`).
     pub fn set(mut self, section: &'static str, key: &str, value: &str) -> Self {
         let entries = self.overrides.entry(section).or_default();
@@ -130,7 +139,11 @@ impl TestEnvBuilder {
         put("producer.miss_rate_per_client", "per_second", "1000000".into());
         put("producer.miss_rate_per_client", "burst", "1000000".into());
         put("producer", "max_publish_rate", "1000000".into());
-        for (section, entries) in self.overrides {
+        let mut overrides = self.overrides;
+        for (section, key, path) in self.mock_urls {
+            overrides.entry(section).or_default().push((key, format!("\"http://{mock_addr}{path}\"")));
+        }
+        for (section, entries) in overrides {
             for (key, value) in entries {
                 let list = base.entry(section).or_default();
                 list.retain(|(k, _)| *k != key);
@@ -419,6 +432,11 @@ impl TestEnv {
     /// How many messages keyed `product` are on `topic`: reads it up to a marker message
     /// written now to every partition.
     pub async fn messages_on(&self, topic: &str, product: &str) -> usize {
+        self.messages_by_key(topic).await.get(product).copied().unwrap_or(0)
+    }
+
+    /// How many messages each key has on `topic` (read as [`Self::messages_on`] does).
+    pub async fn messages_by_key(&self, topic: &str) -> BTreeMap<String, usize> {
         let marker = self.product(&format!("marker-{}", uuid::Uuid::new_v4().simple()));
         let producer: rdkafka::producer::FutureProducer =
             ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
@@ -430,7 +448,11 @@ impl TestEnv {
         let m = marker.clone();
         let read_marker = move |seen: &[OwnedMessage]| seen.iter().filter(|msg| key_of(msg) == m).count() == partitions;
         let messages = self.read_topic(topic, Duration::from_secs(30), read_marker).await;
-        messages.iter().filter(|m| key_of(m) == product).count()
+        let mut counts = BTreeMap::new();
+        for m in &messages {
+            *counts.entry(key_of(m)).or_default() += 1;
+        }
+        counts
     }
 
     /// Reads every partition of `topic` from the beginning until `done` holds for what was read.

@@ -10,10 +10,12 @@ mod refresh;
 mod secure_broker;
 mod sse;
 
+mod catalogue;
 mod chaos;
 mod dlq;
 mod edge;
 mod events;
+mod fx;
 mod group;
 mod http_cache;
 mod kafka_options;

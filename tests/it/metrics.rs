@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::helpers::{env, get, wait_all_assigned};
 
 /// Sum of the samples of `name` whose labels include every `key="value"` in `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))

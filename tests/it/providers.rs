@@ -149,6 +149,13 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
             }),
         )
         .route(
+            // Three upper-case letters, but no ISO 4217 currency.
+            "/unknown_code/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                axum::Json(json!({"product_id": id, "price": "1.00", "currency": "ZZZ"}))
+            }),
+        )
+        .route(
             "/boolean/{id}",
             get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
                 axum::Json(json!({"product_id": id, "price": true, "currency": "EUR"}))
@@ -163,7 +170,7 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let names = ["notjson", "negative", "absurd", "currency", "boolean", "other", "huge"];
+    let names = ["notjson", "negative", "absurd", "currency", "unknown_code", "boolean", "other", "huge"];
     let settings: Vec<ProviderSettings> = names
         .iter()
         .map(|n| {
