@@ -74,7 +74,7 @@ async fn real_responses_validate_against_the_openapi_document() {
         env.http.get(format!("{}/openapi.json", producer.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let prices = "/v1/prices/{product_id}";
-    for path in [prices, "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in [prices, "/v1/prices", "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
     }
     for status in ["304", "404", "429"] {
@@ -123,6 +123,26 @@ async fn real_responses_validate_against_the_openapi_document() {
     for header in always(200) {
         assert!(headers.contains_key(header.as_str()), "200 lacks documented header {header}");
     }
+
+    // A catalogue page: a cached entry, a pending one; then every entry final; a bad page.
+    let page = "/v1/prices";
+    let page_url = format!("{}{page}?ids={product},{}", producer.base, env.product("doc-page"));
+    let (status, headers, page_body) = call(&env.http, &page_url).await;
+    assert_eq!(status, 200);
+    validate(&doc, page, 200, "application/json", &page_body);
+    for header in documented_headers(&doc, page, 200).into_iter().filter(|h| h != "preference-applied") {
+        assert!(headers.contains_key(header.as_str()), "a pending page lacks documented header {header}");
+    }
+    let res = env.http.get(&page_url).header("prefer", "wait=10").send().await.unwrap();
+    assert!(res.headers().contains_key("preference-applied"));
+    let final_page: Value = res.json().await.unwrap();
+    validate(&doc, page, 200, "application/json", &final_page);
+    let mut float_entry = final_page.clone();
+    float_entry["results"][&product]["quotes"][0]["price"] = json!(12.5);
+    assert!(!errors(&doc, page, 200, "application/json", &float_entry).is_empty(), "the page check has teeth");
+    let (status, _, body) = call(&env.http, &format!("{}{page}?ids=ok,-bad", producer.base)).await;
+    assert_eq!(status, 400);
+    validate(&doc, page, 400, "application/problem+json", &body);
 
     // The event stream: each event's data is what the document says (quotes, then the result).
     let watched = format!("{}/v1/prices/{}/events", producer.base, env.product("doc-events"));

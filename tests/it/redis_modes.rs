@@ -59,6 +59,23 @@ async fn stampede_publishes_once(env: &TestEnv, base: &str, product: &str) {
     assert_eq!(env.messages_for(product).await, 1, "messages published for {product}");
 }
 
+/// A page of cold products spread over the hash slots: claimed and published in one pass,
+/// then, waited for, every entry a result; asked again, every entry a hit.
+async fn a_page_is_served_whole(env: &TestEnv, base: &str, tag: &str) {
+    let products: Vec<String> = (0..12).map(|i| env.product(&format!("{tag}-{i}"))).collect();
+    let url = format!("{base}/v1/prices?ids={}", products.join(","));
+    let res = env.http.get(&url).header("prefer", "wait=10").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let statuses: Vec<&str> = products.iter().map(|p| body["results"][p]["status"].as_str().unwrap_or("?")).collect();
+    assert!(statuses.iter().all(|s| *s == "complete"), "{statuses:?}: {body}");
+    let (status, headers, _) = get(&env.http, &url).await;
+    assert_eq!((status, headers["x-cache"].to_str().unwrap()), (200, "HIT"));
+    for p in &products {
+        assert_eq!(env.messages_for(p).await, 1, "messages published for {p}");
+    }
+}
+
 /// A miss while Redis is away: 503 problem+json with Retry-After, never a hang.
 async fn redis_down_is_a_503(env: &TestEnv, base: &str, product: &str) {
     let res = env.http.get(format!("{base}/v1/prices/{product}")).send().await.unwrap();
@@ -114,6 +131,7 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
     assert!(env.assert_stored_within_guarantee(&cold).await.is_some(), "stored under {}", env.result_key(&cold));
 
     stampede_publishes_once(&env, &producer.base, &env.product("tls-stampede")).await;
+    a_page_is_served_whole(&env, &producer.base, "tls-page").await;
     // Waiting hears the announcement (the user may subscribe to the ready channels).
     let waited = format!("{}/v1/prices/{}", producer.base, env.product("tls-wait"));
     let res = env.http.get(&waited).header("prefer", "wait=20").send().await.unwrap();
@@ -167,6 +185,7 @@ async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns
     }
 
     stampede_publishes_once(&env, &producer.base, &env.product("cluster-stampede")).await;
+    a_page_is_served_whole(&env, &producer.base, "cluster-page").await;
     streams_each_source_live(&env, &producer.base, &env.product("cluster-events")).await;
 
     // A master dies while the consumer computes a product whose keys it holds: the consumer
