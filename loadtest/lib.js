@@ -1,4 +1,5 @@
-// Shared helpers for the pricefront k6 scripts (hit.js, miss.js, mixed.js).
+// Shared helpers for the pricefront k6 scripts (hit.js, miss.js, stream.js, catalogue.js,
+// mixed.js).
 //
 // Everything a script can be tuned with comes from __ENV (k6 -e KEY=VALUE or the process
 // environment); see loadtest/README.md for the knobs of each script.
@@ -52,6 +53,36 @@ export function durationSecs(s) {
 
 // Trend columns shown in the end-of-test summary (p99 is not in k6's default set).
 export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'p(90)', 'p(95)', 'p(99)', 'max'];
+
+// ---------------------------------------------------------------- Zipf popularity
+
+// Ranks 1..n (1 = the most popular) with P(k) = k^-s / H(n, s). The cumulative weights are
+// computed once, so call it in init code; each rank() is a binary search for a uniform draw in
+// them, and share(k) is the probability of a rank <= k.
+export function zipfSampler(n, s) {
+  const cdf = new Float64Array(n);
+  let acc = 0;
+  for (let k = 1; k <= n; k++) {
+    acc += 1 / Math.pow(k, s);
+    cdf[k - 1] = acc;
+  }
+  return {
+    rank() {
+      const u = Math.random() * acc;
+      let lo = 0;
+      let hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (cdf[mid] < u) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo + 1;
+    },
+    share(k) {
+      return k > 0 ? cdf[Math.min(k, n) - 1] / acc : 0;
+    },
+  };
+}
 
 // ---------------------------------------------------------------- product ids and URLs
 

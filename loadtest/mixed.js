@@ -30,7 +30,7 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 import {
   RESULT_STATUSES, SUMMARY_TREND_STATS, awaitResult, checkId, comparison, durationSecs,
   envBool, envInt, envNum, envStr, getPrice, newRunId, priceUrl, requireReady, scenarioFromEnv,
-  warmProducts,
+  warmProducts, zipfSampler,
 } from './lib.js';
 
 const CATALOGUE = envInt('CATALOGUE', 10000);
@@ -48,29 +48,7 @@ if (!(NEW_SHARE >= 0 && NEW_SHARE <= 1)) throw new Error('NEW_SHARE must be with
 const catalogueId = (rank) => checkId(`${PREFIX}-${rank}`);
 const catalogueUrls = Array.from({ length: CATALOGUE }, (_, i) => priceUrl(catalogueId(i + 1)));
 
-// Zipf sampling: cumulative weights of ranks 1..N, then a binary search for a uniform draw.
-const cdf = new Float64Array(CATALOGUE);
-{
-  let acc = 0;
-  for (let k = 1; k <= CATALOGUE; k++) {
-    acc += 1 / Math.pow(k, ZIPF_S);
-    cdf[k - 1] = acc;
-  }
-}
-const cdfTotal = cdf[CATALOGUE - 1];
-
-// A rank in 1..CATALOGUE with P(k) = k^-s / H(N, s).
-export function zipfRank() {
-  const u = Math.random() * cdfTotal;
-  let lo = 0;
-  let hi = CATALOGUE - 1;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (cdf[mid] < u) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo + 1;
-}
+const zipf = zipfSampler(CATALOGUE, ZIPF_S);
 
 const cacheHit = new Rate('cache_hit'); // catalogue requests answered from cache
 const timeToResult = new Trend('time_to_result', true); // new product: first request -> 200
@@ -117,7 +95,7 @@ export const options = {
 export function setup() {
   requireReady();
   const runId = newRunId();
-  const warmShare = WARM > 0 ? cdf[WARM - 1] / cdfTotal : 0;
+  const warmShare = zipf.share(WARM);
   console.log(
     `run id ${runId}; ${RATE}/${TIME_UNIT} for ${DURATION} (~${Math.round(planned)} iterations); ` +
       `catalogue ${CATALOGUE} (zipf s=${ZIPF_S}), top ${WARM} warmed = ` +
@@ -151,7 +129,7 @@ export default function (data) {
     });
     return;
   }
-  const res = getPrice(catalogueUrls[zipfRank() - 1], { kind: 'catalog' });
+  const res = getPrice(catalogueUrls[zipf.rank() - 1], { kind: 'catalog' });
   cacheHit.add(res.status === 200);
   check(res, { 'catalogue product answers 200 or 202': (r) => r.status === 200 || r.status === 202 });
 }

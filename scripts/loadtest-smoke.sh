@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# k6 smoke: runs loadtest/hit.js, miss.js, stream.js and mixed.js for a few seconds each at small rates
+# k6 smoke: runs loadtest/hit.js, miss.js, stream.js, catalogue.js and mixed.js for a few seconds each at small rates
 # against a pricefront that is already running at BASE_URL (default http://127.0.0.1:8080),
 # e.g. started by scripts/run.sh. Exits non-zero if the stack is not ready or if any script's
 # thresholds fail (all of them run regardless). Takes well under a minute.
@@ -53,6 +53,8 @@ smoke hit.js -e PRODUCTS=20 -e PREFIX=smoke-hit -e RATE=200 -e PRE_VUS=5 -e MAX_
 smoke miss.js -e RATE=5 -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 -e POLL_MS=100 \
   -e TTR_P95_MS=3000 -e TTR_P99_MS=5000 -e DEADLINE_MS=10000 -e P95_MS=500
 smoke stream.js -e RATE=5 -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 -e TTR_P95_MS=3000 -e TTR_P99_MS=5000
+smoke catalogue.js -e RATE=5 -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 -e CATALOGUE=200 -e PAGE=48 \
+  -e PREFIX=smoke-page -e WAIT_SECS=5 -e P95_MS=6000 -e P99_MS=8000
 smoke mixed.js -e RATE=50 -e TIME_UNIT=1s -e DURATION=5s -e PRE_VUS=10 -e MAX_VUS=50 \
   -e CATALOGUE=200 -e WARM=200 -e CATALOGUE_PREFIX=smoke-cat -e NEW_SHARE=0.1 -e POLL_MS=100 \
   -e MIN_HIT_RATE=0.8 -e P95_MS=200 -e P99_MS=500 -e TTR_P95_MS=3000

@@ -74,7 +74,9 @@ async fn real_responses_validate_against_the_openapi_document() {
         env.http.get(format!("{}/openapi.json", producer.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let prices = "/v1/prices/{product_id}";
-    for path in [prices, "/v1/prices", "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in
+        [prices, "/v1/prices", "/v1/prices/{product_id}/events", "/healthz", "/readyz", "/metrics", "/openapi.json"]
+    {
         assert!(doc["paths"][path]["get"].is_object(), "{path} is documented");
     }
     for status in ["304", "404", "429"] {
