@@ -43,7 +43,7 @@ smoke() {
   log "k6 run loadtest/$script $*"
   "$K6" run --quiet --no-color --no-usage-report --include-system-env-vars=false \
     -e BASE_URL="$BASE_URL" -e RUN_ID="$run_id" "$@" "loadtest/$script" || rc=$?
-  results+=("$(printf '%-9s %s in %ss' "$script" "$([[ $rc == 0 ]] && echo passed || echo "FAILED (k6 exit $rc)")" $((SECONDS - start)))")
+  results+=("$(printf '%-12s %s in %ss' "$script" "$([[ $rc == 0 ]] && echo passed || echo "FAILED (k6 exit $rc)")" $((SECONDS - start)))")
   ((rc == 0)) || failed+=("$script")
 }
 
