@@ -445,9 +445,11 @@ async fn wait_for_all(
             },
             _ = tokio::time::sleep_until(deadline) => return false,
         };
-        match prices::look_again(state, &ids[i], at).await {
-            Some(stored) => entries[i] = Entry::Hit(stored),
-            None => pending.push(announced(i, waiter)),
+        // Bounded too: after a wake-up of everybody, looks one after another must not outlast it.
+        match tokio::time::timeout_at(deadline, prices::look_again(state, &ids[i], at)).await {
+            Err(_elapsed) => return false,
+            Ok(Some(stored)) => entries[i] = Entry::Hit(stored),
+            Ok(None) => pending.push(announced(i, waiter)),
         }
     }
 }

@@ -81,23 +81,23 @@ pub trait ResultStore: Send + Sync + 'static {
     fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>>;
 
     /// [`ResultStore::lookup`] for many products in one round trip (on a cluster, one per hash
-    /// slot, concurrently), in `ids`' order. The outer error is Redis's; a value that is not
-    /// a result is that product's [`Error::Corrupt`].
+    /// slot, concurrently), in `ids`' order. The outer error is Redis failing for all of them;
+    /// a product's own is its lookup's (a value that is not a result: [`Error::Corrupt`]; on a
+    /// cluster, its slot's failure). By default, one lookup after another.
     fn lookup_many<'a>(&'a self, ids: &'a [ProductId]) -> BoxFuture<'a, Result<Vec<Result<Peek, Error>>, Error>> {
         Box::pin(async move {
             let mut peeks = Vec::with_capacity(ids.len());
             for id in ids {
-                peeks.push(match self.lookup(id).await {
-                    Err(e @ Error::Corrupt { .. }) => Err(e),
-                    other => Ok(other?),
-                });
+                peeks.push(self.lookup(id).await);
             }
             Ok(peeks)
         })
     }
 
     /// [`ResultStore::lookup_or_claim`] for many products (each with its own token) in one
-    /// round trip (on a cluster, one per hash slot, concurrently), in `claims`' order.
+    /// round trip (on a cluster, one per hash slot, concurrently), in `claims`' order; errors
+    /// as for [`ResultStore::lookup_many`]. A product whose claim failed is not claimed; the
+    /// others' claims stand. By default, one claim after another.
     fn lookup_or_claim_many<'a>(
         &'a self,
         claims: &'a [(ProductId, String)],
@@ -106,10 +106,7 @@ pub trait ResultStore: Send + Sync + 'static {
         Box::pin(async move {
             let mut lookups = Vec::with_capacity(claims.len());
             for (id, token) in claims {
-                lookups.push(match self.lookup_or_claim(id, token, pending_ttl).await {
-                    Err(e @ Error::Corrupt { .. }) => Err(e),
-                    other => Ok(other?),
-                });
+                lookups.push(self.lookup_or_claim(id, token, pending_ttl).await);
             }
             Ok(lookups)
         })
@@ -120,6 +117,18 @@ impl Error {
     /// Whether the configuration is at fault (exit status 2 at start-up).
     pub fn is_configuration(&self) -> bool {
         matches!(self, Error::Config(_))
+    }
+
+    /// The same error for another item of a batch that failed as one (a Redis error or a
+    /// timeout; the others are never a whole batch's, and keep only their message).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Error::Redis(e) => Error::Redis(e.clone()),
+            Error::Timeout(after) => Error::Timeout(*after),
+            other => {
+                Error::Redis(redis::RedisError::from((redis::ErrorKind::Client, "batch failed", other.to_string())))
+            }
+        }
     }
 }
 

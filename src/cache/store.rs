@@ -231,61 +231,117 @@ impl RedisStore {
     /// [`Self::lookup`] for many: one pipeline of `GET` + `EXISTS` per product (per hash slot on
     /// a cluster, all at once).
     pub async fn lookup_many(&self, ids: &[ProductId]) -> Result<Vec<Result<Peek, Error>>, Error> {
-        let runs = self.by_slot(ids, |id| id).into_iter().map(|group| async move {
-            let mut pipe = redis::pipe();
-            for &i in &group {
-                pipe.get(self.keys.result(&ids[i])).exists(self.keys.pending(&ids[i]));
-            }
-            let values: Vec<(Option<Vec<u8>>, bool)> = pipe.query_async(&mut self.conn.clone()).await?;
-            Ok::<_, redis::RedisError>(group.into_iter().zip(values).collect::<Vec<_>>())
-        });
-        let groups = self.bounded(futures::future::try_join_all(runs)).await?;
-        let mut peeks: Vec<Option<Result<Peek, Error>>> = ids.iter().map(|_| None).collect();
-        for (i, (value, pending)) in groups.into_iter().flatten() {
-            peeks[i] = Some(match value {
-                Some(value) => stored(self.keys.result(&ids[i]), value).map(|s| Peek::Hit(Box::new(s))),
-                None if pending => Ok(Peek::Pending),
-                None => Ok(Peek::Absent),
-            });
-        }
-        Ok(peeks.into_iter().map(|peek| peek.expect("every id is in one group")).collect())
+        let found = self
+            .per_slot(
+                ids,
+                |id| id,
+                |group| async move {
+                    let mut pipe = redis::pipe();
+                    for &i in &group {
+                        pipe.get(self.keys.result(&ids[i])).exists(self.keys.pending(&ids[i]));
+                    }
+                    pipe.query_async::<Vec<(Option<Vec<u8>>, bool)>>(&mut self.conn.clone()).await
+                },
+            )
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(found)
+            .map(|(id, found)| match found? {
+                (Some(value), _) => stored(self.keys.result(id), value).map(|s| Peek::Hit(Box::new(s))),
+                (None, true) => Ok(Peek::Pending),
+                (None, false) => Ok(Peek::Absent),
+            })
+            .collect())
     }
 
     /// [`Self::lookup_or_claim`] for many: one script for all (one per hash slot on a cluster,
-    /// all at once).
+    /// all at once). On a cluster a slot whose script fails fails its products alone: the
+    /// others' claims stand, and are theirs to publish.
     pub async fn lookup_or_claim_many(
         &self,
         claims: &[(ProductId, String)],
         pending_ttl: Duration,
     ) -> Result<Vec<Result<Lookup, Error>>, Error> {
-        let runs = self.by_slot(claims, |(id, _)| id).into_iter().map(|group| async move {
-            let mut invocation = self.lookup_or_claim_many.prepare_invoke();
-            invocation.arg(pending_ttl.as_millis() as u64);
-            for &i in &group {
-                let (id, token) = &claims[i];
-                invocation.key(self.keys.result(id)).key(self.keys.pending(id)).arg(token);
-            }
-            let values: Vec<redis::Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
-            let outcomes = values
-                .chunks_exact(2)
-                .map(|pair| {
-                    let outcome: i64 = redis::from_redis_value_ref(&pair[0])?;
-                    let body: Option<Vec<u8>> = redis::from_redis_value_ref(&pair[1])?;
-                    Ok((outcome, body))
-                })
-                .collect::<Result<Vec<_>, redis::RedisError>>()?;
-            Ok::<_, redis::RedisError>(group.into_iter().zip(outcomes).collect::<Vec<_>>())
-        });
-        let groups = self.bounded(futures::future::try_join_all(runs)).await?;
-        let mut lookups: Vec<Option<Result<Lookup, Error>>> = claims.iter().map(|_| None).collect();
-        for (i, (outcome, body)) in groups.into_iter().flatten() {
-            lookups[i] = Some(match (outcome, body) {
-                (1, Some(body)) => stored(self.keys.result(&claims[i].0), body).map(|s| Lookup::Hit(Box::new(s))),
+        let outcomes = self
+            .per_slot(
+                claims,
+                |(id, _)| id,
+                |group| async move {
+                    let mut invocation = self.lookup_or_claim_many.prepare_invoke();
+                    invocation.arg(pending_ttl.as_millis() as u64);
+                    for &i in &group {
+                        let (id, token) = &claims[i];
+                        invocation.key(self.keys.result(id)).key(self.keys.pending(id)).arg(token);
+                    }
+                    let values: Vec<redis::Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
+                    values
+                        .chunks_exact(2)
+                        .map(|pair| {
+                            let outcome: i64 = redis::from_redis_value_ref(&pair[0])?;
+                            let body: Option<Vec<u8>> = redis::from_redis_value_ref(&pair[1])?;
+                            Ok((outcome, body))
+                        })
+                        .collect::<redis::RedisResult<Vec<_>>>()
+                },
+            )
+            .await?;
+        Ok(claims
+            .iter()
+            .zip(outcomes)
+            .map(|((id, _), outcome)| match outcome? {
+                (1, Some(body)) => stored(self.keys.result(id), body).map(|s| Lookup::Hit(Box::new(s))),
                 (2, _) => Ok(Lookup::Claimed),
                 _ => Ok(Lookup::AlreadyPending),
+            })
+            .collect())
+    }
+
+    /// Runs `run` once per group of [`Self::by_slot`], all at once, each bounded by the Redis
+    /// timeout; `run` answers one value per index of its group. Each item gets its group's
+    /// value or its group's error; the call fails only if every group did.
+    async fn per_slot<T, R, F, Fut>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> &ProductId,
+        run: F,
+    ) -> Result<Vec<Result<R, Error>>, Error>
+    where
+        F: Fn(Vec<usize>) -> Fut,
+        Fut: Future<Output = redis::RedisResult<Vec<R>>>,
+    {
+        let groups = self.by_slot(items, id);
+        let answers = futures::future::join_all(groups.iter().map(|group| self.bounded(run(group.clone())))).await;
+        let mut out: Vec<Option<Result<R, Error>>> = items.iter().map(|_| None).collect();
+        let (mut answered, mut first_error) = (false, None);
+        for (group, answer) in groups.into_iter().zip(answers) {
+            let answer = answer.and_then(|values| match values.len() == group.len() {
+                true => Ok(values),
+                false => Err(Error::Redis(redis::RedisError::from((
+                    redis::ErrorKind::Parse,
+                    "wrong number of answers",
+                    format!("{} for {} products", values.len(), group.len()),
+                )))),
             });
+            match answer {
+                Ok(values) => {
+                    answered = true;
+                    for (i, value) in group.into_iter().zip(values) {
+                        out[i] = Some(Ok(value));
+                    }
+                }
+                Err(e) => {
+                    for &i in &group {
+                        out[i] = Some(Err(e.duplicate()));
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(lookups.into_iter().map(|lookup| lookup.expect("every claim is in one group")).collect())
+        match first_error {
+            Some(e) if !answered => Err(e),
+            _ => Ok(out.into_iter().map(|item| item.expect("every item is in one group")).collect()),
+        }
     }
 
     /// Indexes into `items`, grouped so that one group's keys may go in one pipeline or script:

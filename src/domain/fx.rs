@@ -97,7 +97,10 @@ impl Rates {
     pub fn convert(&self, quote: &mut Quote) {
         let converted = self.rate(quote.currency).and_then(|rate| {
             let price = quote.price.checked_mul(rate)?;
-            Some((price.round_dp_with_strategy(self.base_dp, RoundingStrategy::MidpointAwayFromZero), rate))
+            let mut price = price.round_dp_with_strategy(self.base_dp, RoundingStrategy::MidpointAwayFromZero);
+            // Every minor unit shown: 10 EUR is "10.00".
+            price.rescale(self.base_dp);
+            Some((price, rate))
         });
         (quote.base_price, quote.fx_rate) = match converted {
             Some((price, rate)) => (Some(price), Some(rate)),
@@ -146,6 +149,12 @@ mod tests {
         let mut q = quote("12.40", "EUR");
         rates.convert(&mut q);
         assert_eq!((q.base_price, q.fx_rate), (Some(d("12.40")), Some(Decimal::ONE)), "the base converts at 1");
+        let mut q = quote("10", "USD");
+        rates.convert(&mut q);
+        assert_eq!(q.base_price.unwrap().to_string(), "9.20", "every minor unit shown");
+        let mut q = quote("10", "EUR");
+        rates.convert(&mut q);
+        assert_eq!(q.base_price.unwrap().to_string(), "10.00");
     }
 
     #[test]

@@ -896,6 +896,29 @@ mod tests {
     }
 
     #[test]
+    fn exchange_rates_come_from_the_file_and_the_environment_as_decimals() {
+        let usd = Currency::parse("USD").unwrap();
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!((s.fx.base.as_str(), s.fx.rates[&usd].to_string(), s.fx.url()), ("EUR", "0.92".into(), None));
+        // Env keys arrive lower-cased and values parsed as numbers: both come back as they were.
+        let s = Settings::load_from(
+            None,
+            env(&[("PRICEFRONT__FX__RATES__USD", "0.9137"), ("PRICEFRONT__FX__RATES__JPY", "0.0061")]),
+        )
+        .unwrap();
+        assert_eq!(s.fx.rates[&usd].to_string(), "0.9137");
+        assert_eq!(s.fx.rates[&Currency::parse("JPY").unwrap()].to_string(), "0.0061");
+        for (key, value) in [
+            ("PRICEFRONT__FX__RATES__USD", "-1"),
+            ("PRICEFRONT__FX__RATES__ZZZ", "1"),
+            ("PRICEFRONT__FX__BASE", "XAU"),
+            ("PRICEFRONT__FX__RATES__USD", "cheap"),
+        ] {
+            assert!(Settings::load_from(None, env(&[(key, value)])).is_err(), "{key}={value}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let err =
             anyhow::Error::new(Settings::load_from(None, env(&[("PRICEFRONT__PRODUCER__LISTNE", "x")])).unwrap_err());

@@ -175,3 +175,59 @@ async fn two_hundred_concurrent_pages_sharing_products_publish_each_once() {
         p.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_look_and_one_batch_claim_tell_cached_pending_and_absent_apart() {
+    use pricefront::cache::{Lookup, Peek, RedisStore};
+    use pricefront::domain::{Comparison, ProductId, Rates};
+    let env = env().start().await;
+    let store = RedisStore::connect_lazy(&env.settings.redis).unwrap();
+    let id = |tag: &str| ProductId::parse(&env.product(tag)).unwrap();
+    let (cached, pending, absent, untouched) = (id("b-cached"), id("b-pending"), id("b-absent"), id("b-untouched"));
+    let ttl = Duration::from_secs(30);
+    let comparison = Comparison::aggregate(
+        cached.clone(),
+        [],
+        time::OffsetDateTime::now_utc(),
+        &env.settings.cache.ttl_policy(),
+        &Rates::default(),
+    );
+    store.store(&comparison, "t").await.unwrap();
+    assert!(store.claim_pending(&pending, "someone-else", ttl).await.unwrap());
+
+    let claims: Vec<(ProductId, String)> =
+        [&cached, &pending, &absent].into_iter().map(|id| (id.clone(), format!("token-{id}"))).collect();
+    let lookups = store.lookup_or_claim_many(&claims, ttl).await.unwrap();
+    let kinds: Vec<&str> = lookups
+        .iter()
+        .map(|l| match l.as_ref().unwrap() {
+            Lookup::Hit(s) => {
+                if s.body.starts_with(b"{") {
+                    "hit"
+                } else {
+                    "hit?"
+                }
+            }
+            Lookup::AlreadyPending => "pending",
+            Lookup::Claimed => "claimed",
+        })
+        .collect();
+    assert_eq!(kinds, ["hit", "pending", "claimed"]);
+    assert_eq!(
+        env.redis_get(&env.pending_key(absent.as_str())).await.as_deref(),
+        Some(format!("token-{absent}").as_str())
+    );
+
+    let peeks = store.lookup_many(&[cached.clone(), pending, absent, untouched]).await.unwrap();
+    let kinds: Vec<&str> = peeks
+        .iter()
+        .map(|p| match p.as_ref().unwrap() {
+            Peek::Hit(_) => "hit",
+            Peek::Pending => "pending",
+            Peek::Absent => "absent",
+        })
+        .collect();
+    assert_eq!(kinds, ["hit", "pending", "pending", "absent"], "the claimed one is pending now");
+    let Ok(Peek::Hit(hit)) = &peeks[0] else { unreachable!() };
+    assert_eq!(hit.comparison().unwrap(), comparison);
+}
