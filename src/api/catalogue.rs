@@ -42,7 +42,7 @@ use super::prices::{self, HITS_L1, HITS_L2, MISSES, X_CACHE};
 use super::refresh;
 use super::wait::{self, Place, WAITING};
 use super::{ApiError, AppState};
-use crate::cache::{self, Lookup, Peek, StoredResult, Waiter};
+use crate::cache::{self, Lookup, StoredResult, Waiter};
 use crate::domain::{Comparison, ProductId, Status};
 use crate::observability::traces;
 use crate::queue::PriceRequest;
@@ -292,32 +292,20 @@ async fn look_in_store(
     };
     let (mut absent, mut hits, mut misses) = (Vec::new(), 0, 0);
     for (&i, peek) in missed.iter().zip(peeks) {
-        entries[i] = match peek {
-            Ok(Peek::Hit(stored)) => {
+        entries[i] = match prices::settle(state, &ids[i], peek).await {
+            Ok(cache::Entry::Hit(stored)) => {
                 hits += 1;
-                let stored = Arc::new(*stored);
                 state.l1.hold(&ids[i], &stored);
                 Some(hit(state, &ids[i], stored, Instant::now()))
             }
-            Ok(Peek::Pending) => {
+            Ok(cache::Entry::Pending) => {
                 misses += 1;
                 Some(Entry::Pending)
             }
-            Ok(Peek::Absent) => {
+            Ok(cache::Entry::Miss) => {
                 misses += 1;
                 absent.push(i);
                 None
-            }
-            Err(cache::Error::Corrupt { key, source }) => {
-                tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
-                match state.store.delete_result(&ids[i]).await {
-                    Ok(()) => {
-                        misses += 1;
-                        absent.push(i);
-                        None
-                    }
-                    Err(_) => Some(unavailable(Reason::Cache, state.retry_after_secs)),
-                }
             }
             Err(_) => Some(unavailable(Reason::Cache, state.retry_after_secs)),
         };

@@ -393,13 +393,24 @@ pub(super) fn reload_l1(state: &AppState, raw: &str) {
 /// Stage 1: the result if Redis has it, else whether it is pending. A corrupt one is deleted
 /// (and is a miss).
 async fn lookup(state: AppState, id: ProductId) -> Result<Entry, LoadError> {
-    match state.store.lookup(&id).await {
+    let peek = state.store.lookup(&id).await;
+    settle(&state, &id, peek).await
+}
+
+/// What a look at `id` in the store found, as an entry: a corrupt value is deleted (and is a
+/// miss). Shared with the multi-get, which looks many up at once.
+pub(super) async fn settle(
+    state: &AppState,
+    id: &ProductId,
+    peek: Result<Peek, cache::Error>,
+) -> Result<Entry, LoadError> {
+    match peek {
         Ok(Peek::Hit(stored)) => Ok(Entry::Hit(Arc::new(*stored))),
         Ok(Peek::Pending) => Ok(Entry::Pending),
         Ok(Peek::Absent) => Ok(Entry::Miss),
         Err(cache::Error::Corrupt { key, source }) => {
             tracing::warn!(%key, error = %source, "cached result is not a comparison; deleting it");
-            state.store.delete_result(&id).await?;
+            state.store.delete_result(id).await?;
             Ok(Entry::Miss)
         }
         Err(e) => Err(e.into()),
