@@ -77,6 +77,11 @@ ensure_tls_tools() {
   command -v socat >/dev/null || apt_install socat
 }
 
+# The widget's tests drive a real Chromium over WebDriver (chromedriver, from chromium-driver).
+ensure_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver
+}
+
 # ensure_redis URL
 ensure_redis() {
   local host port

@@ -2,7 +2,8 @@
 # The test command: brings up Redis and a Kafka-protocol broker (reusing any already running),
 # checks the deployment files, smoke-tests the k6 scripts against the real stack and checks the
 # Grafana dashboard's queries against that stack's /metrics, then runs the whole cargo suite
-# (unit tests, and tests/it against the real services).
+# (unit tests, and tests/it against the real services; the widget's tests in headless Chromium,
+# installed from Debian's chromium and chromium-driver if missing).
 #
 # With arguments, only `cargo test ARGS…` runs (after the services are up), e.g.
 #   scripts/test.sh -- chaos --nocapture
@@ -24,13 +25,15 @@ redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
 brokers=$("$TARGET_DIR/debug/admin" get kafka.brokers)
 ensure_redis_server_binary   # the suite starts private redis-servers (to kill; TLS; a cluster)
 ensure_tls_tools
+ensure_browser               # the widget's tests run in headless Chromium
 ensure_redis "$redis_url"
 ensure_broker "$brokers"
 # The chaos tests stop and restart a private broker of their own.
 PRICEFRONT_TEST_TANSU=$(tansu_binary)
 # `admin get redis.url` redacts a password: pass the URL on only when it has none to lose.
 [[ "$redis_url" == *"<redacted>"* ]] || export PRICEFRONT__REDIS__URL="$redis_url"
-export PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU
+PRICEFRONT_TEST_CHROMEDRIVER=$(command -v chromedriver)
+export PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU PRICEFRONT_TEST_CHROMEDRIVER
 
 if (($# == 0)); then
   log "checking the deployment files (no Docker engine needed)"

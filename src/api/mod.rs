@@ -1,7 +1,8 @@
 //! The producer's HTTP API: [`router`] over an [`AppState`], one module per resource, and
 //! errors as problem+json ([`ApiError`]). A product's price is `prices` (with `Prefer: wait`
 //! in `wait`); its comparison as it happens, `events` (Server-Sent Events); a page of
-//! products at once, `catalogue`.
+//! products at once, `catalogue`. For people: the widget a shop embeds, the demo page at `/`,
+//! and the CORS rules for the API, `web`.
 
 mod catalogue;
 mod docs;
@@ -13,6 +14,7 @@ mod problem;
 mod refresh;
 mod track;
 mod wait;
+mod web;
 
 pub use docs::ApiDoc;
 
@@ -70,6 +72,10 @@ pub struct Shared {
     pub refresh: Arc<refresh::RefreshAhead>,
     /// Most ids one multi-get may ask for (`producer.max_batch_ids`).
     pub max_batch_ids: usize,
+    /// Origins whose pages may read the API (`producer.cors_allow_origins`).
+    pub cors_allow_origins: Vec<String>,
+    /// Serve the demo page at `/` (`producer.demo_page`).
+    pub demo_page: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +127,8 @@ impl AppState {
                 settings.cache.l1_max_entries,
             )),
             max_batch_ids: settings.producer.max_batch_ids,
+            cors_allow_origins: settings.producer.cors_allow_origins.clone(),
+            demo_page: settings.producer.demo_page,
         }))
     }
 }
@@ -130,20 +138,34 @@ pub fn router(state: AppState) -> Router {
     let tracked = |route: &'static str, handler: MethodRouter<AppState>| {
         (route, handler.layer(track::Track(track::RouteMetrics::leaked(route))))
     };
-    let routes = [
+    let add = |router: Router<AppState>, (route, handler)| router.route(route, handler);
+    let api = [
         // The hit path records its own (see `track`), its 405s included.
         (prices::ROUTE, get(prices::get_price).fallback(prices::method_not_allowed)),
         tracked(catalogue::ROUTE, get(catalogue::get_prices)),
         tracked("/v1/prices/{product_id}/events", get(events::price_events)),
         tracked("/v1/prices/", get(prices::empty_id)),
+    ];
+    let mut api = api.into_iter().fold(Router::new(), add);
+    // Only the API may be read from other origins, and only when configured: by default no
+    // layer, so the hit path pays nothing for it.
+    if let Some(cors) = web::cors(&state.cors_allow_origins) {
+        api = api.layer(cors);
+    }
+    let mut operations = vec![
         tracked("/healthz", get(health::healthz)),
         tracked("/readyz", get(health::readyz)),
         tracked("/metrics", get(docs::metrics)),
         tracked("/openapi.json", get(docs::openapi_json)),
+        tracked("/static/{file}", get(web::plain)),
+        tracked("/static/{version}/{file}", get(web::versioned)),
     ];
-    let router = routes
+    if state.demo_page {
+        operations.push(tracked("/", get(web::demo_page)));
+    }
+    let router = operations
         .into_iter()
-        .fold(Router::new(), |router, (route, handler)| router.route(route, handler))
+        .fold(api, add)
         // What matches no route is counted here.
         .fallback(|| async {
             metrics::counter!("pricefront_http_requests_total", "route" => "unmatched", "method" => "any", "status" => "404")

@@ -23,7 +23,7 @@ pub use memory::MemoryStore;
 pub use progress::{MAX_EVENTS, Progress, ProgressId, ProgressKind};
 pub use ready::{Ready, Waiter, Wake};
 pub use store::{Lookup, Peek, RedisStore};
-pub use stored::{Malformed, StoredResult};
+pub use stored::{Malformed, StoredResult, etag_listed};
 
 use std::time::Duration;
 

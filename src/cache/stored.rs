@@ -144,13 +144,18 @@ impl StoredResult {
     /// Whether `tags` (an `If-None-Match` value) names this result: `*`, or a list of entity
     /// tags compared weakly (RFC 9110 §13.1.2: `W/` is ignored).
     pub fn matches(&self, tags: &[u8]) -> bool {
-        let tags = tags.trim_ascii();
-        if tags == b"*" {
-            return true;
-        }
-        let ours = self.etag.as_bytes();
-        tags.split(|&b| b == b',').map(|t| t.trim_ascii()).any(|t| t.strip_prefix(b"W/").unwrap_or(t) == ours)
+        etag_listed(tags, self.etag.as_bytes())
     }
+}
+
+/// Whether `tags` (an `If-None-Match` value) names the entity tag `ours` (quoted, as sent):
+/// `*`, or a list compared weakly (RFC 9110 §13.1.2: `W/` is ignored).
+pub fn etag_listed(tags: &[u8], ours: &[u8]) -> bool {
+    let tags = tags.trim_ascii();
+    if tags == b"*" {
+        return true;
+    }
+    tags.split(|&b| b == b',').map(|t| t.trim_ascii()).any(|t| t.strip_prefix(b"W/").unwrap_or(t) == ours)
 }
 
 /// The entity tag (unquoted) of a result computed at `computed_at_ms` with these bytes.

@@ -3,7 +3,8 @@
 //!
 //! - `GET` or `POST /{provider}/…`: a quote for the product named in the request, in the
 //!   provider's `shape` (flat `{"product_id", "price", "currency"}`, eBay-, Merchant-API- or
-//!   Best-Buy-style), the price deterministic per (provider, product). The product id is taken
+//!   Best-Buy-style), the price deterministic per (provider, product) and believable: one base
+//!   price per product, each source within ±15 % of it ([`price_for`]). The product id is taken
 //!   from the query (`gtin`, `upc`, `sku`, `id`, `product_id`), else from a JSON body (`ids[0]`,
 //!   `id`, `product_id`), else from the last path segment (`…/prices/{id}`, or `products(upc={id})`),
 //!   so a real API's URL works with its host swapped for the mock's.
@@ -190,16 +191,52 @@ async fn ecb_rates() -> Response {
     ([("content-type", "text/xml")], crate::fx::ecb::render(&today, &ECB_RATES)).into_response()
 }
 
-/// The price a provider quotes for a product: stable across runs and processes.
-pub fn price_for(provider: &str, product: &str) -> Decimal {
-    // FNV-1a: tiny, stable, and good enough to spread prices; not for security.
+/// How far one source's price strays from the product's base price: ±15 %.
+const SOURCE_SPREAD_PER_100K: i64 = 15_000;
+/// Base prices in euros run from this …
+const BASE_PRICE_MIN_EUR: f64 = 5.0;
+/// … to this, spread evenly on a log scale (as shop prices are: as many products under 30 €
+/// as between 30 € and 200 €).
+const BASE_PRICE_MAX_EUR: f64 = 2_000.0;
+
+/// The price a provider quotes for a product, in `currency`: stable across runs and processes,
+/// and believable as a comparison. Each product has one base price in euros (from
+/// [`BASE_PRICE_MIN_EUR`] to [`BASE_PRICE_MAX_EUR`]); each source quotes it within ±15 %,
+/// converted at [`ECB_RATES`] (a currency not listed there is taken at par) and rounded to the
+/// currency's minor units.
+pub fn price_for(provider: &str, product: &str, currency: Currency) -> Decimal {
+    let base = base_price_eur(product);
+    // 0.85000 ..= 1.15000, from the (provider, product) pair.
+    let spread = (fnv1a([provider.as_bytes(), b"/", product.as_bytes()]) % (2 * SOURCE_SPREAD_PER_100K as u64 + 1))
+        as i64
+        - SOURCE_SPREAD_PER_100K;
+    let factor = Decimal::ONE + Decimal::new(spread, 5);
+    let rate = ECB_RATES
+        .iter()
+        .find(|(code, _)| *code == currency.as_str())
+        .map_or(Decimal::ONE, |(_, rate)| rate.parse().expect("ECB_RATES are decimals"));
+    let dp = currency.minor_units().unwrap_or(2);
+    let price = (base * factor * rate).round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    // Never free: at least one minor unit.
+    price.max(Decimal::new(1, dp))
+}
+
+/// The product's base price in euros, to the cent.
+fn base_price_eur(product: &str) -> Decimal {
+    let unit = (fnv1a([product.as_bytes()]) % 1_000_000) as f64 / 1_000_000.0;
+    let euros = BASE_PRICE_MIN_EUR * (BASE_PRICE_MAX_EUR / BASE_PRICE_MIN_EUR).powf(unit);
+    // Cents from the float, then exact decimals from there on.
+    Decimal::new((euros * 100.0).round() as i64, 2)
+}
+
+/// FNV-1a: tiny, stable, and good enough to spread prices; not for security.
+fn fnv1a<const N: usize>(parts: [&[u8]; N]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in provider.bytes().chain([b'/']).chain(product.bytes()) {
-        hash ^= u64::from(byte);
+    for byte in parts.into_iter().flatten() {
+        hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    // 10.00 ..= 999.99
-    Decimal::new(1_000 + (hash % 99_000) as i64, 2)
+    hash
 }
 
 fn problem(status: StatusCode, detail: impl Into<String>) -> Response {
@@ -246,7 +283,7 @@ async fn price(
     if roll < faults.error_rate {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "simulated outage");
     }
-    Json(answer(p, &product, price_for(&provider, product.as_str()))).into_response()
+    Json(answer(p, &product, price_for(&provider, product.as_str(), p.currency))).into_response()
 }
 
 /// The product a request asks about; see the module doc.
@@ -359,13 +396,44 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
+    fn eur() -> Currency {
+        Currency::parse("EUR").unwrap()
+    }
+
     #[test]
-    fn prices_are_deterministic_and_in_range() {
-        assert_eq!(price_for("acme", "p1"), price_for("acme", "p1"));
-        assert_ne!(price_for("acme", "p1"), price_for("other", "p1"));
-        for i in 0..1000 {
-            let p = price_for("x", &i.to_string());
-            assert!(p >= Decimal::new(1000, 2) && p <= Decimal::new(99999, 2), "{p}");
+    fn prices_are_deterministic_and_believable() {
+        assert_eq!(price_for("acme", "p1", eur()), price_for("acme", "p1", eur()));
+        assert_ne!(price_for("acme", "p1", eur()), price_for("other", "p1", eur()));
+        let sources = ["acme", "bestbuyish", "cheapo", "dealhub", "everyshop", "fastmart"];
+        let (mut cheap, mut dear) = (0, 0);
+        for i in 0..2000 {
+            let product = format!("sku-{i}");
+            let base = base_price_eur(&product);
+            assert!(base >= Decimal::new(500, 2) && base <= Decimal::new(200_000, 2), "{base}");
+            cheap += usize::from(base < Decimal::from(30));
+            dear += usize::from(base > Decimal::from(500));
+            for source in sources {
+                let price = price_for(source, &product, eur());
+                assert!(price >= base * Decimal::new(85, 2) - Decimal::new(1, 2), "{source} {product}: {price} vs {base}");
+                assert!(price <= base * Decimal::new(115, 2) + Decimal::new(1, 2), "{source} {product}: {price} vs {base}");
+                assert_eq!(price.scale(), 2, "{price}");
+            }
+        }
+        // Spread over the range, not bunched: roughly a third under 30 €, a sixth over 500 €.
+        assert!((500..900).contains(&cheap) && (250..500).contains(&dear), "{cheap} cheap, {dear} dear");
+    }
+
+    #[test]
+    fn prices_in_other_currencies_follow_the_ecb_rates() {
+        let code = |c| Currency::parse(c).unwrap();
+        let (usd, jpy, aud) = (code("USD"), code("JPY"), code("AUD"));
+        for i in 0..200 {
+            let product = format!("p{i}");
+            let in_eur = price_for("acme", &product, eur());
+            let in_usd = price_for("acme", &product, usd);
+            assert!((in_usd - in_eur * Decimal::new(10876, 4)).abs() <= Decimal::new(1, 2), "{in_usd} vs {in_eur}");
+            assert_eq!(price_for("acme", &product, jpy).scale(), 0, "yen have no minor units");
+            assert_eq!(price_for("acme", &product, aud), in_eur, "not in ECB_RATES: at par");
         }
     }
 
@@ -374,7 +442,7 @@ mod tests {
         let app = Mock::new(&settings()).unwrap().router(CancellationToken::new());
         let (status, body) = call(&app, "GET", "/acme/prices/p1", "").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body["price"], price_for("acme", "p1").to_string());
+        assert_eq!(body["price"], price_for("acme", "p1", eur()).to_string());
         assert_eq!(body["currency"], "EUR");
         assert_eq!(call(&app, "GET", "/nobody/prices/p1", "").await.0, StatusCode::NOT_FOUND);
 

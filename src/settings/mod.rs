@@ -85,6 +85,14 @@ pub struct ProducerSettings {
     /// `PRICEFRONT__PRODUCER__MAX_BATCH_IDS`: most ids one `GET /v1/prices?ids=` may ask for;
     /// more answer 400.
     pub max_batch_ids: usize,
+    /// `PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS` (comma-separated): the origins
+    /// (`https://shop.example`) whose pages may call the API and open its event streams, for
+    /// the widget embedded on another site; `["*"]` for any. Empty (the default): none.
+    #[serde(deserialize_with = "origins")]
+    pub cors_allow_origins: Vec<String>,
+    /// `PRICEFRONT__PRODUCER__DEMO_PAGE`: serve the demo page at `/`. The widget's script
+    /// (`/static/price-compare.js`) is served either way.
+    pub demo_page: bool,
 }
 
 /// A rate with a burst: `per_second` on average, up to `burst` at once.
@@ -713,6 +721,7 @@ impl Settings {
             // Lists from env are comma-separated.
             .list_separator(",")
             .with_list_parse_key("producer.trusted_proxies")
+            .with_list_parse_key("producer.cors_allow_origins")
             .with_list_parse_key("redis.cluster_nodes")
             .source(env);
         let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
@@ -839,6 +848,31 @@ fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Err
             text.parse::<ipnet::IpNet>()
                 .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                 .map_err(|_| serde::de::Error::custom(format!("{text:?} is not an IP address or CIDR block")))
+        })
+        .collect()
+}
+
+/// Web origins, `scheme://host[:port]` with no path, lower-cased as browsers send them; or
+/// `*` alone.
+fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let origins = Vec::<String>::deserialize(d)?;
+    if origins.iter().any(|o| o == "*") {
+        return match origins.len() {
+            1 => Ok(origins),
+            _ => Err(serde::de::Error::custom("\"*\" (any origin) cannot be listed with others")),
+        };
+    }
+    origins
+        .into_iter()
+        .map(|text| {
+            let origin = text.trim().to_ascii_lowercase();
+            let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+            match host {
+                Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(origin),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{text:?} is not an origin: scheme://host[:port], http or https, no path (or \"*\" alone)"
+                ))),
+            }
         })
         .collect()
 }
@@ -1004,6 +1038,25 @@ not_found = [404]
         let net: Result<Vec<ipnet::IpNet>, _> = networks(serde_json::json!(["10.0.0.0/8", "192.0.2.1", "::1"]));
         assert_eq!(net.unwrap().len(), 3);
         assert!(networks(serde_json::json!(["not-an-ip"])).is_err());
+    }
+
+    #[test]
+    fn cors_origins_are_origins() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.producer.cors_allow_origins.is_empty() && s.producer.demo_page, "none by default; the demo page on");
+        let pairs = [("PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS", "https://Shop.example,http://127.0.0.1:3000")];
+        let s = Settings::load_from(None, env(&pairs)).unwrap();
+        assert_eq!(s.producer.cors_allow_origins, ["https://shop.example", "http://127.0.0.1:3000"], "from env, lower-cased");
+        let any = origins(serde_json::json!(["*"])).unwrap();
+        assert_eq!(any, ["*"]);
+        for bad in [serde_json::json!(["*", "https://a.example"]), serde_json::json!(["shop.example"]), serde_json::json!(["https://a.example/"]),
+            serde_json::json!(["ftp://a.example"]), serde_json::json!(["https://"])]
+        {
+            assert!(origins(bad.clone()).is_err(), "{bad}");
+        }
+        let err = Settings::load_from(None, env(&[("PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS", "https://a.example/x")]));
+        let err = format!("{:#}", anyhow::Error::new(err.unwrap_err()));
+        assert!(err.contains("not an origin"), "{err}");
     }
 
     #[test]

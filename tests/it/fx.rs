@@ -59,7 +59,7 @@ fn inverted(per_euro: &str) -> Decimal {
 async fn quotes_in_other_currencies_are_compared_in_the_base_one() {
     // The default rates: USD 0.92, GBP 1.17; none for CHF.
     let sources = vec![source("euro", "EUR"), source("dollar", "USD"), source("pound", "GBP"), source("franc", "CHF")];
-    let env = env().providers(sources).start().await;
+    let env = env().providers(sources.clone()).start().await;
     let producer = env.spawn_producer().await;
     let consumer = env.spawn_consumer();
     let rates = [("euro", "1"), ("dollar", "0.92"), ("pound", "1.17")];
@@ -67,7 +67,8 @@ async fn quotes_in_other_currencies_are_compared_in_the_base_one() {
     let (product, nominal, cheapest) = (0..)
         .find_map(|i| {
             let product = env.product(&format!("fx-{i}"));
-            let price = |p: &str| price_for(p, &product);
+            let currency = |p: &str| sources.iter().find(|s| s.name == p).unwrap().currency;
+            let price = |p: &str| price_for(p, &product, currency(p));
             let nominal = rates.iter().min_by_key(|(p, _)| price(p)).unwrap().0;
             let cheapest = rates.iter().min_by_key(|(p, rate)| in_eur(price(p), rate)).unwrap().0;
             (nominal != cheapest).then_some((product, nominal, cheapest))

@@ -10,6 +10,7 @@ mod refresh;
 mod secure_broker;
 mod sse;
 
+mod browser;
 mod catalogue;
 mod chaos;
 mod dlq;
@@ -29,3 +30,4 @@ mod stampede;
 mod standalone;
 mod traces;
 mod wait;
+mod web;

@@ -51,7 +51,8 @@ async fn cold_product_is_accepted_then_served_complete_and_sorted() {
     assert!(prices.windows(2).all(|w| w[0] <= w[1]), "sorted ascending: {prices:?}");
     assert_eq!(body["best"], quotes[0]);
     for q in quotes {
-        let expected = pricefront::mock::price_for(q["provider"].as_str().unwrap(), &product);
+        let eur = pricefront::domain::Currency::parse("EUR").unwrap();
+        let expected = pricefront::mock::price_for(q["provider"].as_str().unwrap(), &product, eur);
         assert_eq!(q["price"], expected.to_string());
         assert_eq!(q["currency"], "EUR");
     }
