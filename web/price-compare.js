@@ -87,6 +87,17 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
 
   const STATES = ["complete", "partial", "failed", "not_found"];
 
+  const reason = (code) => (Object.hasOwn(REASONS, code) ? REASONS[code] : String(code));
+
+  // An event's JSON, or null (a malformed event is skipped, not fatal).
+  function parse(text) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return null;
+    }
+  }
+
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [name, value] of Object.entries(attrs)) {
@@ -109,7 +120,7 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
   class PriceCompare extends HTMLElement {
     static observedAttributes = ["product", "base-url"];
 
-    #run = null; // the comparison in progress: { key, es, timers, aborts }
+    #run = null; // the current comparison: { key, es, timers, aborts, done }
     #quotes = new Map(); // provider -> quote
     #failures = new Map(); // provider -> failure
     #progressSeen = false;
@@ -123,7 +134,11 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
     }
 
     disconnectedCallback() {
-      this.#stop();
+      // Taken out mid-comparison: let go, and start again if put back. Finished: keep it.
+      if (this.#run && !this.#run.done) {
+        this.#release();
+        this.#run = null;
+      }
     }
 
     attributeChangedCallback() {
@@ -154,17 +169,20 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       return `${this.#base()}/v1/prices/${id}${suffix}`;
     }
 
-    #stop() {
+    // Ends the current comparison's stream, timers and requests; it stays the current one (so
+    // the same attributes set again do not start it over).
+    #release() {
       const run = this.#run;
       if (!run) return;
+      run.done = true;
       run.es?.close();
+      run.es = null;
       run.timers.forEach(clearTimeout);
       run.aborts.forEach((a) => a.abort());
-      this.#run = null;
     }
 
     #start(key) {
-      this.#stop();
+      this.#release();
       this.#quotes.clear();
       this.#failures.clear();
       this.#progressSeen = false;
@@ -174,7 +192,7 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       this.removeAttribute("data-cache");
       this.removeAttribute("data-transport");
       this.#build();
-      const run = (this.#run = { key, es: null, timers: [], aborts: [] });
+      const run = (this.#run = { key, es: null, timers: [], aborts: [], done: false, waited: false });
       const product = this.getAttribute("product");
       if (!product) return this.#fail("No product given.");
       run.timers.push(setTimeout(() => this.#giveUp(run), this.#seconds("timeout", 60) * 1000));
@@ -184,16 +202,29 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
 
     #stream(run) {
       this.setAttribute("data-transport", "stream");
-      const es = (run.es = new EventSource(this.#url("/events")));
+      let es;
+      try {
+        es = run.es = new EventSource(this.#url("/events"));
+      } catch {
+        return this.#fetch(run); // a base-url EventSource refuses
+      }
       let opened = false;
       es.addEventListener("open", () => (opened = true));
-      es.addEventListener("quote", (e) => this.#current(run) && this.#progress(JSON.parse(e.data), null));
-      es.addEventListener("failure", (e) => this.#current(run) && this.#progress(null, JSON.parse(e.data)));
+      es.addEventListener("quote", (e) => {
+        const quote = parse(e.data);
+        if (this.#current(run) && quote && quote.provider) this.#progress(quote, null);
+      });
+      es.addEventListener("failure", (e) => {
+        const failure = parse(e.data);
+        if (this.#current(run) && failure && failure.provider) this.#progress(null, failure);
+      });
       es.addEventListener("result", (e) => {
         es.close();
+        const comparison = parse(e.data);
         if (!this.#current(run)) return;
+        if (!comparison) return this.#fail("The price service sent an answer we could not read.");
         // A cached product's stream is its result alone.
-        this.#finish(JSON.parse(e.data), this.#progressSeen ? "miss" : "hit");
+        this.#finish(comparison, this.#progressSeen ? "miss" : "hit");
       });
       es.addEventListener("error", () => {
         if (!this.#current(run) || this.#result) return;
@@ -222,7 +253,9 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
           return;
         }
         if (!this.#current(run)) return;
-        const cache = res.headers.get("x-cache") === "HIT" ? "hit" : "miss";
+        // A result that came after a 202 of ours was computed for us, whatever it says.
+        const cache = res.headers.get("x-cache") === "HIT" && !run.waited ? "hit" : "miss";
+        if (res.status === 202) run.waited = true;
         if (res.status === 200 && body && body.quotes) return this.#finish(body, cache);
         if (res.status === 404 && body && body.type === "/problems/product-not-found") {
           return this.#finish({ status: "not_found", quotes: [], failures: [], best: null }, cache);
@@ -237,14 +270,11 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
     }
 
     #current(run) {
-      return this.#run === run;
+      return this.#run === run && !run.done;
     }
 
     #giveUp(run) {
-      if (this.#current(run) && !this.#result) {
-        this.#stop();
-        this.#fail("No answer in time; please try again later.");
-      }
+      if (this.#current(run) && !this.#result) this.#fail("No answer in time; please try again later.");
     }
 
     #progress(quote, failure) {
@@ -259,18 +289,19 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       const n = this.#quotes.size;
       this.#say(quote
         ? `${quote.provider}: ${this.#money(quote.price, quote.currency)} (${n} ${n === 1 ? "offer" : "offers"} so far)`
-        : `${failure.provider} ${REASONS[failure.reason] || failure.reason}`);
+        : `${failure.provider} ${reason(failure.reason)}`);
     }
 
     #finish(comparison, cache) {
       this.#result = comparison;
-      this.#stop();
+      this.#release();
       this.#quotes = new Map((comparison.quotes || []).map((q) => [q.provider, q]));
       this.#failures = new Map((comparison.failures || []).map((f) => [f.provider, f]));
       if (comparison.base_currency) this.#baseCurrency = comparison.base_currency;
       this.setAttribute("data-cache", cache);
       this.#render(null);
       const state = STATES.includes(comparison.status) ? comparison.status : "failed";
+      this.setAttribute("data-state", state);
       const best = comparison.best;
       this.#say(state === "not_found"
         ? "No source sells this product."
@@ -278,10 +309,10 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
           ? `Best offer: ${best.provider} at ${this.#money(best.price, best.currency)}.`
           : "No source could give a price.");
       this.#footer(comparison, cache);
-      this.setAttribute("data-state", state);
     }
 
     #fail(message) {
+      this.#release();
       this.#view.error.textContent = message;
       this.#view.error.hidden = false;
       this.#say(message);
@@ -292,8 +323,17 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       this.#view.status.textContent = text;
     }
 
+    // The `locale` attribute, else the page's lang, if the browser knows it as a locale.
     #locale() {
-      return this.getAttribute("locale") || document.documentElement.lang || undefined;
+      for (const tag of [this.getAttribute("locale"), document.documentElement.lang]) {
+        if (!tag) continue;
+        try {
+          return Intl.getCanonicalLocales(tag)[0];
+        } catch {
+          // "en_US" and the like: try the next, else the browser's own.
+        }
+      }
+      return undefined;
     }
 
     #money(amount, currency) {
@@ -305,8 +345,11 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
     }
 
     #build() {
-      const status = el("p", { class: "pc-status", role: "status", "aria-live": "polite" }, "Comparing prices…");
-      const title = el("h2", { class: "pc-title" }, "Prices for ", el("span", { class: "pc-id" }, this.getAttribute("product") ?? ""));
+      // One live region for the element's life: a region made anew with its text in place is
+      // not announced.
+      const status = this.#view?.status ?? el("p", { class: "pc-status", role: "status", "aria-live": "polite" });
+      status.textContent = "Comparing prices…";
+      const title = el("p", { class: "pc-title" }, "Prices for ", el("span", { class: "pc-id" }, this.getAttribute("product") ?? ""));
       const converted = el("th", { scope: "col", class: "pc-num" }, "Compared in");
       const rows = el("tbody");
       const table = el("table", {},
@@ -322,7 +365,7 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       const foot = el("p", { class: "pc-foot" });
       const root = el("section", { class: "pc", "aria-label": "Price comparison" },
         el("div", { class: "pc-head" }, title, status), table, failures, error, foot);
-      this.#view = { status, rows, converted, failures, error, foot };
+      this.#view = { status, rows, table, converted, failures, error, foot };
       this.setAttribute("data-state", "loading");
       this.replaceChildren(root);
     }
@@ -334,10 +377,12 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
         ? this.#result.best?.provider ?? null
         : quotes.find((q) => q.base_price !== undefined)?.provider ?? null;
       v.converted.textContent = this.#baseCurrency ? `In ${this.#baseCurrency}` : "Compared in";
+      v.table.hidden = quotes.length === 0;
       v.rows.replaceChildren(...quotes.map((q) => {
         const isBest = q.provider === best;
         const converted = q.base_price === undefined
-          ? el("span", { title: `No exchange rate for ${q.currency}` }, "—")
+          ? el("span", { title: `No exchange rate for ${q.currency}` },
+            el("span", { "aria-hidden": "true" }, "—"), el("span", { class: "pc-sr" }, `not compared: no exchange rate for ${q.currency}`))
           : this.#baseCurrency ? this.#money(q.base_price, this.#baseCurrency) : q.base_price;
         return el("tr", {
             "data-provider": q.provider,
@@ -355,7 +400,7 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
       const failures = [...this.#failures.values()].sort((a, b) => (a.provider < b.provider ? -1 : 1));
       v.failures.replaceChildren(...failures.map((f) =>
         el("li", { "data-failed-provider": f.provider, "data-reason": f.reason, title: f.detail || null },
-          el("span", { class: "pc-provider" }, f.provider), " ", REASONS[f.reason] || f.reason)));
+          el("span", { class: "pc-provider" }, f.provider), " ", reason(f.reason))));
     }
 
     #footer(comparison, cache) {

@@ -146,7 +146,12 @@ pub fn router(state: AppState) -> Router {
         tracked("/v1/prices/{product_id}/events", get(events::price_events)),
         tracked("/v1/prices/", get(prices::empty_id)),
     ];
-    let mut api = api.into_iter().fold(Router::new(), add);
+    let mut api = api
+        .into_iter()
+        .fold(Router::new(), add)
+        // Before the CORS layer, so it wraps this fallback too: a preflight (OPTIONS) reaches
+        // the layer on every route, not a bare 405.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Only the API may be read from other origins, and only when configured: by default no
     // layer, so the hit path pays nothing for it.
     if let Some(cors) = web::cors(&state.cors_allow_origins) {

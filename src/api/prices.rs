@@ -266,7 +266,10 @@ async fn wait_for_result(
         };
         if let Some(stored) = look_again(state, id, announced).await {
             metrics::counter!("pricefront_waits_total", "outcome" => "result").increment(1);
-            return hit(state, &stored, id.as_str(), headers, Instant::now());
+            let mut response = hit(state, &stored, id.as_str(), headers, Instant::now());
+            // Computed while this request waited: not a cache hit.
+            response.headers_mut().insert(&X_CACHE, HeaderValue::from_static("MISS"));
+            return response;
         }
     }
     metrics::counter!("pricefront_waits_total", "outcome" => "timeout").increment(1);

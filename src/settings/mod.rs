@@ -868,7 +868,14 @@ fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             let origin = text.trim().to_ascii_lowercase();
             let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
             match host {
-                Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', '@', ' ']) => Ok(origin),
+                // As a browser sends it: ASCII (an international name in punycode), no path.
+                Some(host)
+                    if !host.is_empty()
+                        && host.bytes().all(|b| b.is_ascii_graphic())
+                        && !host.contains(['/', '?', '#', '@', '\\']) =>
+                {
+                    Ok(origin)
+                }
                 _ => Err(serde::de::Error::custom(format!(
                     "{text:?} is not an origin: scheme://host[:port], http or https, no path (or \"*\" alone)"
                 ))),
@@ -1050,7 +1057,8 @@ not_found = [404]
         let any = origins(serde_json::json!(["*"])).unwrap();
         assert_eq!(any, ["*"]);
         for bad in [serde_json::json!(["*", "https://a.example"]), serde_json::json!(["shop.example"]), serde_json::json!(["https://a.example/"]),
-            serde_json::json!(["ftp://a.example"]), serde_json::json!(["https://"])]
+            serde_json::json!(["ftp://a.example"]), serde_json::json!(["https://"]), serde_json::json!(["https://a.ex\u{7}"]),
+            serde_json::json!(["https://bücher.example"])]
         {
             assert!(origins(bad.clone()).is_err(), "{bad}");
         }

@@ -155,7 +155,8 @@ async fn comparison(env: &TestEnv, base: &str, product: &str) -> Value {
 
 #[tokio::test]
 async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
-    let mut gone = vec![provider("alpha", 30), provider("beta", 80), provider("gamma", 1500)];
+    // gamma answers seconds after the others, well within the provider timeout.
+    let mut gone = vec![provider("alpha", 30), provider("beta", 80), provider("gamma", 4000)];
     for p in &mut gone {
         p.not_found_prefix = Some("gone-".into());
     }
@@ -163,15 +164,18 @@ async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
     let env = ["alpha", "beta", "gamma"]
         .into_iter()
         .fold(env().providers(gone), |env, name| env.provider_option(name, "response", mapping))
+        .set("consumer", "provider_timeout_ms", "15000")
+        .set("cache", "pending_ttl_secs", "60")
         .start()
         .await;
     // The real binary: its /metrics feed the demo page's panel.
     let producer = env.spawn_producer_process().await;
     let _consumer = env.spawn_consumer();
-    let browser = Browser::start().await;
     let base = &producer.base;
+    crate::helpers::warm_up(&env, base).await;
+    let browser = Browser::start().await;
 
-    // A cold product: quotes appear one by one (gamma answers over a second after the others).
+    // A cold product: quotes appear one by one.
     let cold = env.product("cold");
     browser.client.goto(&format!("{base}/?product={cold}")).await.unwrap();
     wait_for("a quote shown before the result", Duration::from_secs(60), || async {
@@ -260,13 +264,13 @@ async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
 }
 
 /// A shop on another origin: page `/{n}` holds exactly the README's two lines, for the
-/// `n`th (producer, product).
+/// `n`th (producer, product). Its `lang` is not a valid locale, as on many real sites.
 async fn serve_shop(port: u16, pages: Vec<(String, String)>) -> tokio_util::sync::DropGuard {
     let pages: Vec<String> = pages
         .into_iter()
         .map(|(producer, product)| {
             format!(
-                "<!doctype html><html lang=\"en\"><head><title>A shop</title></head><body><h1>A shop</h1>\n\
+                "<!doctype html><html lang=\"en_US\"><head><title>A shop</title></head><body><h1>A shop</h1>\n\
                  <script src=\"{producer}/static/price-compare.js\" defer></script>\n\
                  <price-compare product=\"{product}\"></price-compare>\n</body></html>"
             )
@@ -316,6 +320,7 @@ async fn the_widget_embeds_on_another_origin_and_falls_back_to_a_plain_get() {
     browser.client.goto(&format!("{shop}/1")).await.unwrap();
     assert_eq!(browser.settled_state().await, "complete");
     assert_eq!(browser.attr("price-compare", "data-transport").await.as_deref(), Some("fetch"));
+    assert_eq!(browser.attr("price-compare", "data-cache").await.as_deref(), Some("miss"), "computed for it");
     assert_eq!(browser.quotes().await.len(), 3);
     let best = browser.best().await;
     assert_eq!(best.len(), 1);

@@ -28,6 +28,7 @@ async fn a_cold_product_with_prefer_wait_answers_200_in_one_round_trip() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "complete");
     assert_eq!(headers["preference-applied"], "wait=8");
+    assert_eq!(headers["x-cache"], "MISS", "computed while it waited");
     assert_eq!(headers["vary"], "Prefer");
     assert!(crate::helpers::max_age(&headers) > 0);
     // At least the slowest source; well before the wait ran out (the result woke it).

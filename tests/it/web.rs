@@ -62,7 +62,7 @@ async fn the_widget_and_the_demo_page_are_served_from_the_binary() {
     assert_eq!((stale.status().as_u16(), header(stale.headers(), "cache-control")), (200, "public, max-age=300"));
     assert_eq!(stale.text().await.unwrap(), script);
 
-    for missing in ["/static/nothing.js", "/static/0123456789abcdef/nothing.js", "/static/../Cargo.toml"] {
+    for missing in ["/static/nothing.js", "/static/0123456789abcdef/nothing.js", "/static/%2e%2e/Cargo.toml", "/static/x/y/z"] {
         let res = http.get(format!("{}{missing}", producer.base)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{missing}");
         assert_eq!(header(res.headers(), "content-type"), "application/problem+json", "{missing}");
@@ -103,6 +103,27 @@ async fn the_api_is_readable_from_the_configured_origins_only() {
     assert_eq!(header(h, "access-control-allow-origin"), shop);
     assert!(header(h, "access-control-allow-headers").contains("prefer"), "{h:?}");
     assert!(header(h, "access-control-allow-methods").contains("GET"), "{h:?}");
+
+    // Every API route answers its preflight, the stream's (a reconnect sends Last-Event-ID)
+    // and a page's (Prefer) included.
+    for (path, asks) in [("/events", "last-event-id"), ("", "if-none-match"), ("?ids=a,b", "prefer")] {
+        let target = if path.starts_with('?') {
+            format!("{}/v1/prices{path}", producer.base)
+        } else {
+            format!("{url}{path}")
+        };
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, &target)
+            .header("origin", shop)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", asks)
+            .send()
+            .await
+            .unwrap();
+        assert!(preflight.status().is_success(), "{target}: {}", preflight.status());
+        assert_eq!(header(preflight.headers(), "access-control-allow-origin"), shop, "{target}");
+        assert!(header(preflight.headers(), "access-control-allow-headers").contains(asks), "{target}");
+    }
 
     let res = http.get(&url).header("origin", shop).send().await.unwrap();
     assert_eq!(res.status(), 202);
