@@ -124,6 +124,10 @@ fn describe() {
     );
     describe_counter!("pricefront_waits_total", "Prefer: wait requests by outcome (result, timeout, refused)");
     describe_gauge!("pricefront_partition_assigned", "1 while this consumer owns the partition, else 0");
+    describe_gauge!(
+        "pricefront_dlq_blocked",
+        "1 while this consumer cannot write the DLQ (it then takes no new messages), else 0"
+    );
     describe_counter!("pricefront_provider_calls_total", "Price API calls by provider and outcome");
     describe_histogram!("pricefront_provider_call_duration_seconds", "Price API call latency by provider");
     describe_gauge!("pricefront_circuit_open", "1 while a provider's circuit breaker is open");

@@ -4,7 +4,9 @@
 //! messages are processed at once. The loop never sees an offset.
 //!
 //! While Redis is failing the loop takes no new messages (the Kafka inbox then pauses its
-//! partitions, still serving the group) and probes Redis until it answers.
+//! partitions, still serving the group) and probes Redis until it answers. So it does while
+//! the DLQ cannot be written: a message leaves only processed or in the DLQ, and the one
+//! waiting for the DLQ keeps trying, so it sees the recovery.
 //!
 //! Shutdown: stop taking messages, let in-flight work finish within
 //! `consumer.drain_timeout_ms`, give up what did not (nothing is stored for it, so it is
@@ -33,7 +35,7 @@ use crate::queue::envelope::TRACEPARENT_HEADER;
 use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
 
-pub use health::RedisHealth;
+pub use health::Health;
 pub use process::{Counters, Processor};
 
 /// Time left for the final commit and group leave even when draining used up the deadline.
@@ -105,8 +107,9 @@ impl Worker {
         &self.processor.counters
     }
 
-    /// Holds the loop while Redis is failing, probing it every [`REDIS_PROBE_INTERVAL`].
-    async fn redis_usable(&self) {
+    /// Holds the loop while Redis is failing, probing it every [`REDIS_PROBE_INTERVAL`], and
+    /// while the DLQ is (the dead letter waiting for it reports its recovery).
+    async fn usable(&self) {
         let health = &self.processor.redis_health;
         while health.is_degraded() {
             tokio::select! {
@@ -118,6 +121,7 @@ impl Worker {
                 }
             }
         }
+        self.processor.dlq_health.healthy().await;
     }
 
     /// Consumes until `shutdown` fires, then drains and closes. Fails if the queue stopped
@@ -131,6 +135,7 @@ impl Worker {
         self.processor.fx.spawn_refresh(shutdown.clone());
         // Present from the start, so the first dead letter shows as a rate, not as a new series.
         metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(0);
+        self.processor.dlq_health.show();
         loop {
             while let Some(joined) = tasks.try_join_next() {
                 report_panic(joined);
@@ -144,7 +149,7 @@ impl Worker {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = self.redis_usable() => {}
+                _ = self.usable() => {}
             }
             let Incoming { message, ack } = tokio::select! {
                 biased;
@@ -158,6 +163,13 @@ impl Worker {
                     }
                 },
             };
+            // A dependency may have failed while we waited for this message: it waits too (and
+            // at shutdown goes back unacknowledged, to be redelivered).
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = self.usable() => {}
+            }
             let span = tracing::info_span!(
                 "message",
                 topic = %message.origin.topic,
@@ -217,7 +229,6 @@ impl Worker {
             expired = c.expired.load(Ordering::Relaxed),
             duplicates = c.duplicates.load(Ordering::Relaxed),
             dead_lettered = c.dead_lettered.load(Ordering::Relaxed),
-            dropped = c.dropped.load(Ordering::Relaxed),
             retries = c.retries.load(Ordering::Relaxed),
             "consumer stopped"
         );

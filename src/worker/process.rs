@@ -4,8 +4,9 @@
 //! A message counts as settled only when its outcome is durable: result in Redis (or judged
 //! too late to store, its marker released), or the message in the DLQ. Unreachable
 //! dependencies are waited out with back-off until they answer or shutdown begins; an
-//! unsettled message is then redelivered, never skipped. A dependency that answers with an
-//! error is tried `consumer.max_attempts` times.
+//! unsettled message is then redelivered, never skipped. Redis answering with an error is
+//! tried `consumer.max_attempts` times, then the message goes to the DLQ. The DLQ itself is
+//! tried until it takes the message, whatever it answers: nothing is dropped.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::RedisHealth;
+use super::Health;
 use crate::cache::{ResultStore, StoreOutcome};
 use crate::domain::{Comparison, Failure, ProductId, Quote, Rates, TtlPolicy};
 use crate::fx::Fx;
@@ -32,6 +33,9 @@ use crate::settings::Settings;
 /// Disagreement between our clock and Redis's that is worth a warning.
 const CLOCK_SKEW_WARNING: Duration = Duration::from_secs(1);
 /// First and longest wait between two tries of an unavailable dependency.
+/// The gauge that is 1 while the DLQ cannot be written (and the loop takes no new messages).
+pub const DLQ_BLOCKED: &str = "pricefront_dlq_blocked";
+
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -43,8 +47,6 @@ pub struct Counters {
     pub expired: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
-    /// Messages neither processed nor accepted by the DLQ (logged whole at error level).
-    pub dropped: AtomicU64,
     pub retries: AtomicU64,
 }
 
@@ -71,7 +73,9 @@ pub struct Processor {
     pub dlq_topic: String,
     pub ttl: TtlPolicy,
     pub counters: Counters,
-    pub redis_health: RedisHealth,
+    pub redis_health: Health,
+    /// Whether the DLQ takes messages (`pricefront_dlq_blocked`).
+    pub dlq_health: Health,
     /// Tries before a message whose processing keeps failing goes to the DLQ.
     pub max_attempts: u32,
     /// How long a progress log lives when its marker is gone (`cache.pending_ttl_secs`).
@@ -95,7 +99,8 @@ impl Processor {
             dlq_topic: settings.kafka.dlq_topic.clone(),
             ttl: settings.cache.ttl_policy(),
             counters: Counters::default(),
-            redis_health: RedisHealth::default(),
+            redis_health: Health::new("Redis", None),
+            dlq_health: Health::new("the DLQ", Some(DLQ_BLOCKED)),
             max_attempts: settings.consumer.max_attempts,
             progress_ttl: settings.cache.pending_ttl,
             progress_flush: settings.redis.timeout * 2,
@@ -120,39 +125,27 @@ impl Processor {
     }
 
     /// Sends the message to the DLQ, unchanged, with why (`kind`, `error`) in its headers;
-    /// true once the DLQ has it (or the broker refused it for good and it was logged whole).
+    /// true once the DLQ has it. Until then it tries again with back-off, whatever the broker
+    /// answers (the topic deleted, not writable, unreachable), and the loop takes no new
+    /// messages ([`Processor::dlq_health`]); false if shutdown comes first (the message is then
+    /// redelivered). The offset never moves past a message that is neither done nor here.
     pub async fn dead_letter(&self, message: &Message, kind: &str, error: &str, shutdown: &CancellationToken) -> bool {
         tracing::warn!(%error, reason = kind, "sending the message to the DLQ");
         let headers = dead_letter_headers(message, kind, error);
         let (key, payload) =
             (message.key.as_deref().unwrap_or_default(), message.payload.as_deref().unwrap_or_default());
         let send = || self.dead_letters.send(&self.dlq_topic, key, payload, &headers);
-        let classify = |e: &crate::queue::Error| match e {
-            crate::queue::Error::Timeout(_) | crate::queue::Error::QueueFull(_) => Failed::Unreachable,
-            _ => Failed::Refused,
-        };
-        match self.retry("dead-letter the message", shutdown, None, send, classify).await {
+        // Never given up: an operator fixes the DLQ (alerted by DLQ_BLOCKED), and nothing is lost.
+        let classify = |_: &crate::queue::Error| Failed::Unreachable;
+        match self.retry("dead-letter the message", shutdown, Some(&self.dlq_health), send, classify).await {
             Ok(_) => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(1);
                 true
             }
-            Err(Stop::Shutdown) => {
+            Err(Stop::Shutdown | Stop::GaveUp(_)) => {
                 metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
                 false
-            }
-            Err(Stop::GaveUp(dlq_error)) => {
-                // The broker refuses this message for good (too large, say). Blocking the
-                // partition forever would stall every request behind it; log it whole instead.
-                tracing::error!(
-                    %dlq_error,
-                    key = %String::from_utf8_lossy(key),
-                    payload = %String::from_utf8_lossy(payload),
-                    "cannot dead-letter the message; dropping it"
-                );
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("pricefront_messages_total", "outcome" => "dropped").increment(1);
-                true
             }
         }
     }
@@ -295,12 +288,12 @@ impl Processor {
 
     /// Runs `op` until it succeeds or shutdown begins; fails for good after `max_attempts`
     /// answered errors. Unreachable failures are waited out with jittered exponential
-    /// back-off, and reported to `health` when given (a Redis operation).
+    /// back-off, and reported to `health` when given.
     async fn retry<T, E, F, Fut>(
         &self,
         what: &str,
         shutdown: &CancellationToken,
-        health: Option<&RedisHealth>,
+        health: Option<&Health>,
         mut op: F,
         classify: impl Fn(&E) -> Failed,
     ) -> Result<T, Stop>

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 
-use crate::helpers::{RedisServer, dead_letter_for, env, free_port, get, key_of, spawn_consumer};
+use crate::helpers::{RedisServer, dead_letter_for, env, free_port, get, key_of, spawn_consumer, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
@@ -66,3 +66,75 @@ async fn a_request_that_keeps_failing_goes_to_the_dlq_after_bounded_attempts() {
     assert_eq!(dead.payload(), Some(&request.encode()[..]), "the original message, untouched");
     consumer.stop().await;
 }
+
+/// Deletes `topic` on the test broker.
+async fn delete_topic(env: &crate::helpers::TestEnv, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.settings.kafka.brokers)
+        .create()
+        .unwrap();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.delete_topics(&[topic], &options).await.unwrap() {
+        result.unwrap_or_else(|(topic, code)| panic!("cannot delete {topic}: {code}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_dlq_cannot_be_written_nothing_is_lost_and_no_new_message_is_taken() {
+    // As a production cluster is: topics are not made by producing to them, and a missing one is
+    // refused at once (UnknownTopicOrPartition), not after the publish timeout.
+    let env = env()
+        .set("kafka.producer_options", "\"allow.auto.create.topics\"", "\"false\"")
+        .set("kafka.producer_options", "\"topic.metadata.propagation.max.ms\"", "\"10\"")
+        .start()
+        .await;
+    // The broker refuses the DLQ: the topic is gone. (Before the consumer starts: tansu
+    // re-creates a deleted topic when a client that knew it produces to it.)
+    let dlq = env.settings.kafka.dlq_topic.clone();
+    delete_topic(&env, &dlq).await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer_process();
+    crate::helpers::warm_up(&env, &producer.base).await;
+    let blocked = || async {
+        let text = env.http.get(&consumer.metrics).send().await.unwrap().text().await.unwrap();
+        crate::metrics::sample(&text, "pricefront_dlq_blocked", &[])
+    };
+    assert_eq!(blocked().await, 0.0);
+
+    // A message that must go there arrives.
+    let junk = env.product("junk");
+    env.produce_raw(&junk, b"\x00junk while the DLQ is away").await;
+    wait_for("the consumer to say the DLQ is blocked", Duration::from_secs(60), || async {
+        match blocked().await {
+            1.0 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+
+    // It takes no new message meanwhile: a request asked for now waits.
+    let later = env.product("later");
+    assert_eq!(get(&env.http, &format!("{}/v1/prices/{later}", producer.base)).await.0, 202);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(env.stored_result(&later).await.is_none(), "no message taken while the DLQ is blocked");
+    assert_eq!(blocked().await, 1.0, "still trying");
+
+    // The DLQ is back: the dead letter lands (the one held all along, not lost), then the rest flows.
+    pricefront::queue::admin::ensure_topics(&env.settings.kafka).await.unwrap();
+    let (dead, headers) = dead_letter_for(&env, &junk).await;
+    assert_eq!(dead.payload(), Some(&b"\x00junk while the DLQ is away"[..]));
+    assert_eq!(headers["dlq.reason"], "invalid_json");
+    assert_eq!(env.wait_result(&later, Duration::from_secs(60)).await["status"], "complete");
+    wait_for("the consumer to say the DLQ is writable again", Duration::from_secs(30), || async {
+        match blocked().await {
+            0.0 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    drop(consumer);
+    producer.stop().await;
+}
+
