@@ -1,6 +1,7 @@
 //! Requests in flight between producer and consumer: the message [envelope], each Kafka
 //! client's librdkafka configuration ([config]: ours, then `[kafka.*options]`), the request
-//! [publisher] (also used for the DLQ), topic creation ([admin]), the Kafka group member
+//! [publisher] (also used for the DLQ), topic creation ([admin]), reading and replaying dead
+//! letters ([dlq]), the Kafka group member
 //! ([consumer]) and the acknowledgement that alone moves its offsets ([`Ack`], over the
 //! [offsets] tracker).
 //!
@@ -12,6 +13,7 @@ mod ack;
 pub mod admin;
 mod config;
 pub mod consumer;
+pub mod dlq;
 pub mod envelope;
 mod memory;
 mod message;

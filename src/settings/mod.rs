@@ -701,6 +701,40 @@ impl Settings {
         Self::load_from(file.as_deref().map(Path::new), None)
     }
 
+    /// Every setting as layered (defaults, `PRICEFRONT_CONFIG`, env) and validated, as JSON,
+    /// with secrets `<redacted>`: Redis URL passwords, librdkafka properties that are secrets
+    /// ([`is_secret`]), price sources' header values. What `admin get` prints from.
+    pub fn shown() -> Result<serde_json::Value, Error> {
+        let file = std::env::var_os(CONFIG_FILE_ENV);
+        Self::shown_from(file.as_deref().map(Path::new), None)
+    }
+
+    /// [`Self::shown`] from `file` and `env` (see [`Self::load_from`]).
+    pub fn shown_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<serde_json::Value, Error> {
+        Self::load_from(file, env.clone())?;
+        let mut value: serde_json::Value = layers(file, env)?.try_deserialize()?;
+        let redis = &mut value["redis"];
+        if let Some(url) = redis["url"].as_str() {
+            redis["url"] = redact_url(url).into();
+        }
+        for node in redis["cluster_nodes"].as_array_mut().into_iter().flatten() {
+            *node = redact_url(node.as_str().unwrap_or_default()).into();
+        }
+        for section in ["options", "producer_options", "consumer_options"] {
+            for (name, v) in value["kafka"][section].as_object_mut().into_iter().flatten() {
+                if is_secret(name) {
+                    *v = REDACTED.into();
+                }
+            }
+        }
+        for provider in value["providers"].as_array_mut().into_iter().flatten() {
+            for v in provider["headers"].as_object_mut().into_iter().flatten().map(|(_, v)| v) {
+                *v = REDACTED.into();
+            }
+        }
+        Ok(value)
+    }
+
     /// For mains: loads the settings, or prints why not and exits with status 2 (a usage
     /// error), before anything starts.
     pub fn load_or_exit() -> Self {
@@ -710,21 +744,7 @@ impl Settings {
     /// Loads defaults, then `file`, then env: the process environment, or `env` when given
     /// (keys like `PRICEFRONT__KAFKA__TOPIC`), so tests build settings the way mains do.
     pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, Error> {
-        let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
-        if let Some(path) = file {
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
-        }
-        let environment = Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            // Lists from env are comma-separated.
-            .list_separator(",")
-            .with_list_parse_key("producer.trusted_proxies")
-            .with_list_parse_key("producer.cors_allow_origins")
-            .with_list_parse_key("redis.cluster_nodes")
-            .source(env);
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        let settings: Settings = layers(file, env)?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
     }
@@ -838,6 +858,25 @@ fn opt_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Er
 
 fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// Defaults, then `file`, then env, merged (not yet typed).
+fn layers(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Config, Error> {
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULT_TOML, FileFormat::Toml));
+    if let Some(path) = file {
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+    }
+    let environment = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        // Lists from env are comma-separated.
+        .list_separator(",")
+        .with_list_parse_key("producer.trusted_proxies")
+        .with_list_parse_key("producer.cors_allow_origins")
+        .with_list_parse_key("redis.cluster_nodes")
+        .source(env);
+    Ok(builder.add_source(environment).build()?)
 }
 
 /// IP addresses (a one-address network) or CIDR blocks.
@@ -1045,6 +1084,34 @@ not_found = [404]
         let net: Result<Vec<ipnet::IpNet>, _> = networks(serde_json::json!(["10.0.0.0/8", "192.0.2.1", "::1"]));
         assert_eq!(net.unwrap().len(), 3);
         assert!(networks(serde_json::json!(["not-an-ip"])).is_err());
+    }
+
+    #[test]
+    fn every_setting_is_shown_and_secrets_are_not() {
+        let toml = r#"
+            [redis]
+            url = "redis://shop:s3cret@h:6379"
+            [kafka.options]
+            "sasl.password" = "hunter2"
+            "security.protocol" = "sasl_ssl"
+            [[providers]]
+            name = "ebay"
+            url = "https://api.ebay.com/x/{product_id}"
+            headers = { Authorization = "Bearer t0ken" }
+        "#;
+        let path = std::env::temp_dir().join(format!("shown-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, toml).unwrap();
+        let shown = Settings::shown_from(Some(&path), env(&[("PRICEFRONT__CONSUMER__MAX_IN_FLIGHT", "64")])).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let text = shown.to_string();
+        for secret in ["s3cret", "hunter2", "t0ken"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert_eq!(shown["redis"]["url"], "redis://shop:<redacted>@h:6379");
+        assert_eq!(shown["kafka"]["options"]["security.protocol"], "sasl_ssl");
+        assert_eq!(shown["consumer"]["max_in_flight"], 64, "env wins, as a number");
+        assert_eq!(shown["cache"]["ttl_secs"], 300, "defaults included");
+        assert_eq!(shown["providers"][0]["headers"]["Authorization"], REDACTED);
     }
 
     #[test]

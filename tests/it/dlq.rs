@@ -138,3 +138,73 @@ async fn while_the_dlq_cannot_be_written_nothing_is_lost_and_no_new_message_is_t
     producer.stop().await;
 }
 
+
+/// Runs the `admin` binary with this test's config: (success, stdout, stderr).
+async fn admin(env: &crate::helpers::TestEnv, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_admin"));
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
+        command.env_remove(key);
+    }
+    let out = command.args(args).env("PRICEFRONT_CONFIG", &env.config_path).output().await.unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_dlq_lists_dead_letters_and_replays_the_decodable_ones_once() {
+    use pricefront::domain::ProductId;
+    use pricefront::queue::{Headers, PriceRequest, Publisher};
+    use time::format_description::well_known::Rfc3339;
+
+    let env = env().start().await;
+    let dlq = &env.settings.kafka.dlq_topic;
+    let publisher = Publisher::new(&env.settings.kafka).unwrap();
+    let dead = |reason: &str, ago: time::Duration| {
+        let at = (time::OffsetDateTime::now_utc() - ago).format(&Rfc3339).unwrap();
+        Headers::new().with("dlq.reason", reason).with("dlq.error", format!("{reason} (test)")).with("dlq.failed_at", at)
+    };
+    let (fresh, old) = (env.product("fresh"), env.product("old"));
+    let request = |id: &str| PriceRequest::new(ProductId::parse(id).unwrap()).encode();
+    let letters = [
+        (fresh.as_str(), request(&fresh), dead("processing_failed", time::Duration::minutes(5))),
+        ("junk-key", b"\x00junk".to_vec(), dead("invalid_json", time::Duration::minutes(1))),
+        (old.as_str(), request(&old), dead("processing_failed", time::Duration::hours(3))),
+    ];
+    for (key, payload, headers) in &letters {
+        publisher.send(dlq, key.as_bytes(), payload, headers).await.unwrap();
+    }
+
+    let (ok, out, err) = admin(&env, &["dlq", "list"]).await;
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    let row = |product: &str| rows.iter().find(|r| r[4] == product).unwrap_or_else(|| panic!("{product} in {out}"));
+    assert_eq!((row(&fresh)[2], row(&fresh)[3]), ("5m", "processing_failed"));
+    assert_eq!((row(&old)[2], row(&old)[3]), ("3h", "processing_failed"));
+    assert_eq!((row("-")[3], row("-")[5]), ("invalid_json", "invalid_json (test)"), "undecodable: no product");
+    let (ok, out, _) = admin(&env, &["dlq", "list", "--limit", "1"]).await;
+    assert!(ok && out.lines().count() == 2, "{out}");
+
+    // Replay what failed in the last hour: the fresh request; the junk cannot be, the old one is filtered.
+    let (ok, out, err) = admin(&env, &["dlq", "replay", "--since", "1h"]).await;
+    assert!(ok, "{err}");
+    let kinds: Vec<(&str, &str)> = out.lines().map(|l| { let f: Vec<&str> = l.split('\t').collect(); (f[0], f[3]) }).collect();
+    assert!(kinds.contains(&("replayed", fresh.as_str())), "{out}\n{err}");
+    assert!(kinds.contains(&("undecodable", "invalid_json")) && kinds.contains(&("filtered", "processing_failed")), "{out}");
+    assert_eq!(kinds.iter().filter(|(k, _)| *k == "replayed").count(), 1, "{out}");
+    assert!(err.contains("replayed 1, undecodable 1, filtered 1"), "{err}");
+
+    // The copy is a request like any other: a consumer computes it.
+    let consumer = env.spawn_consumer();
+    assert_eq!(env.wait_result(&fresh, Duration::from_secs(60)).await["status"], "complete");
+    assert!(env.stored_result(&old).await.is_none());
+
+    // Once: a second run finds nothing new, and the request topic holds one copy.
+    let (ok, out, err) = admin(&env, &["dlq", "replay"]).await;
+    assert!(ok && !out.contains("replayed"), "{out}\n{err}");
+    assert!(err.contains("replayed 0") && err.contains("nothing new"), "{err}");
+    assert_eq!(env.messages_for(&fresh).await, 1);
+    let (ok, _, err) = admin(&env, &["dlq", "replay", "--since", "yesterday"]).await;
+    assert!(!ok && err.contains("--since"), "{err}");
+    consumer.stop().await;
+}
