@@ -19,8 +19,8 @@
 //!   hash-tagged key scheme, pending markers, waiting for a result to be announced, each
 //!   computation's progress.
 //! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
-//!   group member on its own thread, the acknowledgement that alone moves offsets, topics; the
-//!   in-memory queue.
+//!   group member on its own thread, the acknowledgement that alone moves offsets, topics,
+//!   listing and replaying dead letters; the in-memory queue.
 //! - [`providers`]: price API clients (request templates with credentials from the
 //!   environment, JSON Pointer response mapping, not-found) and the concurrent fan-out.
 //! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), catalogue
