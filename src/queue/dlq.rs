@@ -27,6 +27,8 @@ use crate::settings::{KafkaRole, KafkaSettings};
 
 /// Reading stops once nothing has arrived for this long.
 pub const IDLE: Duration = Duration::from_secs(3);
+/// How long one replayed copy may take to be acknowledged (at least `kafka.publish_timeout_ms`).
+const REPLAY_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header a replayed copy carries: `topic/partition/offset` of its dead letter.
 pub const REPLAYED_FROM: &str = "dlq.replayed_from";
 
@@ -175,7 +177,10 @@ pub async fn replay(settings: &KafkaSettings, filter: &Filter, idle: Duration) -
         }
         Ok(Err(e)) => return Err(Error::Kafka(e)),
     }
-    let publisher = Publisher::new(settings)?;
+    // An operator's one-off run: worth waiting for the broker longer than a shop's request is.
+    let mut patient = settings.clone();
+    patient.publish_timeout = settings.publish_timeout.max(REPLAY_PUBLISH_TIMEOUT);
+    let publisher = Publisher::new(&patient)?;
     let mut done = Replayed::default();
     for letter in letters {
         let range = done.ranges.entry(letter.partition).or_insert((letter.offset, letter.offset));
