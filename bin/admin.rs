@@ -66,7 +66,10 @@ async fn dlq_replay(settings: &Settings, filter: dlq::Filter) -> anyhow::Result<
     let done = dlq::replay(&settings.kafka, &filter, dlq::IDLE).await.context("replaying the DLQ")?;
     for (l, to) in &done.published {
         let product = l.request().map(|r| r.product_id.to_string()).unwrap_or_default();
-        println!("replayed\t{}\t{}\t{product}\tto partition {} offset {}", l.partition, l.offset, to.partition, to.offset);
+        println!(
+            "replayed\t{}\t{}\t{product}\tto partition {} offset {}",
+            l.partition, l.offset, to.partition, to.offset
+        );
     }
     for l in &done.undecodable {
         println!("undecodable\t{}\t{}\t{}", l.partition, l.offset, l.reason());

@@ -98,7 +98,10 @@ pub async fn plain(Path(name): Path<String>, headers: HeaderMap) -> Result<Respo
 }
 
 /// `GET /static/{version}/{file}`.
-pub async fn versioned(Path((version, name)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn versioned(
+    Path((version, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let asset = Asset::find(&name).ok_or(ApiError::NotFound)?;
     let cache_control = if version == asset.version() { VERSIONED_MAX_AGE } else { PLAIN_MAX_AGE };
     Ok(asset.serve(&headers, cache_control))

@@ -414,8 +414,14 @@ mod tests {
             dear += usize::from(base > Decimal::from(500));
             for source in sources {
                 let price = price_for(source, &product, eur());
-                assert!(price >= base * Decimal::new(85, 2) - Decimal::new(1, 2), "{source} {product}: {price} vs {base}");
-                assert!(price <= base * Decimal::new(115, 2) + Decimal::new(1, 2), "{source} {product}: {price} vs {base}");
+                assert!(
+                    price >= base * Decimal::new(85, 2) - Decimal::new(1, 2),
+                    "{source} {product}: {price} vs {base}"
+                );
+                assert!(
+                    price <= base * Decimal::new(115, 2) + Decimal::new(1, 2),
+                    "{source} {product}: {price} vs {base}"
+                );
                 assert_eq!(price.scale(), 2, "{price}");
             }
         }

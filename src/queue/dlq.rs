@@ -71,9 +71,7 @@ impl DeadLetter {
     /// When it failed (`dlq.failed_at`), else when the broker got it.
     pub fn failed_at(&self) -> Option<OffsetDateTime> {
         let header = self.headers.get_str("dlq.failed_at").and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
-        header.or_else(|| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.timestamp_ms?) * 1_000_000).ok()
-        })
+        header.or_else(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.timestamp_ms?) * 1_000_000).ok())
     }
 
     /// The request it carries, if it decodes.
@@ -93,13 +91,16 @@ fn consumer(settings: &KafkaSettings, group: &str) -> Result<StreamConsumer, Err
         ("session.timeout.ms", settings.session_timeout.as_millis().to_string()),
         ("heartbeat.interval.ms", (settings.session_timeout.as_millis() / 4).max(100).to_string()),
     ];
-    client_config(settings, KafkaRole::Consumer, &ours)?
-        .create()
-        .map_err(|e| creation_error(e, KafkaRole::Consumer))
+    client_config(settings, KafkaRole::Consumer, &ours)?.create().map_err(|e| creation_error(e, KafkaRole::Consumer))
 }
 
 /// Reads until nothing arrives for `idle`, or `limit` messages were read; each goes to `each`.
-async fn read(consumer: &StreamConsumer, limit: usize, idle: Duration, mut each: impl FnMut(DeadLetter)) -> Result<(), Error> {
+async fn read(
+    consumer: &StreamConsumer,
+    limit: usize,
+    idle: Duration,
+    mut each: impl FnMut(DeadLetter),
+) -> Result<(), Error> {
     let mut read = 0;
     while read < limit {
         match tokio::time::timeout(idle, consumer.recv()).await {

@@ -1120,16 +1120,26 @@ not_found = [404]
         assert!(s.producer.cors_allow_origins.is_empty() && s.producer.demo_page, "none by default; the demo page on");
         let pairs = [("PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS", "https://Shop.example,http://127.0.0.1:3000")];
         let s = Settings::load_from(None, env(&pairs)).unwrap();
-        assert_eq!(s.producer.cors_allow_origins, ["https://shop.example", "http://127.0.0.1:3000"], "from env, lower-cased");
+        assert_eq!(
+            s.producer.cors_allow_origins,
+            ["https://shop.example", "http://127.0.0.1:3000"],
+            "from env, lower-cased"
+        );
         let any = origins(serde_json::json!(["*"])).unwrap();
         assert_eq!(any, ["*"]);
-        for bad in [serde_json::json!(["*", "https://a.example"]), serde_json::json!(["shop.example"]), serde_json::json!(["https://a.example/"]),
-            serde_json::json!(["ftp://a.example"]), serde_json::json!(["https://"]), serde_json::json!(["https://a.ex\u{7}"]),
-            serde_json::json!(["https://bücher.example"])]
-        {
+        for bad in [
+            serde_json::json!(["*", "https://a.example"]),
+            serde_json::json!(["shop.example"]),
+            serde_json::json!(["https://a.example/"]),
+            serde_json::json!(["ftp://a.example"]),
+            serde_json::json!(["https://"]),
+            serde_json::json!(["https://a.ex\u{7}"]),
+            serde_json::json!(["https://bücher.example"]),
+        ] {
             assert!(origins(bad.clone()).is_err(), "{bad}");
         }
-        let err = Settings::load_from(None, env(&[("PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS", "https://a.example/x")]));
+        let err =
+            Settings::load_from(None, env(&[("PRICEFRONT__PRODUCER__CORS_ALLOW_ORIGINS", "https://a.example/x")]));
         let err = format!("{:#}", anyhow::Error::new(err.unwrap_err()));
         assert!(err.contains("not an origin"), "{err}");
     }

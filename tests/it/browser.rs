@@ -83,7 +83,8 @@ impl Browser {
 
     /// Each quote's element, in page order: (provider, price as quoted, base price).
     pub async fn quotes(&self) -> Vec<(String, String, Option<Decimal>)> {
-        let rows = self.read("price-compare [data-provider]", &["data-provider", "data-price", "data-base-price"]).await;
+        let rows =
+            self.read("price-compare [data-provider]", &["data-provider", "data-price", "data-base-price"]).await;
         rows.into_iter()
             .map(|row| {
                 let base = row[2].as_ref().map(|p| p.parse().unwrap());
@@ -253,7 +254,11 @@ async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
             seen.insert(metric, cell.text().await.unwrap());
         }
         let number = |s: &str| s.trim_end_matches(" %").parse::<f64>().is_ok();
-        if seen.values().all(|v| number(v)) && seen["hit_ratio"].ends_with('%') { Ok(()) } else { Err(format!("{seen:?}")) }
+        if seen.values().all(|v| number(v)) && seen["hit_ratio"].ends_with('%') {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
     })
     .await;
 
@@ -342,10 +347,11 @@ async fn screenshot() {
     let out = std::env::var("PRICEFRONT_SCREENSHOT").expect("PRICEFRONT_SCREENSHOT: where to write the PNG");
     // Names, currencies and latencies as config/default.toml's mock sources.
     let currency = |code| pricefront::domain::Currency::parse(code).unwrap();
-    let mut sources: Vec<_> = [("acme", 40), ("bestbuyish", 90), ("cheapo", 150), ("dealhub", 60), ("everyshop", 220), ("fastmart", 30)]
-        .into_iter()
-        .map(|(name, ms)| provider(name, ms))
-        .collect();
+    let mut sources: Vec<_> =
+        [("acme", 40), ("bestbuyish", 90), ("cheapo", 150), ("dealhub", 60), ("everyshop", 220), ("fastmart", 30)]
+            .into_iter()
+            .map(|(name, ms)| provider(name, ms))
+            .collect();
     let mut dollars = provider("globalgoods", 180);
     dollars.currency = currency("USD");
     let mut pounds = provider("hyperprice", 120);
@@ -367,4 +373,3 @@ async fn screenshot() {
     std::fs::write(&out, png).unwrap();
     browser.close().await;
 }
-

@@ -71,10 +71,8 @@ async fn a_request_that_keeps_failing_goes_to_the_dlq_after_bounded_attempts() {
 async fn delete_topic(env: &crate::helpers::TestEnv, topic: &str) {
     use rdkafka::admin::{AdminClient, AdminOptions};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &env.settings.kafka.brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &env.settings.kafka.brokers).create().unwrap();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.delete_topics(&[topic], &options).await.unwrap() {
         result.unwrap_or_else(|(topic, code)| panic!("cannot delete {topic}: {code}"));
@@ -138,7 +136,6 @@ async fn while_the_dlq_cannot_be_written_nothing_is_lost_and_no_new_message_is_t
     producer.stop().await;
 }
 
-
 /// Runs the `admin` binary with this test's config: (success, stdout, stderr).
 async fn admin(env: &crate::helpers::TestEnv, args: &[&str]) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_admin"));
@@ -161,7 +158,10 @@ async fn admin_dlq_lists_dead_letters_and_replays_the_decodable_ones_once() {
     let publisher = Publisher::new(&env.settings.kafka).unwrap();
     let dead = |reason: &str, ago: time::Duration| {
         let at = (time::OffsetDateTime::now_utc() - ago).format(&Rfc3339).unwrap();
-        Headers::new().with("dlq.reason", reason).with("dlq.error", format!("{reason} (test)")).with("dlq.failed_at", at)
+        Headers::new()
+            .with("dlq.reason", reason)
+            .with("dlq.error", format!("{reason} (test)"))
+            .with("dlq.failed_at", at)
     };
     let (fresh, old) = (env.product("fresh"), env.product("old"));
     let request = |id: &str| PriceRequest::new(ProductId::parse(id).unwrap()).encode();
@@ -188,9 +188,18 @@ async fn admin_dlq_lists_dead_letters_and_replays_the_decodable_ones_once() {
     // Replay what failed in the last hour: the fresh request; the junk cannot be, the old one is filtered.
     let (ok, out, err) = admin(&env, &["dlq", "replay", "--since", "1h"]).await;
     assert!(ok, "{err}");
-    let kinds: Vec<(&str, &str)> = out.lines().map(|l| { let f: Vec<&str> = l.split('\t').collect(); (f[0], f[3]) }).collect();
+    let kinds: Vec<(&str, &str)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0], f[3])
+        })
+        .collect();
     assert!(kinds.contains(&("replayed", fresh.as_str())), "{out}\n{err}");
-    assert!(kinds.contains(&("undecodable", "invalid_json")) && kinds.contains(&("filtered", "processing_failed")), "{out}");
+    assert!(
+        kinds.contains(&("undecodable", "invalid_json")) && kinds.contains(&("filtered", "processing_failed")),
+        "{out}"
+    );
     assert_eq!(kinds.iter().filter(|(k, _)| *k == "replayed").count(), 1, "{out}");
     assert!(err.contains("replayed 1, undecodable 1, filtered 1"), "{err}");
 

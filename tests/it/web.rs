@@ -20,7 +20,9 @@ async fn the_widget_and_the_demo_page_are_served_from_the_binary() {
     let h = page.headers().clone();
     assert_eq!(header(&h, "content-type"), "text/html; charset=utf-8");
     let csp = header(&h, "content-security-policy");
-    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"] {
+    for directive in
+        ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]
+    {
         assert!(csp.contains(directive), "{directive} in {csp}");
     }
     assert!(!csp.contains("unsafe"), "{csp}");
@@ -62,7 +64,9 @@ async fn the_widget_and_the_demo_page_are_served_from_the_binary() {
     assert_eq!((stale.status().as_u16(), header(stale.headers(), "cache-control")), (200, "public, max-age=300"));
     assert_eq!(stale.text().await.unwrap(), script);
 
-    for missing in ["/static/nothing.js", "/static/0123456789abcdef/nothing.js", "/static/%2e%2e/Cargo.toml", "/static/x/y/z"] {
+    for missing in
+        ["/static/nothing.js", "/static/0123456789abcdef/nothing.js", "/static/%2e%2e/Cargo.toml", "/static/x/y/z"]
+    {
         let res = http.get(format!("{}{missing}", producer.base)).send().await.unwrap();
         assert_eq!(res.status(), 404, "{missing}");
         assert_eq!(header(res.headers(), "content-type"), "application/problem+json", "{missing}");
@@ -107,11 +111,8 @@ async fn the_api_is_readable_from_the_configured_origins_only() {
     // Every API route answers its preflight, the stream's (a reconnect sends Last-Event-ID)
     // and a page's (Prefer) included.
     for (path, asks) in [("/events", "last-event-id"), ("", "if-none-match"), ("?ids=a,b", "prefer")] {
-        let target = if path.starts_with('?') {
-            format!("{}/v1/prices{path}", producer.base)
-        } else {
-            format!("{url}{path}")
-        };
+        let target =
+            if path.starts_with('?') { format!("{}/v1/prices{path}", producer.base) } else { format!("{url}{path}") };
         let preflight = http
             .request(reqwest::Method::OPTIONS, &target)
             .header("origin", shop)
