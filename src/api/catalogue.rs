@@ -44,7 +44,6 @@ use super::wait::{self, Place, WAITING};
 use super::{ApiError, AppState};
 use crate::cache::{self, Lookup, StoredResult, Waiter};
 use crate::domain::{Comparison, ProductId, Status};
-use crate::observability::traces;
 use crate::queue::PriceRequest;
 
 pub(super) const ROUTE: &str = "/v1/prices";
@@ -247,13 +246,13 @@ async fn look(state: &AppState, ids: &[ProductId], headers: &HeaderMap, peer: Op
         let absent = look_in_store(state, ids, &missed, &mut entries).await;
         if !absent.is_empty() {
             let client = state.limits.client(peer, headers);
-            let traceparent = traces::traceparent_of(
-                &tracing::Span::current(),
-                headers.get("traceparent").and_then(|v| v.to_str().ok()),
-            );
+            let asker = prices::Asker::of(headers);
             let wanted: Vec<ProductId> = absent.iter().map(|&i| ids[i].clone()).collect();
-            let span = prices::current_or(|| tracing::info_span!("misses", products = wanted.len()));
-            let claiming = tokio::spawn(claim_all(state.clone(), wanted, client, traceparent).instrument(span));
+            let span = prices::current_or(|| {
+                let request_id = super::request_id::of(headers);
+                tracing::info_span!("misses", products = wanted.len(), request_id)
+            });
+            let claiming = tokio::spawn(claim_all(state.clone(), wanted, client, asker).instrument(span));
             let claimed = claiming.await.expect("claim task does not panic");
             for (i, entry) in absent.into_iter().zip(claimed) {
                 entries[i] = Some(entry);
@@ -318,7 +317,7 @@ async fn look_in_store(
 /// Stages 2 and 3 for products neither cached nor pending: one script claims them all, the
 /// limits take their share, and the won claims are published as one batch. Their entries, in
 /// order.
-async fn claim_all(state: AppState, ids: Vec<ProductId>, client: IpAddr, traceparent: Option<String>) -> Vec<Entry> {
+async fn claim_all(state: AppState, ids: Vec<ProductId>, client: IpAddr, asker: prices::Asker) -> Vec<Entry> {
     if let Some(refused) = state.limits.still_refused(client) {
         metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(ids.len() as u64);
         return ids.iter().map(|_| unavailable(Reason::MissLimit, refused.retry_after_secs())).collect();
@@ -365,7 +364,7 @@ async fn claim_all(state: AppState, ids: Vec<ProductId>, client: IpAddr, tracepa
         release_all(&state, &claims, &release).await;
     }
     let batch: Vec<PriceRequest> = publish.iter().map(|&i| requests[i].clone()).collect();
-    let delivered = state.publisher.publish_many(&batch, traceparent.as_deref()).await;
+    let delivered = state.publisher.publish_many(&batch, asker.caller()).await;
     let mut failed = Vec::new();
     for (&i, delivery) in publish.iter().zip(delivered) {
         if let Err(e) = delivery {

@@ -80,7 +80,9 @@ pub async fn price_events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, Response> {
     // A stream is long and rare: worth a span for whatever it logs.
-    let span = prices::current_or(|| super::request_span(&axum::http::Method::GET, "/v1/prices/{product_id}/events"));
+    let span = prices::current_or(|| {
+        super::request_span(&axum::http::Method::GET, "/v1/prices/{product_id}/events", &headers)
+    });
     let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
     open(state, path, headers, peer).instrument(span.clone()).await.map_err(|error| {
         // Converted under the span, so a 5xx's cause is logged with it.

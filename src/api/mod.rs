@@ -2,7 +2,8 @@
 //! errors as problem+json ([`ApiError`]). A product's price is `prices` (with `Prefer: wait`
 //! in `wait`); its comparison as it happens, `events` (Server-Sent Events); a page of
 //! products at once, `catalogue`. For people: the widget a shop embeds, the demo page at `/`,
-//! and the CORS rules for the API, `web`.
+//! and the CORS rules for the API, `web`. Every answer names its request (`X-Request-Id`,
+//! `request_id`).
 
 mod catalogue;
 mod docs;
@@ -12,6 +13,7 @@ mod limits;
 mod prices;
 mod problem;
 mod refresh;
+pub mod request_id;
 mod track;
 mod wait;
 mod web;
@@ -21,7 +23,7 @@ pub use docs::ApiDoc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::Request;
+use axum::http::{HeaderMap, Request};
 use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -133,7 +135,12 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The producer's routes, wrapped so every answer carries its `X-Request-Id`.
+pub fn router(state: AppState) -> request_id::RequestIds<Router> {
+    tower::Layer::layer(&request_id::RequestIdLayer, routes(state))
+}
+
+fn routes(state: AppState) -> Router {
     // Each route counts and times its own requests (labels: the route template).
     let tracked = |route: &'static str, handler: MethodRouter<AppState>| {
         (route, handler.layer(track::Track(track::RouteMetrics::leaked(route))))
@@ -190,7 +197,7 @@ pub fn router(state: AppState) -> Router {
         let span = if matches!(req.uri().path(), "/metrics" | "/healthz" | "/readyz") {
             tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
         } else {
-            request_span(req.method(), req.uri().path())
+            request_span(req.method(), req.uri().path(), req.headers())
         };
         traces::continue_trace(&span, req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
         span
@@ -198,15 +205,23 @@ pub fn router(state: AppState) -> Router {
     router.layer(trace)
 }
 
-/// The span a request's logs (and, when exported, its trace) hang from.
-pub(crate) fn request_span(method: &axum::http::Method, path: &str) -> tracing::Span {
+/// The span a request's logs (and, when exported, its trace) hang from: its `request_id`
+/// (the `X-Request-Id` it is answered with) and the caller's `traceparent`, when valid. A miss
+/// records the `message_id` it published.
+pub(crate) fn request_span(method: &axum::http::Method, path: &str, headers: &HeaderMap) -> tracing::Span {
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|tp| crate::queue::envelope::valid_traceparent(tp));
     tracing::info_span!(
         "http",
         otel.kind = "server",
         method = %method,
         path = %path,
+        request_id = request_id::of(headers),
+        traceparent,
         product_id = tracing::field::Empty,
-        request_id = tracing::field::Empty,
+        message_id = tracing::field::Empty,
     )
 }
 
@@ -242,7 +257,9 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         }
     });
     // The peer's address identifies the client for the miss limit.
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
+        router(state),
+    );
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     publisher.flush(Duration::from_secs(5)).await;
     Ok(())

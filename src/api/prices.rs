@@ -57,7 +57,7 @@ pub(super) static PREFER: HeaderName = HeaderName::from_static("prefer");
 pub(super) static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 use crate::observability::metrics::LazyCounter;
 use crate::observability::traces;
-use crate::queue::PriceRequest;
+use crate::queue::{Caller, PriceRequest};
 
 /// Why a lookup or a claim failed; shared by every caller that waited on it.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,7 @@ async fn answer(state: AppState, request: axum::http::request::Parts) -> Respons
         // A 5xx logs its cause: under the request's span, made now if there is none (a span
         // costs more than a Redis hit does, so only what logs gets one).
         Err(error) => {
-            let span = current_or(|| super::request_span(&request.method, request.uri.path()));
+            let span = current_or(|| super::request_span(&request.method, request.uri.path(), &request.headers));
             if ProductId::is_valid(raw) {
                 span.record("product_id", raw);
             }
@@ -338,15 +338,16 @@ pub(super) async fn find(
         metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
         return Err(ApiError::TooManyMisses { retry_after_secs: refused.retry_after_secs() });
     }
-    // The request span's context when spans are exported (the consumer's span becomes its
-    // child), else the caller's traceparent as it came.
-    let traceparent =
-        traces::traceparent_of(&tracing::Span::current(), headers.get("traceparent").and_then(|v| v.to_str().ok()));
-    // A claim logs (what it published, what refused it): under a span naming the product.
-    let span = current_or(|| tracing::info_span!("miss", product_id = %id, request_id = tracing::field::Empty));
+    let asker = Asker::of(headers);
+    // A claim logs (what it published, what refused it): under a span naming the product and
+    // the request.
+    let span = current_or(|| {
+        let request_id = asker.request_id.as_deref();
+        tracing::info_span!("miss", product_id = %id, request_id, message_id = tracing::field::Empty)
+    });
     let claiming = {
         let (state, id) = (state.clone(), id.clone());
-        tokio::spawn(claim_shared(state, id, client, traceparent).instrument(span))
+        tokio::spawn(claim_shared(state, id, client, asker).instrument(span))
     };
     Ok(match claiming.await.expect("claim task does not panic")? {
         // Written between the look and the claim.
@@ -357,15 +358,10 @@ pub(super) async fn find(
 
 /// Claims with whoever in this process claims the same product now. If the one whose claim
 /// was shared is over its limit, the others try again on their own budget.
-async fn claim_shared(
-    state: AppState,
-    id: ProductId,
-    client: IpAddr,
-    traceparent: Option<String>,
-) -> Result<Entry, ApiError> {
+async fn claim_shared(state: AppState, id: ProductId, client: IpAddr, asker: Asker) -> Result<Entry, ApiError> {
     const TRIES: usize = 3;
     for _ in 0..TRIES {
-        let load = claim(state.clone(), id.clone(), client, traceparent.clone());
+        let load = claim(state.clone(), id.clone(), client, asker.clone());
         let error = match state.claims.get_or_load(&id, load).await {
             Ok((entry, _)) => return Ok(entry),
             Err(error) => error,
@@ -380,6 +376,30 @@ async fn claim_shared(
         }
     }
     Err(ApiError::Overloaded { retry_after_secs: state.retry_after_secs })
+}
+
+/// Who asked for a miss, as the message tells the consumer: owned, for the claim's task.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Asker {
+    /// The request span's context when spans are exported (the consumer's span becomes its
+    /// child), else the caller's valid traceparent as it came.
+    traceparent: Option<String>,
+    /// The request's `X-Request-Id`.
+    request_id: Option<String>,
+}
+
+impl Asker {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok());
+        Self {
+            traceparent: traces::traceparent_of(&tracing::Span::current(), incoming),
+            request_id: super::request_id::of(headers).map(str::to_owned),
+        }
+    }
+
+    pub(super) fn caller(&self) -> Caller<'_> {
+        Caller { traceparent: self.traceparent.as_deref(), request_id: self.request_id.as_deref() }
+    }
 }
 
 /// Reads `id` from Redis again in the background, for L1 (see `cache::L1::look`).
@@ -422,15 +442,10 @@ pub(super) async fn settle(
 
 /// Stage 2: look again and claim the marker in one script; a won claim costs `client` a
 /// miss token, and is published within the producer's publish rate.
-async fn claim(
-    state: AppState,
-    id: ProductId,
-    client: IpAddr,
-    traceparent: Option<String>,
-) -> Result<Entry, LoadError> {
+async fn claim(state: AppState, id: ProductId, client: IpAddr, asker: Asker) -> Result<Entry, LoadError> {
     let request = PriceRequest::new(id.clone());
     let token = request.request_id.to_string();
-    tracing::Span::current().record("request_id", token.as_str());
+    tracing::Span::current().record("message_id", token.as_str());
     match state.store.lookup_or_claim(&id, &token, state.pending_ttl).await? {
         Lookup::Hit(stored) => return Ok(Entry::Hit(Arc::new(*stored))),
         Lookup::AlreadyPending => {
@@ -448,7 +463,7 @@ async fn claim(
         tracing::debug!(%client, limit = refused.limit.as_str(), "claim refused by a limit; released");
     }
     let published = match allowed {
-        Ok(()) => state.publisher.publish(&request, traceparent.as_deref()).await.map_err(LoadError::from),
+        Ok(()) => state.publisher.publish(&request, asker.caller()).await.map_err(LoadError::from),
         Err(refused) => Err(refused),
     };
     match published {

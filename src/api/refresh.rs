@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::AppState;
 use crate::cache::StoredResult;
 use crate::domain::ProductId;
-use crate::queue::PriceRequest;
+use crate::queue::{Caller, PriceRequest};
 
 /// When a hit should start a refresh.
 pub struct RefreshAhead {
@@ -87,7 +87,7 @@ pub async fn refresh(state: AppState, id: ProductId) {
         }
     }
     let published = match state.limits.publish() {
-        Ok(()) => state.publisher.publish(&request, None).await.map(drop).map_err(|e| e.to_string()),
+        Ok(()) => state.publisher.publish(&request, Caller::default()).await.map(drop).map_err(|e| e.to_string()),
         Err(refused) => Err(refused.to_string()),
     };
     match published {

@@ -144,9 +144,16 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::HEAD])
-            .allow_headers([header("prefer"), header::IF_NONE_MATCH, header("last-event-id"), header("traceparent")])
+            .allow_headers([
+                header("prefer"),
+                header::IF_NONE_MATCH,
+                header("last-event-id"),
+                header("traceparent"),
+                header("x-request-id"),
+            ])
             .expose_headers([
                 header("x-cache"),
+                header("x-request-id"),
                 header::RETRY_AFTER,
                 header::ETAG,
                 header::AGE,

@@ -197,8 +197,10 @@ pub async fn replay(settings: &KafkaSettings, filter: &Filter, idle: Duration) -
         }
         let from = format!("{}/{}/{}", settings.dlq_topic, letter.partition, letter.offset);
         let mut headers = Headers::new().with(REPLAYED_FROM, &from);
-        if let Some(tp) = letter.headers.get(super::envelope::TRACEPARENT_HEADER) {
-            headers = headers.with(super::envelope::TRACEPARENT_HEADER, tp);
+        for kept in [super::envelope::TRACEPARENT_HEADER, super::envelope::REQUEST_ID_HEADER] {
+            if let Some(value) = letter.headers.get(kept) {
+                headers = headers.with(kept, value);
+            }
         }
         let (key, payload) = (letter.key.as_deref().unwrap_or_default(), letter.payload.as_deref().unwrap_or_default());
         let delivery = publisher.send(&settings.topic, key, payload, &headers).await?;

@@ -1,8 +1,8 @@
 //! The message envelope: the contract between producer and consumer.
 //!
 //! Value: JSON `{schema_version, request_id, product_id, requested_at}`, plus `refresh: true`
-//! for a refresh ahead of expiry (absent means false); key: the product id; optional header
-//! `traceparent`. Decoding tolerates unknown fields (so producers can add
+//! for a refresh ahead of expiry (absent means false); key: the product id; optional headers
+//! `traceparent` and `x-request-id` (the [`Caller`]'s). Decoding tolerates unknown fields (so producers can add
 //! some first) and is strict about the required ones, including the product id's format.
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,30 @@ use crate::domain::ProductId;
 pub const SCHEMA_VERSION: u32 = 1;
 /// Kafka header carrying a W3C trace context, when the caller sent one.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Kafka header carrying the `X-Request-Id` of the HTTP request that published the message.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Who asked for a message, as far as the logs and traces care: sent as its headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller<'a> {
+    /// A valid W3C trace context to continue.
+    pub traceparent: Option<&'a str>,
+    /// The `X-Request-Id` of the HTTP request that published it.
+    pub request_id: Option<&'a str>,
+}
+
+impl Caller<'_> {
+    pub fn headers(&self) -> super::Headers {
+        let mut headers = super::Headers::new();
+        if let Some(value) = self.traceparent {
+            headers = headers.with(TRACEPARENT_HEADER, value);
+        }
+        if let Some(value) = self.request_id {
+            headers = headers.with(REQUEST_ID_HEADER, value);
+        }
+        headers
+    }
+}
 
 /// "Compute the comparison for this product."
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,9 +13,8 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::ack::Ack;
-use super::envelope::TRACEPARENT_HEADER;
 use super::message::{Headers, Incoming, Message, Origin};
-use super::{Delivery, Error, Inbox, PriceRequest, RequestQueue};
+use super::{Caller, Delivery, Error, Inbox, PriceRequest, RequestQueue};
 
 /// Dead letters kept for inspection; older ones are dropped.
 const DLQ_KEEP: usize = 1000;
@@ -54,15 +53,8 @@ impl MemoryQueue {
 }
 
 impl RequestQueue for MemoryQueue {
-    fn publish<'a>(
-        &'a self,
-        request: &'a PriceRequest,
-        traceparent: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Delivery, Error>> {
-        let mut headers = Headers::new();
-        if let Some(value) = traceparent {
-            headers = headers.with(TRACEPARENT_HEADER, value);
-        }
+    fn publish<'a>(&'a self, request: &'a PriceRequest, caller: Caller<'a>) -> BoxFuture<'a, Result<Delivery, Error>> {
+        let headers = caller.headers();
         let offset = self.next_offset.fetch_add(1, Ordering::Relaxed);
         let message = Message {
             key: Some(request.product_id.as_str().as_bytes().to_vec()),
@@ -130,11 +122,13 @@ mod tests {
         let (queue, mut inbox) = MemoryQueue::new("t", 16);
         let request = PriceRequest::new(ProductId::parse("sku-1").unwrap());
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(queue.publish(&request, Some(tp)).await.unwrap().offset, 0);
-        assert_eq!(queue.publish(&request, None).await.unwrap().offset, 1);
+        let caller = Caller { traceparent: Some(tp), request_id: Some("req-1") };
+        assert_eq!(queue.publish(&request, caller).await.unwrap().offset, 0);
+        assert_eq!(queue.publish(&request, Caller::default()).await.unwrap().offset, 1);
         let first = inbox.next().await.unwrap();
         assert_eq!(PriceRequest::decode(first.message.payload.as_deref()).unwrap(), request);
-        assert_eq!(first.message.headers.get_str(TRACEPARENT_HEADER), Some(tp));
+        assert_eq!(first.message.headers.get_str(super::super::envelope::TRACEPARENT_HEADER), Some(tp));
+        assert_eq!(first.message.headers.get_str(super::super::envelope::REQUEST_ID_HEADER), Some("req-1"));
         first.ack.done();
         assert_eq!(inbox.next().await.unwrap().message.origin.offset, 1);
     }
@@ -143,8 +137,8 @@ mod tests {
     async fn a_full_queue_refuses_at_once_instead_of_growing() {
         let (queue, _inbox) = MemoryQueue::new("t", 1);
         let request = PriceRequest::new(ProductId::parse("sku-1").unwrap());
-        queue.publish(&request, None).await.unwrap();
-        assert!(matches!(queue.publish(&request, None).await, Err(Error::QueueFull(1))));
+        queue.publish(&request, Caller::default()).await.unwrap();
+        assert!(matches!(queue.publish(&request, Caller::default()).await, Err(Error::QueueFull(1))));
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use rdkafka::error::KafkaError;
 
 pub use ack::Ack;
 pub use consumer::KafkaInbox;
-pub use envelope::{DecodeError, PriceRequest};
+pub use envelope::{Caller, DecodeError, PriceRequest};
 pub use memory::{MemoryInbox, MemoryQueue};
 pub use message::{Headers, Incoming, Message, Origin};
 pub use publisher::{Delivery, Publisher};
@@ -35,11 +35,7 @@ pub use publisher::{Delivery, Publisher};
 /// Publishing requests (and dead letters), acknowledged: Kafka, or the in-process queue.
 pub trait RequestQueue: Send + Sync + 'static {
     /// Publishes a request keyed by its product id; Ok once the queue has it durably.
-    fn publish<'a>(
-        &'a self,
-        request: &'a PriceRequest,
-        traceparent: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Delivery, Error>>;
+    fn publish<'a>(&'a self, request: &'a PriceRequest, caller: Caller<'a>) -> BoxFuture<'a, Result<Delivery, Error>>;
     /// Publishes many requests as one batch: each is handed to the client before any is
     /// waited on, so they travel together (librdkafka gathers what comes within `linger.ms`
     /// into one produce request per partition) and no message waits for another's ack. Each
@@ -47,9 +43,9 @@ pub trait RequestQueue: Send + Sync + 'static {
     fn publish_many<'a>(
         &'a self,
         requests: &'a [PriceRequest],
-        traceparent: Option<&'a str>,
+        caller: Caller<'a>,
     ) -> BoxFuture<'a, Vec<Result<Delivery, Error>>> {
-        Box::pin(futures::future::join_all(requests.iter().map(|request| self.publish(request, traceparent))))
+        Box::pin(futures::future::join_all(requests.iter().map(|request| self.publish(request, caller))))
     }
     /// Sends raw bytes to `topic` (the DLQ path).
     fn send<'a>(

@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::config::{client_config, creation_error};
-use super::{Error, Headers, PriceRequest, envelope::TRACEPARENT_HEADER};
+use super::{Caller, Error, Headers, PriceRequest};
 use crate::settings::{KafkaRole, KafkaSettings};
 
 /// Where a message landed.
@@ -101,11 +101,8 @@ impl Publisher {
     }
 
     /// Publishes a request keyed by its product id and waits for the broker's ack.
-    pub async fn publish(&self, request: &PriceRequest, traceparent: Option<&str>) -> Result<Delivery, Error> {
-        let mut headers = Headers::new();
-        if let Some(value) = traceparent {
-            headers = headers.with(TRACEPARENT_HEADER, value);
-        }
+    pub async fn publish(&self, request: &PriceRequest, caller: Caller<'_>) -> Result<Delivery, Error> {
+        let headers = caller.headers();
         self.send(&self.topic, request.product_id.as_str().as_bytes(), &request.encode(), &headers).await
     }
 
@@ -219,12 +216,8 @@ impl Publisher {
 }
 
 impl super::RequestQueue for Publisher {
-    fn publish<'a>(
-        &'a self,
-        request: &'a PriceRequest,
-        traceparent: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Delivery, Error>> {
-        Box::pin(Publisher::publish(self, request, traceparent))
+    fn publish<'a>(&'a self, request: &'a PriceRequest, caller: Caller<'a>) -> BoxFuture<'a, Result<Delivery, Error>> {
+        Box::pin(Publisher::publish(self, request, caller))
     }
 
     fn send<'a>(

@@ -177,6 +177,7 @@ impl Worker {
                 offset = message.origin.offset,
                 product_id = tracing::field::Empty,
                 request_id = tracing::field::Empty,
+                message_id = tracing::field::Empty,
                 traceparent = tracing::field::Empty,
                 otel.kind = "consumer",
             );

@@ -26,7 +26,7 @@ use crate::cache::{ResultStore, StoreOutcome};
 use crate::domain::{Comparison, Failure, ProductId, Quote, Rates, TtlPolicy};
 use crate::fx::Fx;
 use crate::providers::PriceSources;
-use crate::queue::envelope::TRACEPARENT_HEADER;
+use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
 use crate::settings::Settings;
 
@@ -158,7 +158,11 @@ impl Processor {
     ) -> Result<(), Stop> {
         let span = tracing::Span::current();
         span.record("product_id", request.product_id.as_str());
-        span.record("request_id", tracing::field::display(request.request_id));
+        span.record("message_id", tracing::field::display(request.request_id));
+        // The HTTP request that published it (its `X-Request-Id`), when one did.
+        if let Some(id) = message.headers.get_str(REQUEST_ID_HEADER) {
+            span.record("request_id", id);
+        }
         if let Some(tp) = message.headers.get_str(TRACEPARENT_HEADER) {
             span.record("traceparent", tp);
         }

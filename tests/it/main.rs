@@ -25,6 +25,7 @@ mod openapi;
 mod pipeline;
 mod promises;
 mod providers;
+mod request_ids;
 mod sources;
 mod stampede;
 mod standalone;
