@@ -29,11 +29,25 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub fn brokers() -> String {
+    through_the_script();
     std::env::var("PRICEFRONT__KAFKA__BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 pub fn redis_url() -> String {
+    through_the_script();
     std::env::var("PRICEFRONT__REDIS__URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Plain `cargo test` has no services: say so, rather than time out against whatever answers
+/// on the default ports.
+fn through_the_script() {
+    if std::env::var_os("PRICEFRONT_TEST_TANSU").is_none() {
+        panic!(
+            "the integration suite needs the Redis and broker that scripts/test.sh starts and names; \
+             run `scripts/test.sh` (all of it) or `scripts/test.sh --test it -- <filter>`. \
+             `cargo test --lib --bins` runs the unit tests alone"
+        );
+    }
 }
 
 fn init_tracing() {
@@ -265,8 +279,8 @@ impl TestEnv {
         let port = free_port();
         let mut vars = vec![("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}"))];
         vars.extend(env.iter().cloned());
-        let (child, _log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars);
-        let producer = ProducerProcess { child, base: format!("http://127.0.0.1:{port}") };
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars);
+        let producer = ProducerProcess { child, base: format!("http://127.0.0.1:{port}"), log };
         let url = format!("{}/readyz", producer.base);
         wait_for("the producer process to be ready", Duration::from_secs(60), || async {
             match self.http.get(&url).send().await {
@@ -599,6 +613,8 @@ impl Drop for ConsumerProcess {
 pub struct ProducerProcess {
     pub child: Child,
     pub base: String,
+    /// Its JSON logs.
+    pub log: PathBuf,
 }
 
 impl Drop for ProducerProcess {

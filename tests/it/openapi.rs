@@ -170,7 +170,35 @@ async fn real_responses_validate_against_the_openapi_document() {
     validate(&doc, prices, 400, "application/problem+json", &body);
     let res = env.http.post(&url).send().await.unwrap();
     assert_eq!(res.status(), 405);
-    validate(&doc, prices, 405, "application/problem+json", &res.json().await.unwrap());
+    let (headers, body) = (res.headers().clone(), res.json().await.unwrap());
+    validate(&doc, prices, 405, "application/problem+json", &body);
+    let documented = documented_headers(&doc, prices, 405);
+    for header in ["allow", "cache-control", "x-request-id"] {
+        assert!(documented.iter().any(|h| h == header), "405 documents {header}: {documented:?}");
+    }
+    for header in documented {
+        assert!(headers.contains_key(header.as_str()), "405 lacks documented header {header}");
+    }
+    // Every route: its own 404 and 405 (any unknown path, any other method), and X-Request-Id
+    // on every answer, sent and received.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            assert!(responses.contains_key("404") && responses.contains_key("405"), "{method} {path}");
+            for (status, response) in responses {
+                assert!(response["headers"]["x-request-id"].is_object(), "{method} {path} {status}");
+            }
+            let parameters = operation["parameters"].as_array().unwrap();
+            assert!(parameters.iter().any(|p| p["name"] == "x-request-id" && p["in"] == "header"), "{method} {path}");
+        }
+    }
+    let res = env.http.get(format!("{}/no/such/route", producer.base)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let headers = res.headers().clone();
+    validate(&doc, "/healthz", 404, "application/problem+json", &res.json().await.unwrap());
+    for header in documented_headers(&doc, "/healthz", 404) {
+        assert!(headers.contains_key(header.as_str()), "an unknown path's 404 lacks documented header {header}");
+    }
 
     let (status, _, body) = call(&env.http, &format!("{}/healthz", producer.base)).await;
     validate(&doc, "/healthz", status, "application/json", &body);
