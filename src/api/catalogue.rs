@@ -249,8 +249,8 @@ async fn look(state: &AppState, ids: &[ProductId], headers: &HeaderMap, peer: Op
             let asker = prices::Asker::of(headers);
             let wanted: Vec<ProductId> = absent.iter().map(|&i| ids[i].clone()).collect();
             let span = prices::current_or(|| {
-                let request_id = super::request_id::of(headers);
-                tracing::info_span!("misses", products = wanted.len(), request_id)
+                let (request_id, traceparent) = (asker.request_id.as_deref(), asker.traceparent.as_deref());
+                tracing::info_span!("misses", products = wanted.len(), request_id, traceparent)
             });
             let claiming = tokio::spawn(claim_all(state.clone(), wanted, client, asker).instrument(span));
             let claimed = claiming.await.expect("claim task does not panic");

@@ -342,8 +342,8 @@ pub(super) async fn find(
     // A claim logs (what it published, what refused it): under a span naming the product and
     // the request.
     let span = current_or(|| {
-        let request_id = asker.request_id.as_deref();
-        tracing::info_span!("miss", product_id = %id, request_id, message_id = tracing::field::Empty)
+        let (request_id, traceparent) = (asker.request_id.as_deref(), asker.traceparent.as_deref());
+        tracing::info_span!("miss", product_id = %id, request_id, traceparent, message_id = tracing::field::Empty)
     });
     let claiming = {
         let (state, id) = (state.clone(), id.clone());
@@ -383,9 +383,9 @@ async fn claim_shared(state: AppState, id: ProductId, client: IpAddr, asker: Ask
 pub(super) struct Asker {
     /// The request span's context when spans are exported (the consumer's span becomes its
     /// child), else the caller's valid traceparent as it came.
-    traceparent: Option<String>,
+    pub(super) traceparent: Option<String>,
     /// The request's `X-Request-Id`.
-    request_id: Option<String>,
+    pub(super) request_id: Option<String>,
 }
 
 impl Asker {

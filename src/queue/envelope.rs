@@ -105,6 +105,12 @@ impl PriceRequest {
     }
 }
 
+/// Accepts an `X-Request-Id` worth keeping: 1 to 128 characters of `A-Z a-z 0-9 - _ . : / + =
+/// @` (no spaces, quotes or commas, so it is safe in a header, a log line and a URL).
+pub fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
+}
+
 /// Accepts a W3C `traceparent` value (`00-<32 hex>-<16 hex>-<2 hex>`) and nothing else, so
 /// no caller-controlled garbage reaches a Kafka header.
 pub fn valid_traceparent(value: &str) -> bool {
@@ -161,6 +167,16 @@ mod tests {
             if let Ok(request) = PriceRequest::decode(Some(&raw)) {
                 proptest::prop_assert!(ProductId::parse(request.product_id.as_str()).is_ok());
             }
+        }
+    }
+
+    #[test]
+    fn request_id_format() {
+        for kept in ["abc", "0f8fad5b-d9cb-469f-a165-70867728950e", "shop:eu/req=42+x@edge_1.a", &"a".repeat(128)] {
+            assert!(valid_request_id(kept), "{kept}");
+        }
+        for refused in ["", "has space", "quote\"", "comma,", "\u{fc}n", "line\nbreak", &"a".repeat(129)] {
+            assert!(!valid_request_id(refused), "{refused:?}");
         }
     }
 

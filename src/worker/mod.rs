@@ -31,7 +31,7 @@ use tracing::Instrument;
 
 use crate::cache::{RedisStore, ResultStore};
 use crate::observability::traces;
-use crate::queue::envelope::TRACEPARENT_HEADER;
+use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
 use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
 
@@ -170,15 +170,19 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
                 _ = self.usable() => {}
             }
+            // The HTTP request that published it (its `X-Request-Id`) and its trace, when the
+            // headers are valid: anybody who can write to the topic writes them.
+            let request_id = message.headers.get_str(REQUEST_ID_HEADER).filter(|id| valid_request_id(id));
+            let traceparent = message.headers.get_str(TRACEPARENT_HEADER).filter(|tp| valid_traceparent(tp));
             let span = tracing::info_span!(
                 "message",
                 topic = %message.origin.topic,
                 partition = message.origin.partition,
                 offset = message.origin.offset,
                 product_id = tracing::field::Empty,
-                request_id = tracing::field::Empty,
+                request_id,
                 message_id = tracing::field::Empty,
-                traceparent = tracing::field::Empty,
+                traceparent,
                 otel.kind = "consumer",
             );
             traces::continue_trace(&span, message.headers.get_str(TRACEPARENT_HEADER));

@@ -111,7 +111,7 @@ impl Processor {
     /// Handles one message; true when its outcome is durable (so it may be acknowledged).
     pub async fn handle(&self, message: &Message, shutdown: &CancellationToken) -> bool {
         let (kind, error) = match PriceRequest::decode(message.payload.as_deref()) {
-            Ok(request) => match self.compute(&request, message, shutdown).await {
+            Ok(request) => match self.compute(&request, shutdown).await {
                 Ok(()) => return true,
                 Err(Stop::Shutdown) => {
                     metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
@@ -150,22 +150,10 @@ impl Processor {
         }
     }
 
-    async fn compute(
-        &self,
-        request: &PriceRequest,
-        message: &Message,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stop> {
+    async fn compute(&self, request: &PriceRequest, shutdown: &CancellationToken) -> Result<(), Stop> {
         let span = tracing::Span::current();
         span.record("product_id", request.product_id.as_str());
         span.record("message_id", tracing::field::display(request.request_id));
-        // The HTTP request that published it (its `X-Request-Id`), when one did.
-        if let Some(id) = message.headers.get_str(REQUEST_ID_HEADER) {
-            span.record("request_id", id);
-        }
-        if let Some(tp) = message.headers.get_str(TRACEPARENT_HEADER) {
-            span.record("traceparent", tp);
-        }
         let id = &request.product_id;
         // The producer claimed the pending marker with the request id.
         let token = request.request_id.to_string();
@@ -346,7 +334,14 @@ impl Processor {
 /// The original message's place and why it failed, as `dlq.*` headers.
 fn dead_letter_headers(message: &Message, kind: &str, error: &str) -> Headers {
     let failed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("format now");
-    Headers::new()
+    // The caller's, kept for a replay (which keeps them too).
+    let mut headers = Headers::new();
+    for kept in [TRACEPARENT_HEADER, REQUEST_ID_HEADER] {
+        if let Some(value) = message.headers.get(kept) {
+            headers = headers.with(kept, value);
+        }
+    }
+    headers
         .with("dlq.reason", kind)
         .with("dlq.error", error)
         .with("dlq.source.topic", &message.origin.topic)

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 
-use crate::helpers::{RedisServer, dead_letter_for, env, free_port, get, key_of, spawn_consumer, wait_for};
+use crate::helpers::{RedisServer, dead_letter_for, env, free_port, get, key_of, message_on, spawn_consumer, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
@@ -13,8 +13,11 @@ async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
     let consumer = env.spawn_consumer();
     let product = env.product("after-junk");
 
-    // Same key as the good request, so both land on one partition, garbage first.
-    env.produce_raw(&product, b"\x00not json at all").await;
+    // Same key as the good request, so both land on one partition, garbage first. It carries the
+    // caller's headers, which its dead letter keeps.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let caller = [("traceparent", traceparent), ("x-request-id", "shop-junk-1")];
+    env.produce_raw_with(&product, b"\x00not json at all", &caller).await;
     assert_eq!(get(&env.http, &format!("{}/v1/prices/{product}", producer.base)).await.0, 202);
     let result = env.wait_result(&product, Duration::from_secs(30)).await;
     assert_eq!(result["status"], "complete");
@@ -26,6 +29,7 @@ async fn garbage_goes_to_the_dlq_and_the_next_message_is_processed() {
     assert!(headers["dlq.source.offset"].parse::<i64>().is_ok(), "{headers:?}");
     assert!(headers["dlq.source.partition"].parse::<i32>().is_ok(), "{headers:?}");
     assert!(!headers["dlq.error"].is_empty());
+    assert_eq!((headers["traceparent"].as_str(), headers["x-request-id"].as_str()), (traceparent, "shop-junk-1"));
 
     // Its offset was stored: a restarted group does not dead-letter it again. A second
     // garbage message with the same key (so the same partitions, in order) marks the end.
@@ -169,8 +173,10 @@ async fn admin_dlq_lists_dead_letters_and_replays_the_decodable_ones_once() {
     };
     let (fresh, old) = (env.product("fresh"), env.product("old"));
     let request = |id: &str| PriceRequest::new(ProductId::parse(id).unwrap()).encode();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let caller = |headers: Headers| headers.with("traceparent", traceparent).with("x-request-id", "shop-fresh-1");
     let letters = [
-        (fresh.as_str(), request(&fresh), dead("processing_failed", time::Duration::minutes(5))),
+        (fresh.as_str(), request(&fresh), caller(dead("processing_failed", time::Duration::minutes(5)))),
         ("junk-key", b"\x00junk".to_vec(), dead("invalid_json", time::Duration::minutes(1))),
         (old.as_str(), request(&old), dead("processing_failed", time::Duration::hours(3))),
     ];
@@ -206,6 +212,10 @@ async fn admin_dlq_lists_dead_letters_and_replays_the_decodable_ones_once() {
     );
     assert_eq!(kinds.iter().filter(|(k, _)| *k == "replayed").count(), 1, "{out}");
     assert!(err.contains("replayed 1, undecodable 1, filtered 1"), "{err}");
+    // The copy keeps the caller's headers, and says where it came from.
+    let (_, copied) = message_on(&env, &env.settings.kafka.topic, &fresh).await;
+    assert_eq!((copied["traceparent"].as_str(), copied["x-request-id"].as_str()), (traceparent, "shop-fresh-1"));
+    assert!(copied["dlq.replayed_from"].starts_with(dlq.as_str()), "{copied:?}");
 
     // The copy is a request like any other: a consumer computes it.
     let consumer = env.spawn_consumer();

@@ -410,9 +410,18 @@ impl TestEnv {
 
     /// Sends raw bytes to the request topic, as a foreign producer would.
     pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
+        self.produce_raw_with(key, payload, &[]).await;
+    }
+
+    /// As [`Self::produce_raw`], with Kafka headers.
+    pub async fn produce_raw_with(&self, key: &str, payload: &[u8], headers: &[(&str, &str)]) {
+        use rdkafka::message::{Header, OwnedHeaders};
         let producer: FutureProducer =
             ClientConfig::new().set("bootstrap.servers", &self.settings.kafka.brokers).create().unwrap();
-        let record = FutureRecord::to(&self.settings.kafka.topic).key(key).payload(payload);
+        let headers = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |all, (key, value)| all.insert(Header { key, value: Some(*value) }));
+        let record = FutureRecord::to(&self.settings.kafka.topic).key(key).payload(payload).headers(headers);
         producer.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e).unwrap();
     }
 
@@ -805,13 +814,19 @@ pub fn computed_twice(stats: &Value, provider: &str) -> usize {
 
 /// Waits until the DLQ holds a message keyed `key`; returns it with its headers as strings.
 pub async fn dead_letter_for(env: &TestEnv, key: &str) -> (OwnedMessage, std::collections::HashMap<String, String>) {
+    message_on(env, &env.settings.kafka.dlq_topic, key).await
+}
+
+/// The first message keyed `key` on `topic` (waiting for one), with its headers.
+pub async fn message_on(
+    env: &TestEnv,
+    topic: &str,
+    key: &str,
+) -> (OwnedMessage, std::collections::HashMap<String, String>) {
     let wanted = key.to_owned();
-    let dlq = env
-        .read_topic(&env.settings.kafka.dlq_topic, Duration::from_secs(30), move |seen| {
-            seen.iter().any(|m| key_of(m) == wanted)
-        })
-        .await;
-    let dead = dlq.into_iter().find(|m| key_of(m) == key).unwrap();
+    let all =
+        env.read_topic(topic, Duration::from_secs(30), move |seen| seen.iter().any(|m| key_of(m) == wanted)).await;
+    let dead = all.into_iter().find(|m| key_of(m) == key).unwrap();
     let headers = dead
         .headers()
         .map(|h| {

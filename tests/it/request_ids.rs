@@ -122,4 +122,23 @@ async fn a_misss_request_id_follows_its_message_into_the_consumers_logs() {
     assert!(computed.iter().all(|l| l["span"]["product_id"] == product.as_str()), "{computed:?}");
     let messages = env.messages_for(&product).await;
     assert_eq!(messages, 1);
+
+    // Anybody who can write to the topic writes the headers: an invalid id is not logged.
+    let forged = env.product("rid-forged");
+    let request = pricefront::queue::PriceRequest::new(pricefront::domain::ProductId::parse(&forged).unwrap());
+    let bad = "forged id\nlevel=error";
+    env.produce_raw_with(&forged, &request.encode(), &[("x-request-id", bad)]).await;
+    env.wait_result(&forged, Duration::from_secs(60)).await;
+    let message_id = request.request_id.to_string();
+    let lines = wait_for("the consumer's lines for the forged message", Duration::from_secs(10), || {
+        let lines: Vec<Value> = std::fs::read_to_string(&consumer.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["span"]["message_id"] == message_id.as_str())
+            .collect();
+        async move { if lines.is_empty() { Err("none yet".to_owned()) } else { Ok(lines) } }
+    })
+    .await;
+    assert!(lines.iter().all(|l| l["span"].get("request_id").is_none()), "{lines:?}");
 }
