@@ -111,30 +111,12 @@ pids+=($!)
 wait_until 60 "the L1-off producer" up "http://$l1off_addr/readyz" || { tail "$RUN_DIR/bench-hit-producer-l1-off.log"; exit 1; }
 wait_until 60 "the L1-60-s producer" up "http://$l1long_addr/readyz" || { tail "$RUN_DIR/bench-hit-producer-l1-60s.log"; exit 1; }
 
-# Warm the products: waited requests, each as a client of its own (a load balancer's
-# X-Forwarded-For, which run.sh trusts from this host), so the per-client miss limit does not
-# refuse them; then again until every one answers 200.
+# Warm the products (each as a client of its own, so the miss limit refuses none).
 ids=()
 for ((i = 0; i < PRODUCTS; i++)); do ids+=("$(printf 'bench-hit-%04d' "$i")"); done
-warm_one() {
-  local id=$1 n=${1##*-}
-  n=$((10#$n))
-  curl -s -o /dev/null -w '%{http_code} %{url_effective}\n' --max-time 15 -H 'Prefer: wait=10' \
-    -H "X-Forwarded-For: 10.77.$((n / 256)).$((n % 256))" "$base/v1/prices/$id"
-}
-export -f warm_one
-export base
 log "warming $PRODUCTS products (bench-hit-0000 …)"
 warm_started=$SECONDS
-pending=("${ids[@]}")
-for attempt in 1 2 3 4 5; do
-  mapfile -t pending < <(printf '%s\n' "${pending[@]}" | xargs -P 64 -I{} bash -c 'warm_one {}' |
-    awk '$1 != 200 { n = split($2, p, "/"); print p[n] }')
-  ((${#pending[@]} == 0)) && break
-  log "  $((PRODUCTS - ${#pending[@]})) warm, ${#pending[@]} not yet (attempt $attempt)"
-  sleep 2
-done
-((${#pending[@]} == 0)) || { log "${#pending[@]} products never answered 200 (e.g. ${pending[0]})"; exit 1; }
+ask_until_cached "$base" 64 "${ids[@]}"
 log "warm in $((SECONDS - warm_started)) s"
 
 body=$RUN_DIR/bench-hit-body.json

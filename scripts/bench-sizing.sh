@@ -72,26 +72,11 @@ keys_before=$(our_keys)
 calls_before=$(calls)
 computed_before=$(computed)
 
-ask_one() {
-  local id=$1 n=${1##*-}
-  n=$((10#$n))
-  curl -s -o /dev/null -w '%{http_code} %{url_effective}\n' --max-time 15 -H 'Prefer: wait=10' \
-    -H "X-Forwarded-For: 10.$((n / 65536 % 256)).$((n / 256 % 256)).$((n % 256))" "$base/v1/prices/$id"
-}
-export -f ask_one
-export base
 log "asking for $PRODUCTS cold products ($sources sources each), $CONCURRENCY at a time"
-pending=()
-for ((i = 0; i < PRODUCTS; i++)); do pending+=("$(printf 'bench-size-%s-%05d' "$run" "$i")"); done
+ids=()
+for ((i = 0; i < PRODUCTS; i++)); do ids+=("$(printf 'bench-size-%s-%05d' "$run" "$i")"); done
 started=$(date +%s.%N)
-for attempt in 1 2 3 4 5; do
-  mapfile -t pending < <(printf '%s\n' "${pending[@]}" | xargs -P "$CONCURRENCY" -I{} bash -c 'ask_one {}' |
-    awk '$1 != 200 { n = split($2, p, "/"); print p[n] }')
-  ((${#pending[@]} == 0)) && break
-  log "  $((PRODUCTS - ${#pending[@]})) computed, ${#pending[@]} not yet (attempt $attempt)"
-  sleep 2
-done
-((${#pending[@]} == 0)) || { log "${#pending[@]} products never answered 200 (e.g. ${pending[0]})"; exit 1; }
+ask_until_cached "$base" "$CONCURRENCY" "${ids[@]}"
 took=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
 sleep 2 # the last results' progress logs are deleted with their store; let the counters settle
 

@@ -226,3 +226,31 @@ stop_release_stack() {
   wait "$STACK_PID" 2>/dev/null || true
   STACK_PID=
 }
+
+# ask_until_cached BASE CONCURRENCY ID...: asks BASE for each product with `Prefer: wait=10`,
+# CONCURRENCY at a time, each as a client of its own (an X-Forwarded-For made from the id's
+# trailing number, which run.sh trusts from this host) so the per-client miss limit refuses
+# none; then again, up to 5 rounds, until every one answers 200. Exits 1 naming one that never
+# did.
+ask_until_cached() {
+  local base=$1 concurrency=$2 attempt
+  shift 2
+  local pending=("$@")
+  ask_one() {
+    local n=${2##*-}
+    n=$((10#$n))
+    curl -s -o /dev/null -w '%{http_code} %{url_effective}\n' --max-time 15 -H 'Prefer: wait=10' \
+      -H "X-Forwarded-For: 10.$((n / 65536 % 256)).$((n / 256 % 256)).$((n % 256))" "$1/v1/prices/$2"
+  }
+  export -f ask_one
+  for attempt in 1 2 3 4 5; do
+    mapfile -t pending < <(printf '%s\n' "${pending[@]}" |
+      xargs -P "$concurrency" -I{} bash -c "ask_one '$base' {}" |
+      awk '$1 != 200 { n = split($2, p, "/"); print p[n] }')
+    ((${#pending[@]} == 0)) && return 0
+    log "  $(($# - ${#pending[@]})) cached, ${#pending[@]} not yet (attempt $attempt)"
+    sleep 2
+  done
+  log "${#pending[@]} products never answered 200 (e.g. ${pending[0]})"
+  exit 1
+}
