@@ -196,12 +196,7 @@ pub async fn replay(settings: &KafkaSettings, filter: &Filter, idle: Duration) -
             continue;
         }
         let from = format!("{}/{}/{}", settings.dlq_topic, letter.partition, letter.offset);
-        let mut headers = Headers::new().with(REPLAYED_FROM, &from);
-        for kept in [super::envelope::TRACEPARENT_HEADER, super::envelope::REQUEST_ID_HEADER] {
-            if let Some(value) = letter.headers.get(kept) {
-                headers = headers.with(kept, value);
-            }
-        }
+        let headers = letter.headers.kept(&super::envelope::CALLER_HEADERS).with(REPLAYED_FROM, &from);
         let (key, payload) = (letter.key.as_deref().unwrap_or_default(), letter.payload.as_deref().unwrap_or_default());
         let delivery = publisher.send(&settings.topic, key, payload, &headers).await?;
         done.published.push((letter, delivery));

@@ -17,6 +17,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Kafka header carrying the `X-Request-Id` of the HTTP request that published the message.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The [`Caller`]'s headers: a dead letter keeps them, and so does its replayed copy.
+pub const CALLER_HEADERS: [&str; 2] = [TRACEPARENT_HEADER, REQUEST_ID_HEADER];
 
 /// Who asked for a message, as far as the logs and traces care: sent as its headers.
 #[derive(Clone, Copy, Debug, Default)]

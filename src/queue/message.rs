@@ -27,6 +27,11 @@ impl Headers {
         self.get(key).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The values of `keys` this holds, as new headers.
+    pub fn kept(&self, keys: &[&str]) -> Self {
+        Self(self.0.iter().filter(|(k, _)| keys.contains(&k.as_str())).cloned().collect())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }

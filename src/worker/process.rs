@@ -26,7 +26,7 @@ use crate::cache::{ResultStore, StoreOutcome};
 use crate::domain::{Comparison, Failure, ProductId, Quote, Rates, TtlPolicy};
 use crate::fx::Fx;
 use crate::providers::PriceSources;
-use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER};
+use crate::queue::envelope::CALLER_HEADERS;
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
 use crate::settings::Settings;
 
@@ -335,13 +335,9 @@ impl Processor {
 fn dead_letter_headers(message: &Message, kind: &str, error: &str) -> Headers {
     let failed_at = OffsetDateTime::now_utc().format(&Rfc3339).expect("format now");
     // The caller's, kept for a replay (which keeps them too).
-    let mut headers = Headers::new();
-    for kept in [TRACEPARENT_HEADER, REQUEST_ID_HEADER] {
-        if let Some(value) = message.headers.get(kept) {
-            headers = headers.with(kept, value);
-        }
-    }
-    headers
+    message
+        .headers
+        .kept(&CALLER_HEADERS)
         .with("dlq.reason", kind)
         .with("dlq.error", error)
         .with("dlq.source.topic", &message.origin.topic)
