@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::cache::MemoryStore;
 use crate::mock::Mock;
+use crate::providers::LocalQuotas;
 use crate::queue::MemoryQueue;
 use crate::settings::Settings;
 use crate::worker::{self, Worker};
@@ -37,7 +38,9 @@ impl Standalone {
         let (queue, inbox) = MemoryQueue::new(&settings.kafka.topic, QUEUE_CAPACITY);
         let queue = Arc::new(queue);
         let state = AppState::with(settings, store.clone(), queue.clone());
-        let worker = Worker::with(settings, store, queue, Box::new(inbox))?;
+        // One process is the whole fleet: its quotas are kept here.
+        let quotas = Arc::new(LocalQuotas::default());
+        let worker = Worker::with(settings, store, quotas, queue, Box::new(inbox))?;
         Ok(Self { state, worker, mock })
     }
 

@@ -18,7 +18,9 @@
  *   the element itself: data-state = loading | complete | partial | failed | not_found,
  *                       data-cache = hit | miss (once known), data-transport = stream | fetch
  *   each quote:         an element with data-provider, data-price (as quoted), data-currency
- *                       and, when converted, data-base-price; the best offer also data-best
+ *                       and, when converted, data-base-price; the best offer also data-best;
+ *                       when the source names the offer's page (an http or https url), its
+ *                       source's name links to it (an <a> with data-offer-url)
  *   each failure:       an element with data-failed-provider and data-reason
  * Styles are scoped under `price-compare` and read the custom properties --pc-accent,
  * --pc-best-bg, --pc-muted, --pc-radius, so a shop can restyle it.
@@ -48,6 +50,7 @@ price-compare td { padding: 7px 8px; border-bottom: 1px solid #eaeef2; vertical-
 price-compare .pc-num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 price-compare tr[data-best] td { background: var(--pc-best-bg); font-weight: 600; }
 price-compare tr[data-best] td:first-child { box-shadow: inset 4px 0 0 var(--pc-accent); }
+price-compare td a { color: var(--pc-accent); text-decoration: underline; text-underline-offset: 2px; }
 price-compare .pc-badge { display: inline-block; margin-left: 8px; padding: 0 7px; border-radius: 999px;
   background: var(--pc-accent); color: #fff; font-size: .75em; font-weight: 600; vertical-align: 1px; }
 price-compare .pc-new td { animation: pc-arrive .6s ease-out; }
@@ -83,6 +86,18 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
     connect: "could not be reached",
     circuit_open: "paused after repeated failures",
     not_found: "does not sell this product",
+    rate_limited: "is busy; asked again shortly",
+    auth_failed: "could not be signed in to",
+  };
+
+  // The offer's page, if the quote names one we may link to (the server keeps only these).
+  const offerUrl = (url) => {
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+    } catch {
+      return null;
+    }
   };
 
   const STATES = ["complete", "partial", "failed", "not_found"];
@@ -392,7 +407,11 @@ price-compare .pc-sr { position: absolute; width: 1px; height: 1px; overflow: hi
             "data-best": isBest,
             class: q.provider === arrived ? "pc-new" : null,
           },
-          el("td", {}, q.provider, isBest ? el("span", { class: "pc-badge" }, "Best price") : null),
+          el("td", {},
+            q.url && offerUrl(q.url)
+              ? el("a", { href: offerUrl(q.url), "data-offer-url": offerUrl(q.url), rel: "nofollow noopener noreferrer", target: "_blank" }, q.provider)
+              : q.provider,
+            isBest ? el("span", { class: "pc-badge" }, "Best price") : null),
           el("td", { class: "pc-num" }, this.#money(q.price, q.currency)),
           el("td", { class: "pc-num" }, converted),
           el("td", { class: "pc-num" }, `${q.latency_ms} ms`));

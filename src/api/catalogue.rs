@@ -57,8 +57,8 @@ pub struct Page {
 }
 
 /// One product's entry in a [`Page`]. Only its schema is used: entries are written from the
-/// stored bytes (see [`page`]).
-#[allow(dead_code)]
+/// stored bytes (see [`page`]), so its size does not matter.
+#[allow(dead_code, clippy::large_enum_variant)]
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum PageEntry {

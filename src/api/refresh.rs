@@ -116,7 +116,7 @@ mod tests {
 
     fn stored(window: Duration, left: Duration) -> StoredResult {
         let now = OffsetDateTime::now_utc();
-        let policy = TtlPolicy { answered: window, failed: window, not_found: window };
+        let policy = TtlPolicy { answered: window, transient: window, failed: window, not_found: window };
         let computed_at = now - (window - left);
         let comparison =
             Comparison::aggregate(ProductId::parse("p").unwrap(), [], computed_at, &policy, &Default::default());

@@ -54,7 +54,8 @@ impl Connection {
                 .set_response_timeout(Some(settings.timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
-            let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(Error::Redis)?;
+            let manager = ConnectionManager::new_lazy_with_config(client, config)
+                .map_err(|source| Error::Redis { at: Self::address(settings), source })?;
             Ok(Connection::Single(manager))
         } else {
             let mut builder = ClusterClientBuilder::new(urls.iter().map(String::as_str))
@@ -69,6 +70,16 @@ impl Connection {
             let config =
                 ClusterConfig::new().set_connection_timeout(settings.timeout).set_response_timeout(settings.timeout);
             Ok(Connection::Cluster(client.get_pending_async_connection_with_config(config)))
+        }
+    }
+
+    /// Where Redis is, as errors name it: the configured URL, its password redacted (a
+    /// cluster: its first seed node, and how many there are).
+    pub fn address(settings: &RedisSettings) -> super::Address {
+        let urls = settings.urls();
+        match urls.len() {
+            1 => redact_url(urls[0]).into(),
+            n => format!("{} (a cluster, {n} seed nodes)", redact_url(urls[0])).into(),
         }
     }
 

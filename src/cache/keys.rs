@@ -8,8 +8,9 @@
 
 use crate::domain::ProductId;
 
-/// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`
-/// and the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`.
+/// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`,
+/// `{prefix}:quotes:{<id>}`, the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`,
+/// and a source's quota `{prefix}:quota:{<source>}`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
@@ -45,6 +46,18 @@ impl Keys {
         format!("{}:progress:{{{id}}}", self.prefix)
     }
 
+    /// Quotes that outlive their result (a result kept briefly for a failure that may pass),
+    /// for the next computation to reuse; each quote carries its own guarantee.
+    pub fn quotes(&self, id: &ProductId) -> String {
+        format!("{}:quotes:{{{id}}}", self.prefix)
+    }
+
+    /// A source's quota limiter (its GCRA arrival time), shared by the fleet. The source's name
+    /// (`[A-Za-z0-9_-]`, checked at load) is its hash tag.
+    pub fn quota(&self, source: &str) -> String {
+        format!("{}:quota:{{{source}}}", self.prefix)
+    }
+
     /// The pub/sub channel each progress event is announced on, with the event.
     pub fn progress_channel(&self, id: &ProductId) -> String {
         format!("{}:progress:{id}", self.prefix)
@@ -64,6 +77,8 @@ mod tests {
         assert_eq!(keys.ready_channel(&id), "pf:ready:sku-1");
         assert_eq!(keys.progress(&id), "pf:progress:{sku-1}");
         assert_eq!(keys.progress_channel(&id), "pf:progress:sku-1");
+        assert_eq!(keys.quotes(&id), "pf:quotes:{sku-1}");
+        assert_eq!(keys.quota("ebay"), "pf:quota:{ebay}");
     }
 
     /// Redis Cluster hashes only what is inside the first `{…}`: both keys hash the id alone.
@@ -79,5 +94,6 @@ mod tests {
         assert_eq!(tag(&keys.result(&id)), "A.b_c-9");
         assert_eq!(tag(&keys.pending(&id)), "A.b_c-9");
         assert_eq!(tag(&keys.progress(&id)), "A.b_c-9");
+        assert_eq!(tag(&keys.quotes(&id)), "A.b_c-9");
     }
 }

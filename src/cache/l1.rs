@@ -162,6 +162,7 @@ mod tests {
     fn stored(ttl_left: Duration) -> Entry {
         let policy = TtlPolicy {
             answered: Duration::from_secs(300),
+            transient: Duration::from_secs(300),
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(30),
         };

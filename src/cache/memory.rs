@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
+use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{Ready, Waiter};
 use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
@@ -38,6 +39,25 @@ impl Expiry<ProductId, StoredResult> for UntilExpiry {
         _: Option<Duration>,
     ) -> Option<Duration> {
         Some(value.expires.saturating_duration_since(now))
+    }
+}
+
+/// Quotes kept past their result's end (as stored: see `earlier`), until the last of them ends.
+#[derive(Clone)]
+struct Kept {
+    json: Bytes,
+    until: Instant,
+}
+
+struct UntilKeptEnds;
+
+impl Expiry<ProductId, Kept> for UntilKeptEnds {
+    fn expire_after_create(&self, _: &ProductId, kept: &Kept, now: Instant) -> Option<Duration> {
+        Some(kept.until.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(&self, _: &ProductId, kept: &Kept, now: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(kept.until.saturating_duration_since(now))
     }
 }
 
@@ -87,6 +107,7 @@ pub struct MemoryStore {
     /// Also the lock that makes lookup-or-claim and store atomic.
     pending: Mutex<Markers>,
     progress: Cache<ProductId, Arc<Log>>,
+    kept: Cache<ProductId, Kept>,
     /// The next progress id (`0-<n>`).
     progress_seq: AtomicU64,
     /// A stored result, and each progress event, is announced here directly.
@@ -99,6 +120,7 @@ impl MemoryStore {
             results: Cache::builder().max_capacity(max_entries).expire_after(UntilExpiry).build(),
             pending: Mutex::default(),
             progress: Cache::builder().max_capacity(max_entries).expire_after(UntilLogEnds).build(),
+            kept: Cache::builder().max_capacity(max_entries).expire_after(UntilKeptEnds).build(),
             progress_seq: AtomicU64::new(1),
             ready: Ready::default(),
         }
@@ -149,8 +171,11 @@ impl ResultStore for MemoryStore {
         })
     }
 
-    fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(async move { Ok(self.live_result(id).is_some()) })
+    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>> {
+        let now = Instant::now();
+        let kept = self.kept.get(id).filter(|k| k.until > now);
+        let earlier = Earlier::read(self.live_result(id).as_ref(), kept.as_ref().map(|k| &k.json[..]));
+        Box::pin(async move { Ok(earlier) })
     }
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
@@ -199,6 +224,16 @@ impl ResultStore for MemoryStore {
             let encoded = Bytes::from(StoredResult::encode(comparison));
             let stored = StoredResult::decode(encoded, SystemTime::now()).expect("what encode writes, decode reads");
             self.results.insert(id.clone(), stored);
+            match earlier::outliving(comparison) {
+                Some((json, until_ms)) => {
+                    let left = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
+                        .map_or(Duration::ZERO, |end| {
+                            (end - time::OffsetDateTime::now_utc()).try_into().unwrap_or_default()
+                        });
+                    self.kept.insert(id.clone(), Kept { json: Bytes::from(json), until: Instant::now() + left });
+                }
+                None => self.kept.invalidate(id),
+            }
             pending.live.remove(id);
             drop(pending);
             self.ready.announce(id);
@@ -266,6 +301,7 @@ mod tests {
         let store = MemoryStore::new(100);
         let policy = TtlPolicy {
             answered: Duration::from_secs(300),
+            transient: Duration::from_secs(300),
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(30),
         };
@@ -277,7 +313,7 @@ mod tests {
         let ttl = Duration::from_secs(30);
         assert!(store.claim_pending(&id(), "r", ttl).await.unwrap());
         assert!(!store.claim_pending(&id(), "s", ttl).await.unwrap());
-        let failure = Failure { provider: "a".into(), reason: FailureReason::Timeout, detail: "slow".into() };
+        let failure = Failure::new("a", FailureReason::Timeout, "slow");
         let failed =
             Comparison::aggregate(id(), [Err(failure)], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&failed, "r").await.unwrap(), StoreOutcome::Kept);
@@ -304,18 +340,19 @@ mod tests {
         store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
         let policy = TtlPolicy {
             answered: Duration::from_secs(300),
+            transient: Duration::from_secs(300),
             failed: Duration::from_secs(1),
             not_found: Duration::from_secs(1),
         };
         let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&failed, "a").await.unwrap(), StoreOutcome::Stored);
-        assert!(store.has_result(&id()).await.unwrap());
+        assert!(store.earlier(&id()).await.unwrap().has_result);
         let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap() else {
             panic!("expected a hit")
         };
         assert_eq!(hit.comparison().unwrap(), failed);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        assert!(!store.has_result(&id()).await.unwrap(), "expired with its TTL");
+        assert!(!store.earlier(&id()).await.unwrap().has_result, "expired with its TTL");
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
     }
 
@@ -325,13 +362,14 @@ mod tests {
         store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
         let policy = TtlPolicy {
             answered: Duration::from_secs(1),
+            transient: Duration::from_secs(1),
             failed: Duration::from_secs(1),
             not_found: Duration::from_secs(1),
         };
         let long_ago = time::OffsetDateTime::now_utc() - Duration::from_secs(5);
         let stale = Comparison::aggregate(id(), [], long_ago, &policy, &Default::default());
         assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
-        assert!(!store.has_result(&id()).await.unwrap());
+        assert!(!store.earlier(&id()).await.unwrap().has_result);
         assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
     }
 
@@ -340,11 +378,13 @@ mod tests {
         let store = MemoryStore::new(100);
         let short = TtlPolicy {
             answered: Duration::from_millis(300),
+            transient: Duration::from_millis(300),
             failed: Duration::from_millis(300),
             not_found: Duration::from_millis(300),
         };
         let long = TtlPolicy {
             answered: Duration::from_secs(60),
+            transient: Duration::from_secs(60),
             failed: Duration::from_secs(60),
             not_found: Duration::from_secs(60),
         };
@@ -352,7 +392,7 @@ mod tests {
         store.store(&Comparison::aggregate(id(), [], now, &short, &Default::default()), "a").await.unwrap();
         store.store(&Comparison::aggregate(id(), [], now, &long, &Default::default()), "b").await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(store.has_result(&id()).await.unwrap(), "kept until the newer deadline, not the older one");
+        assert!(store.earlier(&id()).await.unwrap().has_result, "kept until the newer deadline, not the older one");
     }
 
     #[tokio::test]

@@ -6,21 +6,25 @@
 //! computation's progress ([`Progress`]: one event per source, logged and announced).
 
 mod connection;
+mod earlier;
 mod flight;
 mod keys;
 mod l1;
 mod memory;
 mod progress;
+mod quota;
 mod ready;
 mod store;
 mod stored;
 
 pub use connection::Connection;
+pub use earlier::Earlier;
 pub use flight::Flights;
 pub use keys::Keys;
 pub use l1::{Entry, L1};
 pub use memory::MemoryStore;
 pub use progress::{MAX_EVENTS, Progress, ProgressId, ProgressKind};
+pub use quota::RedisQuotas;
 pub use ready::{Ready, Waiter, Wake};
 pub use store::{Lookup, Peek, RedisStore};
 pub use stored::{Malformed, StoredResult, etag_listed};
@@ -45,7 +49,9 @@ pub trait ResultStore: Send + Sync + 'static {
         pending_ttl: Duration,
     ) -> BoxFuture<'a, Result<Lookup, Error>>;
     fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>>;
-    fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>>;
+    /// What an earlier computation left: whether a result is stored, and its quotes (those
+    /// kept past a brief result's end too), for a new computation to reuse.
+    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>>;
     /// Claims the pending marker alone (a refresh: the result exists); true if this caller
     /// now owns it.
     fn claim_pending<'a>(
@@ -56,10 +62,11 @@ pub trait ResultStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<bool, Error>>;
     /// Releases the marker if `token` still owns it.
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
-    /// Writes the result to live until its `expires_at` (never longer), clears the marker and
-    /// the progress log, and announces it. If the guarantee has passed by the time the write
-    /// happens, or the result is `failed` and a better one is still there, writes nothing and
-    /// releases the marker if `token` still owns it.
+    /// Writes the result to live until its `expires_at` (never longer), keeps its quotes that
+    /// outlive it until their own end (see [`Earlier`]), clears the marker and the progress
+    /// log, and announces it. If the guarantee has passed by the time the write happens, or the
+    /// result is `failed` and a better one is still there, writes nothing and releases the
+    /// marker if `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
     /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
@@ -123,11 +130,12 @@ impl Error {
     /// timeout; the others are never a whole batch's, and keep only their message).
     pub fn duplicate(&self) -> Self {
         match self {
-            Error::Redis(e) => Error::Redis(e.clone()),
-            Error::Timeout(after) => Error::Timeout(*after),
-            other => {
-                Error::Redis(redis::RedisError::from((redis::ErrorKind::Client, "batch failed", other.to_string())))
-            }
+            Error::Redis { at, source } => Error::Redis { at: at.clone(), source: source.clone() },
+            Error::Timeout { at, after } => Error::Timeout { at: at.clone(), after: *after },
+            other => Error::Redis {
+                at: "?".into(),
+                source: redis::RedisError::from((redis::ErrorKind::Client, "batch failed", other.to_string())),
+            },
         }
     }
 }
@@ -144,12 +152,16 @@ pub enum StoreOutcome {
     Kept,
 }
 
+/// Where Redis is, as errors name it: the configured URL (or a cluster's first seed node),
+/// its password redacted.
+pub type Address = std::sync::Arc<str>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(transparent)]
-    Redis(redis::RedisError),
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
+    #[error("Redis at {at}: {source}")]
+    Redis { at: Address, source: redis::RedisError },
+    #[error("Redis at {at} did not answer within {after:?}")]
+    Timeout { at: Address, after: Duration },
     /// The Redis settings cannot work (a variable a URL needs is unset, a certificate file
     /// is unreadable): a configuration error.
     #[error("{0}")]
@@ -167,11 +179,11 @@ impl Error {
     /// it answered with an error (retrying the same thing will likely fail the same way).
     pub fn is_unreachable(&self) -> bool {
         match self {
-            Error::Timeout(_) => true,
+            Error::Timeout { .. } => true,
             // A cluster that lost a master, or is moving slots, is waited out the same way.
             // So is a server still loading its data, or one that lost its ACL users in a
             // restart: the infrastructure's trouble, not the request's.
-            Error::Redis(e) => {
+            Error::Redis { source: e, .. } => {
                 use redis::{ErrorKind, ServerErrorKind};
                 e.is_io_error()
                     || e.is_connection_refusal()

@@ -153,7 +153,7 @@ mod tests {
             r#"{"provider":"acme","price":"19.99","currency":"EUR","latency_ms":12}"#
         );
 
-        let failure = Failure { provider: "slow one".into(), reason: FailureReason::Timeout, detail: "a b c".into() };
+        let failure = Failure::new("slow one", FailureReason::Timeout, "a b c");
         let (kind, data) = Progress::encode(&Err(failure));
         let event = Progress::from_message(&Progress::message("7-0", kind, &data)).unwrap();
         assert_eq!((event.kind, event.provider.as_str()), (ProgressKind::Failure, "slow one"));

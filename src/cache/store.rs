@@ -15,6 +15,7 @@ use futures::future::BoxFuture;
 use redis::{AsyncCommands, Script};
 
 use super::connection::Connection;
+use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{self, Ready, Waiter};
 use super::stored::StoredResult;
@@ -77,8 +78,10 @@ return out";
 /// again. One script: a write that waited in a stalled Redis is judged when it runs. A `failed`
 /// result does not replace one that is not (a refresh whose sources all failed): 2.
 /// The progress log goes in every case: its computation is over.
-/// KEYS: result, pending, progress; ARGV: body, expires_at in ms since the epoch, token,
-/// channel, status.
+/// The quotes that outlive the result are kept beside it until their own end (`''` when none
+/// do: an older list goes).
+/// KEYS: result, pending, progress, quotes; ARGV: body, expires_at in ms since the epoch, token,
+/// channel, status, kept quotes, their end in ms since the epoch.
 const STORE_UNTIL: &str = r"
 redis.call('DEL', KEYS[3])
 local function release()
@@ -108,6 +111,11 @@ if ARGV[5] == 'failed' then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[6], 'PXAT', ARGV[7])
+else
+  redis.call('DEL', KEYS[4])
+end
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1";
@@ -143,6 +151,8 @@ pub struct RedisStore {
     subscribed: Arc<OnceLock<()>>,
     keys: Keys,
     timeout: Duration,
+    /// Where Redis is, for errors.
+    at: super::Address,
     lookup_or_claim: Script,
     lookup_or_claim_many: Script,
     release_if_owner: Script,
@@ -162,6 +172,7 @@ impl RedisStore {
             subscribed: Arc::default(),
             keys: Keys::new(settings.key_prefix.clone()),
             timeout: settings.timeout,
+            at: Connection::address(settings),
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             lookup_or_claim_many: Script::new(LOOKUP_OR_CLAIM_MANY),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
@@ -174,12 +185,17 @@ impl RedisStore {
         &self.keys
     }
 
+    /// The fleet's quota limiters, in this Redis.
+    pub fn quotas(&self) -> super::RedisQuotas {
+        super::RedisQuotas::new(self.conn.clone(), self.keys.clone(), self.timeout, self.at.clone())
+    }
+
     async fn bounded<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, Error> {
         // Reconnect back-off happens inside the manager; twice the per-call bound covers
         // one connect plus one response.
         match tokio::time::timeout(self.timeout * 2, op).await {
-            Ok(result) => result.map_err(Error::Redis),
-            Err(_) => Err(Error::Timeout(self.timeout * 2)),
+            Ok(result) => result.map_err(|source| Error::Redis { at: self.at.clone(), source }),
+            Err(_) => Err(Error::Timeout { at: self.at.clone(), after: self.timeout * 2 }),
         }
     }
 
@@ -195,7 +211,7 @@ impl RedisStore {
             Ok(())
         } else {
             let down = (redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown), "cluster_state is not ok");
-            Err(Error::Redis(down.into()))
+            Err(Error::Redis { at: self.at.clone(), source: down.into() })
         }
     }
 
@@ -317,11 +333,14 @@ impl RedisStore {
         for (group, answer) in groups.into_iter().zip(answers) {
             let answer = answer.and_then(|values| match values.len() == group.len() {
                 true => Ok(values),
-                false => Err(Error::Redis(redis::RedisError::from((
-                    redis::ErrorKind::Parse,
-                    "wrong number of answers",
-                    format!("{} for {} products", values.len(), group.len()),
-                )))),
+                false => Err(Error::Redis {
+                    at: self.at.clone(),
+                    source: redis::RedisError::from((
+                        redis::ErrorKind::Parse,
+                        "wrong number of answers",
+                        format!("{} for {} products", values.len(), group.len()),
+                    )),
+                }),
             });
             match answer {
                 Ok(values) => {
@@ -372,9 +391,22 @@ impl RedisStore {
         self.bounded(conn.del::<_, i64>(self.keys.result(id))).await.map(drop)
     }
 
-    pub async fn has_result(&self, id: &ProductId) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        self.bounded(conn.exists(self.keys.result(id))).await
+    /// The result and the quotes kept beside it, in one round trip (they share a hash slot).
+    pub async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error> {
+        let key = self.keys.result(id);
+        let mut pipe = redis::pipe();
+        pipe.get(&key).get(self.keys.quotes(id));
+        let (result, kept): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.bounded(pipe.query_async(&mut self.conn.clone())).await?;
+        let result = match result.map(|value| stored(key, value)).transpose() {
+            Ok(result) => result,
+            // The miss path deletes a corrupt result; here it is no result.
+            Err(e) => {
+                tracing::warn!(error = %e, "an earlier result is not readable; computing from scratch");
+                None
+            }
+        };
+        Ok(Earlier::read(result.as_ref(), kept.as_deref()))
     }
 
     /// Releases the marker if `token` still owns it.
@@ -392,15 +424,19 @@ impl RedisStore {
         let body = StoredResult::encode(comparison);
         let expires_at_ms = comparison.expires_at.unix_timestamp_nanos() / 1_000_000;
         let mut conn = self.conn.clone();
+        let (kept, kept_until_ms) = earlier::outliving(comparison).unwrap_or_default();
         let mut invocation = self.store_until.key(self.keys.result(id));
         invocation
             .key(self.keys.pending(id))
             .key(self.keys.progress(id))
+            .key(self.keys.quotes(id))
             .arg(body)
             .arg(expires_at_ms.to_string())
             .arg(token)
             .arg(self.keys.ready_channel(id))
-            .arg(comparison.status.as_str());
+            .arg(comparison.status.as_str())
+            .arg(kept)
+            .arg(kept_until_ms.to_string());
         match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
             1 => Ok(StoreOutcome::Stored),
             2 => Ok(StoreOutcome::Kept),
@@ -469,8 +505,8 @@ impl super::ResultStore for RedisStore {
         Box::pin(RedisStore::delete_result(self, id))
     }
 
-    fn has_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(RedisStore::has_result(self, id))
+    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>> {
+        Box::pin(RedisStore::earlier(self, id))
     }
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {

@@ -200,6 +200,7 @@ mod tests {
     fn comparison(status_ok: bool) -> Comparison {
         let policy = TtlPolicy {
             answered: Duration::from_secs(300),
+            transient: Duration::from_secs(300),
             failed: Duration::from_secs(30),
             not_found: Duration::from_secs(600),
         };

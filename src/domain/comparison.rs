@@ -5,9 +5,14 @@
 //! into the base currency where a rate is known ([`Rates`]); `quotes` are sorted by that
 //! `base_price` ascending (ties by provider name), the ones with none last; `best` is the
 //! cheapest quote with a `base_price`; `fx_missing` names the currencies that had no rate;
-//! `status` follows from how many sources answered, and `expires_at` is `computed_at` (when
-//! the quotes were gathered) plus the status's TTL. A result is never served after its
-//! `expires_at`.
+//! `status` follows from how many sources answered.
+//!
+//! Every quote carries its own guarantee (`expires_at`: when it was quoted plus
+//! `cache.ttl_secs`), so a quote can outlive the result it first appeared in and be reused by
+//! the next. A result's `expires_at` is the earliest of its quotes' (a result with no quote:
+//! `computed_at` plus the status's TTL), and no later than `computed_at` plus
+//! `cache.partial_ttl_secs` while a failure that may pass ([`Failure::is_transient`]) is in it.
+//! A result is never served after its `expires_at`.
 
 use std::time::Duration;
 
@@ -37,12 +42,43 @@ pub struct Quote {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
     #[schema(value_type = Option<String>, pattern = r"^[0-9]+(\.[0-9]+)?$", example = "0.92")]
     pub fx_rate: Option<Decimal>,
+    /// The source's own id of the offer (a listing), when its mapping names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "v1|110554|0")]
+    pub offer_id: Option<String>,
+    /// Where the offer can be bought: an `http` or `https` URL from the source, when its
+    /// mapping names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://www.ebay.de/itm/110554")]
+    pub url: Option<String>,
+    /// The end of this quote's own guarantee: when the source quoted it plus `cache.ttl_secs`.
+    /// Absent only in results stored before quotes had one (their result's `expires_at` holds).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl Quote {
-    /// A quote as a source gave it, not yet converted ([`Rates::convert`]).
+    /// A quote as a source gave it, not yet converted ([`Rates::convert`]) and with no
+    /// guarantee yet ([`Comparison::aggregate`] gives it one).
     pub fn new(provider: impl Into<String>, price: Decimal, currency: Currency, latency_ms: u64) -> Self {
-        Self { provider: provider.into(), price, currency, latency_ms, base_price: None, fx_rate: None }
+        Self {
+            provider: provider.into(),
+            price,
+            currency,
+            latency_ms,
+            base_price: None,
+            fx_rate: None,
+            offer_id: None,
+            url: None,
+            expires_at: None,
+        }
+    }
+
+    /// Whether it is still guaranteed at `now` with at least `margin` to spare. A quote with no
+    /// guarantee of its own (stored before quotes had one) is never reused.
+    pub fn guaranteed_beyond(&self, now: OffsetDateTime, margin: Duration) -> bool {
+        self.expires_at.is_some_and(|end| end - now > margin)
     }
 }
 
@@ -60,8 +96,15 @@ pub enum FailureReason {
     Connect,
     /// The source failed repeatedly and is being skipped for a cool-down.
     CircuitOpen,
-    /// The source answered that it does not sell the product (a status in its `not_found`).
+    /// The source answered that it does not sell the product (a status in its `not_found`, or
+    /// an offer list with no offer that matches).
     NotFound,
+    /// The source's quota: it answered 429 (or 503 with `Retry-After`), or the quota the
+    /// fleet keeps for it (`[providers.quota]`) had no turn within the call's budget.
+    RateLimited,
+    /// No credential for the source: its token endpoint failed, or the source refused a token
+    /// fresh from it.
+    AuthFailed,
 }
 
 impl FailureReason {
@@ -73,8 +116,22 @@ impl FailureReason {
             FailureReason::Connect => "connect",
             FailureReason::CircuitOpen => "circuit_open",
             FailureReason::NotFound => "not_found",
+            FailureReason::RateLimited => "rate_limited",
+            FailureReason::AuthFailed => "auth_failed",
         }
     }
+
+    /// Every reason, as `as_str` names them (metric labels, documentation).
+    pub const ALL: [FailureReason; 8] = [
+        FailureReason::Timeout,
+        FailureReason::HttpStatus,
+        FailureReason::InvalidResponse,
+        FailureReason::Connect,
+        FailureReason::CircuitOpen,
+        FailureReason::NotFound,
+        FailureReason::RateLimited,
+        FailureReason::AuthFailed,
+    ];
 }
 
 /// One source's failure, with a human-readable detail.
@@ -83,6 +140,32 @@ pub struct Failure {
     pub provider: String,
     pub reason: FailureReason,
     pub detail: String,
+    /// The status the source answered with, for `http_status` and `rate_limited`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = 503)]
+    pub http_status: Option<u16>,
+}
+
+impl Failure {
+    pub fn new(provider: impl Into<String>, reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self { provider: provider.into(), reason, detail: detail.into(), http_status: None }
+    }
+
+    /// Whether it may pass by itself soon: a timeout, a connection error, a 5xx, the source's
+    /// quota, its credentials, an open circuit. A result holding one is kept at most
+    /// `cache.partial_ttl_secs`. A 4xx, an answer we cannot read and "not sold here" are the
+    /// source's considered answer for this product, and are kept as long as the result.
+    pub fn is_transient(&self) -> bool {
+        match self.reason {
+            FailureReason::Timeout
+            | FailureReason::Connect
+            | FailureReason::RateLimited
+            | FailureReason::AuthFailed
+            | FailureReason::CircuitOpen => true,
+            FailureReason::HttpStatus => self.http_status.is_none_or(|status| status >= 500),
+            FailureReason::InvalidResponse | FailureReason::NotFound => false,
+        }
+    }
 }
 
 /// How many sources answered.
@@ -118,8 +201,10 @@ impl Status {
 /// How long a result is guaranteed, by status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TtlPolicy {
-    /// The price guarantee window for `complete` and `partial` results.
+    /// The price guarantee window of a quote (and so of `complete` and `partial` results).
     pub answered: Duration,
+    /// The longest a result holding a failure that may pass is kept.
+    pub transient: Duration,
     /// A `failed` result lives briefly, so the sources are asked again soon but not hammered.
     pub failed: Duration,
     /// A `not_found` result lives long, so unknown products stop costing calls.
@@ -168,6 +253,8 @@ pub struct Comparison {
 
 impl Comparison {
     /// Builds the comparison from every source's outcome, converting each quote with `fx`.
+    /// A quote without a guarantee of its own (one just quoted) gets `computed_at` plus
+    /// `ttl.answered`; one that has one (reused from an earlier result) keeps it.
     pub fn aggregate(
         product_id: ProductId,
         outcomes: impl IntoIterator<Item = Result<Quote, Failure>>,
@@ -180,6 +267,7 @@ impl Comparison {
             match outcome {
                 Ok(mut quote) => {
                     fx.convert(&mut quote);
+                    quote.expires_at.get_or_insert(computed_at + ttl.answered);
                     quotes.push(quote);
                 }
                 Err(failure) => failures.push(failure),
@@ -207,7 +295,13 @@ impl Comparison {
             (false, false) => Status::Complete,
             (false, true) => Status::Partial,
         };
-        let ttl = ttl.for_status(status);
+        let mut expires_at = match quotes.iter().filter_map(|q| q.expires_at).min() {
+            Some(oldest) => oldest,
+            None => computed_at + ttl.for_status(status),
+        };
+        if failures.iter().any(Failure::is_transient) {
+            expires_at = expires_at.min(computed_at + ttl.transient);
+        }
         Self {
             product_id,
             status,
@@ -217,7 +311,7 @@ impl Comparison {
             base_currency: Some(fx.base()),
             fx_missing,
             computed_at,
-            expires_at: computed_at + ttl,
+            expires_at,
         }
     }
 
@@ -246,17 +340,18 @@ mod tests {
     }
 
     fn failure(provider: &str) -> Result<Quote, Failure> {
-        Err(Failure { provider: provider.into(), reason: FailureReason::Timeout, detail: "2000 ms".into() })
+        Err(Failure::new(provider, FailureReason::Timeout, "2000 ms"))
     }
 
     const TTL: TtlPolicy = TtlPolicy {
         answered: Duration::from_secs(300),
+        transient: Duration::from_secs(20),
         failed: Duration::from_secs(30),
         not_found: Duration::from_secs(600),
     };
 
     fn not_found(provider: &str) -> Result<Quote, Failure> {
-        Err(Failure { provider: provider.into(), reason: FailureReason::NotFound, detail: "404 Not Found".into() })
+        Err(Failure::new(provider, FailureReason::NotFound, "404 Not Found"))
     }
 
     fn ttl_secs(c: &Comparison) -> i64 {
@@ -279,11 +374,55 @@ mod tests {
     }
 
     #[test]
-    fn some_failed_is_partial() {
+    fn some_failed_is_partial_and_kept_briefly_while_the_failure_may_pass() {
         let c = aggregate(vec![failure("x"), quote("a", "1.00")]);
         assert_eq!(c.status, Status::Partial);
         assert_eq!(c.failures.len(), 1);
-        assert_eq!(ttl_secs(&c), 300);
+        assert_eq!(ttl_secs(&c), 20, "a timeout may pass: kept for the transient TTL");
+        let quote_ends = c.quotes[0].expires_at.unwrap() - c.computed_at;
+        assert_eq!(quote_ends.whole_seconds(), 300, "the quote keeps its own guarantee");
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_shorten_a_result() {
+        let with = |reason, status: Option<u16>| {
+            let mut f = Failure::new("x", reason, "d");
+            f.http_status = status;
+            ttl_secs(&aggregate(vec![Err(f), quote("a", "1.00")]))
+        };
+        for (reason, status) in [
+            (FailureReason::Timeout, None),
+            (FailureReason::Connect, None),
+            (FailureReason::HttpStatus, Some(503)),
+            (FailureReason::RateLimited, Some(429)),
+            (FailureReason::AuthFailed, None),
+            (FailureReason::CircuitOpen, None),
+        ] {
+            assert_eq!(with(reason, status), 20, "{reason:?} {status:?}");
+        }
+        for (reason, status) in [
+            (FailureReason::HttpStatus, Some(400)),
+            (FailureReason::InvalidResponse, None),
+            (FailureReason::NotFound, None),
+        ] {
+            assert_eq!(with(reason, status), 300, "{reason:?} {status:?}");
+        }
+    }
+
+    #[test]
+    fn a_result_expires_with_its_oldest_quote() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let mut reused = quote("old", "2.00").unwrap();
+        reused.expires_at = Some(at + Duration::from_secs(120));
+        let c = aggregate(vec![Ok(reused), quote("new", "3.00")]);
+        assert_eq!((c.status, ttl_secs(&c)), (Status::Complete, 120));
+        let ends: Vec<_> = c.quotes.iter().map(|q| (q.expires_at.unwrap() - at).whole_seconds()).collect();
+        assert_eq!(ends, [120, 300], "each keeps its own");
+        assert!(c.quotes[0].guaranteed_beyond(at, Duration::from_secs(119)));
+        assert!(!c.quotes[0].guaranteed_beyond(at, Duration::from_secs(120)));
+        assert!(
+            !Quote::new("p", Decimal::ONE, Currency::parse("EUR").unwrap(), 1).guaranteed_beyond(at, Duration::ZERO)
+        );
     }
 
     #[test]
@@ -291,7 +430,10 @@ mod tests {
         let c = aggregate(vec![failure("x"), failure("y")]);
         assert_eq!(c.status, Status::Failed);
         assert!(c.best.is_none());
-        assert_eq!(ttl_secs(&c), 30);
+        assert_eq!(ttl_secs(&c), 20, "the shorter of failed_ttl and the transient TTL");
+        let mut bad = Failure::new("x", FailureReason::InvalidResponse, "garbage");
+        bad.http_status = None;
+        assert_eq!(ttl_secs(&aggregate(vec![Err(bad)])), 30, "failed_ttl");
     }
 
     #[test]
@@ -309,7 +451,7 @@ mod tests {
         let c = aggregate(vec![not_found("x"), quote("a", "3.00"), failure("t")]);
         assert_eq!(c.status, Status::Partial);
         let c = aggregate(vec![not_found("x"), failure("t")]);
-        assert_eq!((c.status, ttl_secs(&c)), (Status::Failed, 30));
+        assert_eq!((c.status, ttl_secs(&c)), (Status::Failed, 20), "failed, and the timeout may pass");
         let c = aggregate(vec![]);
         assert_eq!(c.status, Status::Failed, "no source at all");
     }
@@ -346,6 +488,11 @@ mod tests {
         assert_eq!(v["quotes"][0]["currency"], "EUR");
         assert_eq!(v["failures"][0]["reason"], "timeout");
         assert_eq!(v["computed_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["quotes"][0]["expires_at"], "2023-11-14T22:18:20Z");
+        assert!(
+            v["quotes"][0].get("url").is_none() && v["failures"][0].get("http_status").is_none(),
+            "absent, not null"
+        );
         assert_eq!((v["best"]["base_price"].as_str(), v["best"]["fx_rate"].as_str()), (Some("12.50"), Some("1")));
         assert_eq!((v["base_currency"].as_str(), v["fx_missing"].as_array().map(Vec::len)), (Some("EUR"), Some(0)));
         let back: Comparison = serde_json::from_value(v).unwrap();

@@ -8,12 +8,26 @@
 //!   from the query (`gtin`, `upc`, `sku`, `id`, `product_id`), else from a JSON body (`ids[0]`,
 //!   `id`, `product_id`), else from the last path segment (`…/prices/{id}`, or `products(upc={id})`),
 //!   so a real API's URL works with its host swapped for the mock's.
-//!   - 401 without the `require_header`, 404 for ids starting with `not_found_prefix`;
+//!   - 401 without the `require_header`, 404 for ids starting with `not_found_prefix` (the
+//!     `ebay` shape: 200 with no listings, as eBay answers);
+//!   - with `[mock.providers.auth]`, 401 without a bearer token it issued and that has not
+//!     expired (`token_ttl_secs`); with `[mock.providers.quota]`, 429 with `Retry-After` past
+//!     its rate;
 //!   - faults as configured: latency ± jitter, `error_rate` (503), `hang_rate` (no answer
 //!     until the client gives up).
+//!   - The `ebay` shape lists several offers, in relevance order and not by price: a used one
+//!     cheapest, then new ones; the cheapest new one in the source's currency is [`price_for`],
+//!     and one in a dearer currency is nominally cheaper but not once converted. `limit` in the
+//!     query keeps the first `limit`.
+//! - `POST /{provider}/…/token` (with `[mock.providers.auth]`): an OAuth 2.0 token endpoint,
+//!   for the client credentials grant (HTTP Basic or in the form) with the configured
+//!   credentials, or the JWT bearer grant with an assertion signed by the configured service
+//!   account's key (`iss` its `client_email`, `aud` its `token_uri`).
+//! - `DELETE /_tokens/{provider}`: forgets every token it issued (as a source that revokes
+//!   them), so the next call with one is answered 401.
 //! - `GET /fx/eurofxref-daily.xml`: [`ECB_RATES`] in the ECB's daily reference-rates format,
 //!   dated today, for `fx.url`.
-//! - `GET /_stats`: calls per provider and per product. Per-product counts are kept for at
+//! - `GET /_stats`: calls per provider and per product, token requests and 429s per provider. Per-product counts are kept for at
 //!   most [`STATS_MAX_PRODUCTS`] products per provider, each until it is idle for
 //!   [`STATS_IDLE`], so a long run does not grow without limit.
 //! - `PUT /_faults/{provider}`: change any of `latency_ms`, `jitter_ms`, `error_rate`,
@@ -39,7 +53,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Currency, ProductId};
-use crate::settings::{MockProviderSettings, MockShape, PriceUnit};
+use crate::providers::{Gcra, Turn};
+use crate::settings::{MockAuthSettings, MockProviderSettings, MockShape, PriceUnit, QuotaSettings};
 
 /// Largest latency or jitter accepted, so delays stay meaningful and arithmetic cannot overflow.
 pub const MAX_DELAY_MS: u64 = 60_000;
@@ -95,6 +110,44 @@ struct FaultsPatch {
     hang_rate: Option<f64>,
 }
 
+/// A mock source's token endpoint and the tokens it issued.
+struct Issuer {
+    client: Option<(String, String)>,
+    /// The service account whose assertions it takes: its key, `client_email` and `token_uri`.
+    service_account: Option<(jsonwebtoken::DecodingKey, String, String)>,
+    ttl: Duration,
+    /// Tokens issued and not yet expired.
+    tokens: moka::sync::Cache<String, ()>,
+    requests: AtomicU64,
+}
+
+/// A mock source's own rate limit.
+struct Limit {
+    gcra: Gcra,
+    retry_after_secs: u64,
+    epoch: std::time::Instant,
+    tat: Mutex<Option<u64>>,
+    refused: AtomicU64,
+}
+
+impl Limit {
+    /// Whether a call now is within the limit (a turn is taken if so).
+    fn admit(&self) -> bool {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        let mut tat = self.tat.lock().expect("limit lock");
+        match self.gcra.take(*tat, now, 0) {
+            (Turn::Go(_), next) => {
+                *tat = next;
+                true
+            }
+            (Turn::Refused(_), _) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
 struct Provider {
     currency: Currency,
     shape: MockShape,
@@ -102,6 +155,8 @@ struct Provider {
     /// (lower-case name, value)
     require_header: Option<(String, String)>,
     not_found_prefix: Option<String>,
+    issuer: Option<Issuer>,
+    limit: Option<Limit>,
     faults: Mutex<Faults>,
     calls: AtomicU64,
     /// Bounded: see the module doc.
@@ -144,6 +199,14 @@ impl Mock {
             };
             let by_product =
                 moka::sync::Cache::builder().max_capacity(STATS_MAX_PRODUCTS).time_to_idle(STATS_IDLE).build();
+            let issuer = p.auth.as_ref().map(issuer).transpose().map_err(invalid)?;
+            let limit = p.quota.map(|q| Limit {
+                gcra: Gcra::of(&QuotaSettings { per_second: q.per_second, burst: q.burst }),
+                retry_after_secs: q.retry_after_secs,
+                epoch: std::time::Instant::now(),
+                tat: Mutex::new(None),
+                refused: AtomicU64::new(0),
+            });
             let provider = Provider {
                 currency: p.currency,
                 shape: p.shape,
@@ -154,6 +217,8 @@ impl Mock {
                 }),
                 require_header,
                 not_found_prefix: p.not_found_prefix.clone(),
+                issuer,
+                limit,
                 faults: Mutex::new(faults),
                 calls: AtomicU64::new(0),
                 by_product,
@@ -170,6 +235,7 @@ impl Mock {
             .route("/{provider}/{*rest}", any(price))
             .route("/_stats", get(stats))
             .route("/_faults/{provider}", put(set_faults))
+            .route("/_tokens/{provider}", axum::routing::delete(revoke_tokens))
             .with_state(MockState { providers: self.providers.clone(), shutdown })
     }
 }
@@ -248,12 +314,19 @@ async fn price(
     State(state): State<MockState>,
     Path((provider, rest)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let Some(p) = state.providers.get(&provider) else {
         return problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?}"));
     };
+    if let Some(issuer) = &p.issuer
+        && method == axum::http::Method::POST
+        && rest.ends_with("token")
+    {
+        return issue_token(issuer, &headers, &body);
+    }
     let Some(raw) = requested_id(&query, &body, &rest) else {
         return problem(StatusCode::BAD_REQUEST, "no product id in the query, the body or the path");
     };
@@ -267,7 +340,26 @@ async fn price(
     {
         return problem(StatusCode::UNAUTHORIZED, format!("missing or wrong {name} header"));
     }
+    if let Some(issuer) = &p.issuer {
+        let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !token.is_some_and(|t| issuer.tokens.contains_key(t)) {
+            return problem(StatusCode::UNAUTHORIZED, "no valid bearer token");
+        }
+    }
+    if let Some(limit) = &p.limit
+        && !limit.admit()
+    {
+        let mut answer = problem(StatusCode::TOO_MANY_REQUESTS, "over the quota");
+        if limit.retry_after_secs > 0 {
+            answer.headers_mut().insert("retry-after", limit.retry_after_secs.into());
+        }
+        return answer;
+    }
     if p.not_found_prefix.as_deref().is_some_and(|prefix| product.as_str().starts_with(prefix)) {
+        if p.shape == MockShape::Ebay {
+            return Json(json!({"href": format!("search?gtin={product}"), "total": 0, "limit": 50, "offset": 0}))
+                .into_response();
+        }
         return problem(StatusCode::NOT_FOUND, format!("{provider} does not sell {product}"));
     }
     let faults = *p.faults.lock().expect("faults lock");
@@ -283,7 +375,104 @@ async fn price(
     if roll < faults.error_rate {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "simulated outage");
     }
-    Json(answer(p, &product, price_for(&provider, product.as_str(), p.currency))).into_response()
+    let limit = query.get("limit").and_then(|l| l.parse::<usize>().ok());
+    Json(answer(p, &provider, &product, limit)).into_response()
+}
+
+/// A service account's key, as the mock's `key_file` holds it.
+#[derive(Deserialize)]
+struct ServiceAccountKey {
+    client_email: String,
+    private_key: String,
+    token_uri: String,
+}
+
+fn issuer(auth: &MockAuthSettings) -> Result<Issuer, String> {
+    let client = match (&auth.client_id, &auth.client_secret) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        _ => return Err("auth: client_id and client_secret go together".into()),
+    };
+    let service_account = match &auth.key_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| format!("auth.key_file {path:?}: {e}"))?;
+            let key: ServiceAccountKey =
+                serde_json::from_slice(&text).map_err(|e| format!("auth.key_file {path:?}: {e}"))?;
+            let private = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
+                .map_err(|e| format!("auth.key_file {path:?}: {e}"))?;
+            let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&private, jsonwebtoken::Algorithm::RS256)
+                .map_err(|e| format!("auth.key_file {path:?}: {e}"))?;
+            let public =
+                jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| format!("auth.key_file {path:?}: {e}"))?;
+            Some((public, key.client_email, key.token_uri))
+        }
+    };
+    if client.is_none() && service_account.is_none() {
+        return Err("auth: set client_id and client_secret, or key_file".into());
+    }
+    let ttl = Duration::from_secs(auth.token_ttl_secs.clamp(1, 86_400));
+    Ok(Issuer {
+        client,
+        service_account,
+        ttl,
+        tokens: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+        requests: AtomicU64::new(0),
+    })
+}
+
+/// The token endpoint (RFC 6749 §4.4 and RFC 7523), answering as RFC 6749 §5 says.
+fn issue_token(issuer: &Issuer, headers: &HeaderMap, body: &[u8]) -> Response {
+    use base64::Engine as _;
+    issuer.requests.fetch_add(1, Ordering::Relaxed);
+    let refuse = |status: StatusCode, error: &str| (status, Json(json!({"error": error}))).into_response();
+    let Ok(form) = serde_urlencoded::from_bytes::<HashMap<String, String>>(body) else {
+        return refuse(StatusCode::BAD_REQUEST, "invalid_request");
+    };
+    let granted = match form.get("grant_type").map(String::as_str) {
+        Some("client_credentials") => {
+            let basic = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Basic "))
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|pair| pair.split_once(':').map(|(id, secret)| (id.to_owned(), secret.to_owned())));
+            let posted = form.get("client_id").cloned().zip(form.get("client_secret").cloned());
+            let presented = basic.or(posted);
+            issuer.client.is_some() && presented == issuer.client
+        }
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
+            let Some((key, email, token_uri)) = &issuer.service_account else {
+                return refuse(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+            };
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+            validation.set_audience(&[token_uri]);
+            validation.set_issuer(&[email]);
+            let assertion = form.get("assertion").map(String::as_str).unwrap_or_default();
+            match jsonwebtoken::decode::<serde_json::Value>(assertion, key, &validation) {
+                Ok(_) => true,
+                Err(_) => return refuse(StatusCode::BAD_REQUEST, "invalid_grant"),
+            }
+        }
+        _ => return refuse(StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+    };
+    if !granted {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    issuer.tokens.insert(token.clone(), ());
+    Json(json!({"access_token": token, "expires_in": issuer.ttl.as_secs(), "token_type": "Bearer"})).into_response()
+}
+
+async fn revoke_tokens(State(state): State<MockState>, Path(provider): Path<String>) -> Response {
+    match state.providers.get(&provider).and_then(|p| p.issuer.as_ref()) {
+        Some(issuer) => {
+            issuer.tokens.invalidate_all();
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => problem(StatusCode::NOT_FOUND, format!("no provider named {provider:?} with auth")),
+    }
 }
 
 /// The product a request asks about; see the module doc.
@@ -306,14 +495,20 @@ fn requested_id(query: &HashMap<String, String>, body: &[u8], path: &str) -> Opt
     }
 }
 
-/// The quote in the provider's shape and unit.
-fn answer(p: &Provider, product: &ProductId, price: Decimal) -> serde_json::Value {
-    let currency = p.currency.as_str();
-    let text = match p.unit {
+/// A price as the provider writes it, in its unit.
+fn amount(p: &Provider, price: Decimal) -> String {
+    match p.unit {
         PriceUnit::Whole => price.to_string(),
         PriceUnit::Cents => (price * Decimal::from(100)).normalize().to_string(),
         PriceUnit::Micros => (price * Decimal::from(1_000_000)).normalize().to_string(),
-    };
+    }
+}
+
+/// The quote in the provider's shape and unit; `limit` keeps the first listings of a search.
+fn answer(p: &Provider, provider: &str, product: &ProductId, limit: Option<usize>) -> serde_json::Value {
+    let currency = p.currency.as_str();
+    let price = price_for(provider, product.as_str(), p.currency);
+    let text = amount(p, price);
     // A JSON number from the exact text: serde_json keeps its shortest form.
     let number = || text.parse::<f64>().map(|n| json!(n)).expect("a price is a number");
     let id = product.as_str();
@@ -322,10 +517,11 @@ fn answer(p: &Provider, product: &ProductId, price: Decimal) -> serde_json::Valu
             json!({"product_id": id, "price": number(), "currency": currency})
         }
         MockShape::Flat => json!({"product_id": id, "price": text, "currency": currency}),
-        MockShape::Ebay => json!({
-            "total": 1,
-            "itemSummaries": [{"gtin": id, "title": format!("Product {id}"), "price": {"value": text, "currency": currency}}]
-        }),
+        MockShape::Ebay => {
+            let mut items = listings(p, provider, product);
+            items.truncate(limit.unwrap_or(usize::MAX).max(1));
+            json!({"total": items.len(), "itemSummaries": items})
+        }
         MockShape::Merchant => json!({
             "name": format!("accounts/1/products/{id}"),
             "productAttributes": {"gtin": [id], "title": format!("Product {id}"), "price": {"amountMicros": text, "currencyCode": currency}}
@@ -334,6 +530,41 @@ fn answer(p: &Provider, product: &ProductId, price: Decimal) -> serde_json::Valu
             json!({"from": 1, "to": 1, "total": 1, "products": [{"sku": id, "upc": id, "salePrice": number()}]})
         }
     }
+}
+
+/// An eBay search's listings for `product`, in relevance order (see the module doc): the
+/// cheapest new one in the source's currency is [`price_for`].
+fn listings(p: &Provider, provider: &str, product: &ProductId) -> Vec<serde_json::Value> {
+    let id = product.as_str();
+    let price = price_for(provider, id, p.currency);
+    let dp = p.currency.minor_units().unwrap_or(2);
+    let times = |price: Decimal, per_cent: i64| {
+        (price * Decimal::new(per_cent, 2))
+            .round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    };
+    let seq = (xxhash_rust::xxh3::xxh3_64(format!("{provider}/{id}").as_bytes()) % 1_000_000_000) as u64;
+    let listing = |n: u64, condition: &str, price: Decimal, currency: Currency| {
+        let item = seq * 10 + n;
+        json!({
+            "itemId": format!("v1|{item}|0"),
+            "title": format!("Product {id}"),
+            "gtin": id,
+            "condition": condition,
+            "conditionId": if condition == "NEW" { "1000" } else { "3000" },
+            "itemWebUrl": format!("https://www.ebay.example/itm/{item}"),
+            "price": {"value": amount(p, price), "currency": currency.as_str()},
+        })
+    };
+    let mut items =
+        vec![listing(1, "USED", times(price, 80), p.currency), listing(2, "NEW", times(price, 110), p.currency)];
+    // Worth more than the source's currency: nominally cheaper, dearer once converted.
+    let gbp = Currency::parse("GBP").expect("GBP is ISO 4217");
+    if p.currency != gbp {
+        let in_gbp = price_for(provider, id, gbp);
+        items.push(listing(3, "NEW", (in_gbp * Decimal::new(105, 2)).round_dp(2), gbp));
+    }
+    items.push(listing(4, "NEW", price, p.currency));
+    items
 }
 
 async fn wait_or_shutdown(wait: impl Future<Output = ()>, shutdown: &CancellationToken) {
@@ -348,7 +579,13 @@ async fn stats(State(state): State<MockState>) -> Response {
     for (name, p) in state.providers.iter() {
         let by_product: BTreeMap<String, u64> =
             p.by_product.iter().map(|(product, n)| ((*product).clone(), n.load(Ordering::Relaxed))).collect();
-        providers.insert(name.clone(), json!({"calls": p.calls.load(Ordering::Relaxed), "by_product": by_product}));
+        let tokens = p.issuer.as_ref().map_or(0, |i| i.requests.load(Ordering::Relaxed));
+        let rate_limited = p.limit.as_ref().map_or(0, |l| l.refused.load(Ordering::Relaxed));
+        providers.insert(
+            name.clone(),
+            json!({"calls": p.calls.load(Ordering::Relaxed), "by_product": by_product,
+                "token_requests": tokens, "rate_limited": rate_limited}),
+        );
     }
     Json(json!({ "providers": providers })).into_response()
 }

@@ -2,41 +2,65 @@
 //! bulkhead, a bounded retry and a circuit breaker, and the concurrent fan-out over all.
 //! How a source is asked is its [`Request`] (method, URL, headers, body, with `${NAME}`
 //! read from the environment at build time); how its answer is read, its [`Mapping`]
-//! (JSON Pointers, price unit, default currency, not-found statuses).
+//! (JSON Pointers, offer lists, price unit, default currency, not-found statuses); its
+//! credentials, an [`Auth`] that renews itself; its quota, a limiter the fleet shares
+//! ([`Quotas`]).
 //!
-//! A status the source lists as `not_found` is an answer ("not sold here"): it is never
-//! retried and never counts against the breaker.
+//! One call: a bulkhead slot, the breaker's permit, a token (`[providers.auth]`), a turn
+//! (the source's own pause after a `Retry-After`, then the fleet's quota), the request. A 401
+//! with a token renews it and repeats the call once.
 //!
-//! Invariant: [`PriceSources::fan_out`] returns one outcome per source and never takes
+//! What a failure says about the source's health decides whether it counts against its
+//! breaker: a timeout, a connection error or a 5xx does; an answer about this product (a 4xx,
+//! `not_found`, `invalid_response`) or about our pace (`rate_limited`) does not, nor does a
+//! failure before the source was called (`auth_failed`, a quota with no turn in time). So
+//! unknown products or a quota cannot take a source away from everybody.
+//!
+//! A `429`, or a `503` with `Retry-After`, is `rate_limited`: its `Retry-After` (seconds or an
+//! HTTP date; 1 s when absent, at most [`MAX_PAUSE`]) pauses every call to the source from this
+//! consumer, and from the whole fleet when the source has a quota (the pause is kept in its
+//! limiter).
+//!
+//! Invariant: [`PriceSources::fan_out`] returns one outcome per source asked and never takes
 //! longer than `consumer.provider_timeout_ms` (plus scheduling): retries, waits for a
-//! bulkhead slot and back-offs all spend the same per-source budget, never extend it. A slow,
-//! failing or hanging source becomes a [`Failure`] and does not hold up the others.
+//! bulkhead slot, a token or a turn, and back-offs all spend the same per-source budget, never
+//! extend it. A slow, failing or hanging source becomes a [`Failure`] and does not hold up the
+//! others.
 
+mod auth;
 mod breaker;
+mod quota;
 mod request;
 mod response;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::join_all;
 use reqwest::StatusCode;
-use rust_decimal::Decimal;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+pub use auth::{Auth, AuthError, FAILURE_HOLD};
 pub use breaker::{Breaker, Permit};
+pub use quota::{Gcra, LocalQuotas, Quotas, Turn, Unavailable};
 pub use request::{ConfigError, Request};
-pub use response::Mapping;
+pub use response::{Mapping, Offer, Unread};
 
-use crate::domain::{Currency, Failure, FailureReason, ProductId, Quote};
-use crate::settings::ProviderSettings;
+use crate::domain::{Failure, FailureReason, ProductId, Quote, Rates};
+use crate::settings::{ProviderSettings, QuotaSettings};
 
 /// Largest response body read from a price API.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// A retry is only worth starting with at least this much budget left.
+/// The longest a source's `Retry-After` pauses it.
+pub const MAX_PAUSE: Duration = Duration::from_secs(3600);
+/// The pause after a 429 that gives no `Retry-After`.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+/// A call (or a retry) is only worth starting with at least this much budget left.
 const MIN_ATTEMPT: Duration = Duration::from_millis(20);
+/// A turn (quota or pause) is only worth waiting for if it leaves the call at least this share
+/// of the budget (a quarter).
+const CALL_SHARE: u32 = 4;
 
 /// Why the sources cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,12 +77,36 @@ struct AttemptError {
     reason: FailureReason,
     detail: String,
     retryable: bool,
+    http_status: Option<u16>,
+    /// The source asked for no calls for this long (`Retry-After`).
+    pause: Option<Duration>,
+    /// Whether the source was called (a failure before the call says nothing of its health).
+    called: bool,
 }
 
 impl AttemptError {
     fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
         let retryable = matches!(reason, FailureReason::Timeout | FailureReason::Connect);
-        Self { reason, detail: detail.into(), retryable }
+        Self { reason, detail: detail.into(), retryable, http_status: None, pause: None, called: true }
+    }
+
+    /// A failure before the source was called.
+    fn before_call(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self { called: false, ..Self::new(reason, detail) }
+    }
+
+    fn status(reason: FailureReason, status: StatusCode, detail: impl Into<String>) -> Self {
+        Self { http_status: Some(status.as_u16()), ..Self::new(reason, detail) }
+    }
+
+    /// What it says about the source's health, for its breaker: `None` if it says nothing.
+    fn healthy(&self) -> Option<bool> {
+        if !self.called {
+            return None;
+        }
+        let failing = matches!(self.reason, FailureReason::Timeout | FailureReason::Connect)
+            || (self.reason == FailureReason::HttpStatus && self.http_status.is_some_and(|s| s >= 500));
+        Some(!failing)
     }
 }
 
@@ -69,8 +117,18 @@ struct Source {
     attempt_timeout: Option<Duration>,
     retries: u32,
     retry_backoff: Duration,
-    bulkhead: Semaphore,
+    bulkhead: tokio::sync::Semaphore,
     breaker: Breaker,
+    auth: Option<Arc<Auth>>,
+    quota: Option<QuotaSettings>,
+    /// No call before this (the source's `Retry-After`), from this consumer.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Source {
+    fn paused_until(&self) -> Option<Instant> {
+        *self.paused_until.lock().expect("pause lock")
+    }
 }
 
 /// Every configured price API, sharing one connection pool.
@@ -79,10 +137,12 @@ pub struct PriceSources {
     sources: Arc<Vec<Source>>,
     http: reqwest::Client,
     timeout: Duration,
+    quotas: Arc<dyn Quotas>,
 }
 
 impl PriceSources {
-    /// The sources, with `${NAME}` read from the process environment.
+    /// The sources, with `${NAME}` read from the process environment; quotas kept by this
+    /// process alone until [`Self::with_quotas`] shares them.
     pub fn new(providers: &[ProviderSettings], timeout: Duration) -> Result<Self, BuildError> {
         Self::with_env(providers, timeout, &|name| std::env::var(name).ok())
     }
@@ -102,20 +162,34 @@ impl PriceSources {
             .build()?;
         let sources = providers
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
+                let label = ProviderSettings::label(i, &p.name);
+                let auth =
+                    p.auth.as_ref().map(|a| Auth::new(&p.name, &label, a, http.clone(), timeout, env)).transpose()?;
                 Ok(Source {
                     name: p.name.clone(),
-                    request: Request::new(p, env)?,
+                    request: Request::new(p, &label, env)?,
                     mapping: Mapping::new(p.response()),
                     attempt_timeout: p.attempt_timeout,
                     retries: p.retries,
                     retry_backoff: p.retry_backoff,
-                    bulkhead: Semaphore::new(p.max_concurrency),
+                    bulkhead: tokio::sync::Semaphore::new(p.max_concurrency),
                     breaker: Breaker::new(p.breaker_failures, p.breaker_cooldown),
+                    auth,
+                    quota: p.quota,
+                    paused_until: Mutex::new(None),
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Self { sources: Arc::new(sources), http, timeout })
+        Ok(Self { sources: Arc::new(sources), http, timeout, quotas: Arc::new(LocalQuotas::default()) })
+    }
+
+    /// Keeps the sources' quotas (and the pauses their `Retry-After`s ask for) in `quotas`,
+    /// shared with every consumer that uses the same.
+    pub fn with_quotas(mut self, quotas: Arc<dyn Quotas>) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -126,19 +200,28 @@ impl PriceSources {
         self.sources.is_empty()
     }
 
-    /// Asks every source at once; one outcome per source, in configuration order.
-    pub async fn fan_out(&self, id: &ProductId) -> Vec<Result<Quote, Failure>> {
-        self.fan_out_reporting(id, |_| {}).await
+    /// The sources' names, in configuration order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(|s| s.name.as_str())
     }
 
-    /// [`PriceSources::fan_out`], handing each outcome to `report` the moment it is known.
-    pub async fn fan_out_reporting(
+    /// Asks every source at once; one outcome per source, in configuration order. A list of
+    /// offers is compared in the base currency of `rates`.
+    pub async fn fan_out(&self, id: &ProductId, rates: &Rates) -> Vec<Result<Quote, Failure>> {
+        self.fan_out_to(id, rates, |_| true, |_| {}).await
+    }
+
+    /// Asks the sources `ask` names at once, handing each outcome to `report` the moment it
+    /// is known; one outcome per source asked, in configuration order.
+    pub async fn fan_out_to(
         &self,
         id: &ProductId,
+        rates: &Rates,
+        ask: impl Fn(&str) -> bool,
         report: impl Fn(&Result<Quote, Failure>),
     ) -> Vec<Result<Quote, Failure>> {
         let report = &report;
-        join_all(self.sources.iter().map(|source| {
+        join_all(self.sources.iter().filter(|source| ask(&source.name)).map(|source| {
             let span = tracing::info_span!(
                 "provider_call",
                 otel.kind = "client",
@@ -148,7 +231,7 @@ impl PriceSources {
                 latency_ms = tracing::field::Empty,
             );
             async move {
-                let outcome = self.ask(source, id).await;
+                let outcome = self.ask(source, id, rates).await;
                 report(&outcome);
                 outcome
             }
@@ -157,9 +240,10 @@ impl PriceSources {
         .await
     }
 
-    async fn ask(&self, source: &Source, id: &ProductId) -> Result<Quote, Failure> {
+    async fn ask(&self, source: &Source, id: &ProductId, rates: &Rates) -> Result<Quote, Failure> {
         let started = Instant::now();
-        let outcome = self.ask_within(source, id, started + self.timeout).await;
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
+        let outcome = self.ask_within(source, id, rates, deadline).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         let provider = source.name.clone();
         let result = match &outcome {
@@ -176,13 +260,18 @@ impl PriceSources {
         let open = source.breaker.is_open(Instant::now());
         metrics::gauge!("pricefront_circuit_open", "provider" => provider).set(if open { 1.0 } else { 0.0 });
         match outcome {
-            Ok((price, currency)) => {
-                tracing::debug!(latency_ms, %price, "quote");
-                Ok(Quote::new(source.name.clone(), price, currency, latency_ms))
+            Ok(offer) => {
+                tracing::debug!(latency_ms, price = %offer.price, "quote");
+                let mut quote = Quote::new(source.name.clone(), offer.price, offer.currency, latency_ms);
+                quote.offer_id = offer.offer_id;
+                quote.url = offer.url;
+                Ok(quote)
             }
             Err(e) => {
-                tracing::info!(latency_ms, reason = ?e.reason, detail = %e.detail, "provider failed");
-                Err(Failure { provider: source.name.clone(), reason: e.reason, detail: e.detail })
+                tracing::info!(latency_ms, reason = e.reason.as_str(), detail = %e.detail, "provider failed");
+                let mut failure = Failure::new(source.name.clone(), e.reason, e.detail);
+                failure.http_status = e.http_status;
+                Err(failure)
             }
         }
     }
@@ -192,16 +281,18 @@ impl PriceSources {
         &self,
         source: &Source,
         id: &ProductId,
-        deadline: Instant,
-    ) -> Result<(Decimal, Currency), AttemptError> {
+        rates: &Rates,
+        deadline: tokio::time::Instant,
+    ) -> Result<Offer, AttemptError> {
         let budget_ms = self.timeout.as_millis();
-        let no_slot = || AttemptError::new(FailureReason::Timeout, format!("no free call slot within {budget_ms} ms"));
-        let _slot = tokio::time::timeout_at(deadline.into(), source.bulkhead.acquire())
+        let no_slot =
+            || AttemptError::before_call(FailureReason::Timeout, format!("no free call slot within {budget_ms} ms"));
+        let _slot = tokio::time::timeout_at(deadline, source.bulkhead.acquire())
             .await
             .map_err(|_| no_slot())?
             .expect("bulkhead is never closed");
         // A slot freed at the very end of the budget is no use: don't send a doomed call.
-        if deadline.saturating_duration_since(Instant::now()) < MIN_ATTEMPT {
+        if deadline.saturating_duration_since(tokio::time::Instant::now()) < MIN_ATTEMPT {
             return Err(no_slot());
         }
         let mut backoff = ExponentialBuilder::default()
@@ -213,28 +304,28 @@ impl PriceSources {
         loop {
             if source.breaker.try_acquire(Instant::now()) == Permit::Refused {
                 let detail = "skipped: circuit open after repeated failures";
-                return Err(AttemptError::new(FailureReason::CircuitOpen, detail));
+                return Err(AttemptError::before_call(FailureReason::CircuitOpen, detail));
             }
             attempts += 1;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let attempt_budget = source.attempt_timeout.map_or(left, |t| t.min(left));
-            let outcome = match tokio::time::timeout(attempt_budget, self.call(source, id)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(AttemptError::new(
-                    FailureReason::Timeout,
-                    format!("no answer within {} ms", attempt_budget.as_millis()),
-                )),
+            let outcome = self.attempt(source, id, rates, deadline).await;
+            let healthy = match &outcome {
+                Ok(_) => Some(true),
+                Err(e) => e.healthy(),
             };
-            // "Not sold here" is a healthy answer.
-            let answered = outcome.is_ok() || outcome.as_ref().is_err_and(|e| e.reason == FailureReason::NotFound);
-            if source.breaker.record(answered, Instant::now()) {
+            if let Some(healthy) = healthy
+                && source.breaker.record(healthy, Instant::now())
+            {
                 tracing::warn!(provider = %source.name, "circuit opened");
             }
             let mut error = match outcome {
-                Ok(body) => return Ok(body),
+                Ok(offer) => return Ok(offer),
                 Err(e) => e,
             };
-            let delay = backoff.next().filter(|d| Instant::now() + *d + MIN_ATTEMPT < deadline);
+            if let Some(pause) = error.pause {
+                self.pause(source, pause).await;
+            }
+            let now = tokio::time::Instant::now();
+            let delay = backoff.next().filter(|d| now + *d + MIN_ATTEMPT < deadline);
             match delay {
                 Some(delay) if error.retryable => {
                     tracing::debug!(attempt = attempts, reason = ?error.reason, delay_ms = delay.as_millis() as u64, "retrying");
@@ -250,14 +341,146 @@ impl PriceSources {
         }
     }
 
-    async fn call(&self, source: &Source, id: &ProductId) -> Result<(Decimal, Currency), AttemptError> {
-        let mut response = source.request.build(&self.http, id).send().await.map_err(classify)?;
+    /// One attempt: a token, a turn, the call; a 401 with a token renews it and calls once more.
+    async fn attempt(
+        &self,
+        source: &Source,
+        id: &ProductId,
+        rates: &Rates,
+        deadline: tokio::time::Instant,
+    ) -> Result<Offer, AttemptError> {
+        let mut renewed = false;
+        loop {
+            let token = match &source.auth {
+                Some(auth) => Some(
+                    auth.token(deadline)
+                        .await
+                        .map_err(|e| AttemptError::before_call(FailureReason::AuthFailed, e.0))?,
+                ),
+                None => None,
+            };
+            self.turn(source, deadline).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let budget = source.attempt_timeout.map_or(left, |t| t.min(left));
+            let outcome = match tokio::time::timeout(budget, self.call(source, id, rates, token.as_deref())).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(AttemptError::new(
+                    FailureReason::Timeout,
+                    format!("no answer within {} ms", budget.as_millis()),
+                )),
+            };
+            match (outcome, &token, &source.auth) {
+                (Err(e), Some(token), Some(auth)) if e.http_status == Some(401) => {
+                    auth.refused(token);
+                    if renewed {
+                        return Err(AttemptError {
+                            reason: FailureReason::AuthFailed,
+                            detail: "the source refused a token fresh from its token endpoint: 401 Unauthorized".into(),
+                            ..e
+                        });
+                    }
+                    tracing::info!(provider = %source.name, "the source refused its token; renewing it");
+                    renewed = true;
+                }
+                (outcome, _, _) => return outcome,
+            }
+        }
+    }
+
+    /// Waits for this source's turn: its pause (`Retry-After`), then its quota; refused
+    /// (`rate_limited`) when the turn would leave the call less than a quarter of the budget
+    /// ([`CALL_SHARE`]).
+    async fn turn(&self, source: &Source, deadline: tokio::time::Instant) -> Result<(), AttemptError> {
+        let reserve = (self.timeout / CALL_SHARE).max(MIN_ATTEMPT);
+        let latest = deadline.checked_sub(reserve).unwrap_or(deadline);
+        let started = tokio::time::Instant::now();
+        if let Some(until) = source.paused_until().map(tokio::time::Instant::from_std)
+            && until > started
+        {
+            if until > latest {
+                let left = until - started;
+                let detail = format!("paused by the source's Retry-After for {} ms more", left.as_millis());
+                return Err(AttemptError::before_call(FailureReason::RateLimited, detail));
+            }
+            tokio::time::sleep_until(until).await;
+        }
+        let Some(quota) = &source.quota else { return Ok(()) };
+        let max_wait = latest.saturating_duration_since(tokio::time::Instant::now());
+        let turn = self.quotas.take(&source.name, quota, max_wait).await;
+        match turn {
+            Ok(Turn::Go(wait)) => {
+                tokio::time::sleep(wait).await;
+                metrics::histogram!("pricefront_provider_quota_wait_seconds", "provider" => source.name.clone())
+                    .record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Turn::Refused(next)) => Err(AttemptError::before_call(
+                FailureReason::RateLimited,
+                format!("the quota's next turn is in {} ms, past this call's budget", next.as_millis()),
+            )),
+            Err(e) => Err(AttemptError::before_call(FailureReason::RateLimited, e.to_string())),
+        }
+    }
+
+    /// Stops calls to `source` for `pause` (its `Retry-After`): from this consumer, and from the
+    /// fleet when the source has a quota.
+    async fn pause(&self, source: &Source, pause: Duration) {
+        let pause = pause.min(MAX_PAUSE);
+        let until = Instant::now() + pause;
+        let extended = {
+            let mut paused = source.paused_until.lock().expect("pause lock");
+            let extended = paused.is_none_or(|current| current < until);
+            if extended {
+                *paused = Some(until);
+            }
+            extended
+        };
+        if !extended {
+            return;
+        }
+        tracing::warn!(provider = %source.name, pause_ms = pause.as_millis() as u64, "the source asked for fewer calls (429 or Retry-After); pausing calls to it");
+        metrics::counter!("pricefront_provider_pauses_total", "provider" => source.name.clone()).increment(1);
+        if let Some(quota) = &source.quota
+            && let Err(e) = self.quotas.pause(&source.name, quota, pause).await
+        {
+            tracing::warn!(provider = %source.name, error = %e, "cannot pause the fleet's calls; this consumer pauses alone");
+        }
+    }
+
+    async fn call(
+        &self,
+        source: &Source,
+        id: &ProductId,
+        rates: &Rates,
+        token: Option<&auth::Token>,
+    ) -> Result<Offer, AttemptError> {
+        let mut request = source.request.build(&self.http, id);
+        if let Some(token) = token {
+            request = request.header(reqwest::header::AUTHORIZATION, token.header());
+        }
+        let mut response = request.send().await.map_err(classify)?;
         let status = response.status();
         if source.mapping.is_not_found(status) {
-            return Err(AttemptError::new(FailureReason::NotFound, status.to_string()));
+            return Err(AttemptError::status(FailureReason::NotFound, status, status.to_string()));
+        }
+        let retry_after = retry_after(response.headers(), SystemTime::now());
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || (status == StatusCode::SERVICE_UNAVAILABLE && retry_after.is_some())
+        {
+            let pause = retry_after.unwrap_or(DEFAULT_PAUSE);
+            let detail = match retry_after {
+                Some(after) => format!("{status}, Retry-After {} s", after.as_secs_f64().ceil() as u64),
+                None => status.to_string(),
+            };
+            // Worth another attempt if the pause ends within the budget (the turn waits it out).
+            return Err(AttemptError {
+                retryable: true,
+                pause: Some(pause),
+                ..AttemptError::status(FailureReason::RateLimited, status, detail)
+            });
         }
         if !status.is_success() {
-            let mut e = AttemptError::new(FailureReason::HttpStatus, status.to_string());
+            let mut e = AttemptError::status(FailureReason::HttpStatus, status, status.to_string());
             e.retryable = matches!(
                 status,
                 StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
@@ -270,17 +493,51 @@ impl PriceSources {
             return Err(too_big());
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+        // An answer that breaks off is the connection's fault, not the source's content.
+        while let Some(chunk) = response.chunk().await.map_err(broke_off)? {
             if bytes.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(too_big());
             }
             bytes.extend_from_slice(&chunk);
         }
         let invalid = |detail: String| AttemptError::new(FailureReason::InvalidResponse, detail);
-        let answer: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| invalid(format!("body is not JSON: {e}")))?;
-        source.mapping.read(&answer, id).map_err(invalid)
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("body is not JSON (line {}, column {})", e.line(), e.column())))?;
+        source.mapping.read(&answer, id, rates).map_err(|unread| match unread {
+            Unread::Invalid(detail) => invalid(detail),
+            Unread::NoOffer(detail) => AttemptError::new(FailureReason::NotFound, detail),
+        })
     }
+}
+
+/// How long `Retry-After` (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) asks to wait, seen
+/// at `now`; `None` without a readable one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(text.parse::<u64>().unwrap_or(u64::MAX).min(MAX_PAUSE.as_secs())));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A body that broke off: a timeout, or the connection's failure.
+fn broke_off(e: reqwest::Error) -> AttemptError {
+    let e = e.without_url();
+    let reason = if e.is_timeout() { FailureReason::Timeout } else { FailureReason::Connect };
+    AttemptError::new(reason, format!("the answer broke off: {}", chain(&e)))
+}
+
+/// An error and its causes, `: `-separated (a reqwest error's Display omits its cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
 }
 
 fn classify(e: reqwest::Error) -> AttemptError {
@@ -293,13 +550,55 @@ fn classify(e: reqwest::Error) -> AttemptError {
     } else {
         FailureReason::InvalidResponse
     };
-    // The Display of a reqwest error omits its cause; the cause says what went wrong.
-    let mut detail = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
+    AttemptError::new(reason, chain(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let after = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            retry_after(&headers, now)
+        };
+        assert_eq!(after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(after(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(after("99999999999999999999999"), Some(MAX_PAUSE));
+        // Wed, 21 Oct 2015 07:28:00 GMT is 1445412480.
+        assert_eq!(after("Wed, 21 Oct 2015 07:28:30 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(after("Wed, 21 Oct 2015 07:27:00 GMT"), Some(Duration::ZERO), "a date passed: no wait");
+        assert_eq!(after("-1"), None);
+        assert_eq!(after("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
-    AttemptError::new(reason, detail)
+
+    #[test]
+    fn only_failures_that_say_a_source_is_unwell_count_against_its_breaker() {
+        let failing = |reason, status: Option<u16>| {
+            let mut e = AttemptError::new(reason, "d");
+            e.http_status = status;
+            e.healthy()
+        };
+        assert_eq!(failing(FailureReason::Timeout, None), Some(false));
+        assert_eq!(failing(FailureReason::Connect, None), Some(false));
+        assert_eq!(failing(FailureReason::HttpStatus, Some(500)), Some(false));
+        for (reason, status) in [
+            (FailureReason::HttpStatus, Some(400)),
+            (FailureReason::HttpStatus, Some(404)),
+            (FailureReason::NotFound, Some(404)),
+            (FailureReason::NotFound, None),
+            (FailureReason::InvalidResponse, None),
+            (FailureReason::RateLimited, Some(429)),
+            (FailureReason::AuthFailed, Some(401)),
+        ] {
+            assert_eq!(failing(reason, status), Some(true), "{reason:?} {status:?}");
+        }
+        assert_eq!(AttemptError::before_call(FailureReason::AuthFailed, "token endpoint down").healthy(), None);
+        assert_eq!(AttemptError::before_call(FailureReason::RateLimited, "no turn").healthy(), None);
+    }
 }

@@ -19,14 +19,19 @@ use crate::settings::{HttpMethod, ProviderSettings, template};
 /// Everything but RFC 3986's unreserved characters is escaped.
 const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
-/// A source's configuration the process cannot run with.
+/// A source's configuration the process cannot run with. `provider` is its label,
+/// `providers[1] (ebay)`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("providers.{provider}: {field} needs environment variable {variable}, which is not set")]
+    #[error("{provider}: {field} needs environment variable {variable}, which is not set")]
     Unset { provider: String, field: &'static str, variable: String },
     // The value is not shown: it may be a credential.
-    #[error("providers.{provider}: header {header} is not a valid header value once its variables are filled in")]
+    #[error("{provider}: header {header} is not a valid header value once its variables are filled in")]
     HeaderValue { provider: String, header: String },
+    /// A credential cannot be made from what is configured (an unreadable key file, a key
+    /// that is not an RSA private key). The detail never holds the secret.
+    #[error("{provider}: auth: {detail}")]
+    Auth { provider: String, detail: String },
 }
 
 /// A source's request, with its variables resolved. URL and body are kept as the pieces
@@ -39,22 +44,21 @@ pub struct Request {
 }
 
 impl Request {
-    /// Resolves the templates of `provider` with `env` (the process environment in production).
-    pub fn new(provider: &ProviderSettings, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let resolve = |field: &'static str, text: &str| {
-            template::expand(text, env).map_err(|unset| ConfigError::Unset {
-                provider: provider.name.clone(),
-                field,
-                variable: unset.0,
-            })
-        };
+    /// Resolves the templates of `provider` (named `label` in errors) with `env` (the process
+    /// environment in production).
+    pub fn new(
+        provider: &ProviderSettings,
+        label: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let resolve = |field: &'static str, text: &str| resolve(label, field, text, env);
         let pieces = |field: &'static str, text: &str| -> Result<Vec<String>, ConfigError> {
             text.split("{product_id}").map(|piece| resolve(field, piece)).collect()
         };
         let mut headers = HeaderMap::new();
         for (name, value) in &provider.headers {
             let value = resolve("headers", value)?;
-            let invalid = || ConfigError::HeaderValue { provider: provider.name.clone(), header: name.clone() };
+            let invalid = || ConfigError::HeaderValue { provider: label.to_owned(), header: name.clone() };
             let mut value = HeaderValue::from_str(&value).map_err(|_| invalid())?;
             value.set_sensitive(true);
             // Names were checked when the settings were loaded.
@@ -91,6 +95,20 @@ impl Request {
     }
 }
 
+/// `text` with its `${NAME}`s filled in from `env`; an unset one is a [`ConfigError::Unset`].
+pub fn resolve(
+    label: &str,
+    field: &'static str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    template::expand(text, env).map_err(|unset| ConfigError::Unset {
+        provider: label.to_owned(),
+        field,
+        variable: unset.0,
+    })
+}
+
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
@@ -120,7 +138,7 @@ mod tests {
         p.method = HttpMethod::Post;
         p.body = Some(r#"{"ids": ["{product_id}"]}"#.into());
         p.headers.insert("Authorization".into(), "Bearer ${TOKEN}".into());
-        let request = Request::new(&p, &env).unwrap();
+        let request = Request::new(&p, "providers[0] (p)", &env).unwrap();
         let built = request.build(&reqwest::Client::new(), &ProductId::parse("a.b_c-1").unwrap()).build().unwrap();
         assert_eq!(built.url().as_str(), "https://api.example.com/q?id=a.b_c-1&key=s3cret");
         assert_eq!(built.method(), reqwest::Method::POST);
@@ -137,7 +155,11 @@ mod tests {
         p.body = Some("{product_id}".into());
         p.headers.insert("Content-Type".into(), "text/plain".into());
         let odd = |_: &str| Some("x{product_id}y".to_owned());
-        let built = Request::new(&p, &odd).unwrap().build(&reqwest::Client::new(), &id_of("p1")).build().unwrap();
+        let built = Request::new(&p, "providers[0] (p)", &odd)
+            .unwrap()
+            .build(&reqwest::Client::new(), &id_of("p1"))
+            .build()
+            .unwrap();
         assert_eq!(built.url().as_str(), "https://h/p1?k=x{product_id}y");
         assert_eq!(built.headers().get_all("content-type").iter().collect::<Vec<_>>(), ["text/plain"]);
     }
@@ -149,7 +171,7 @@ mod tests {
     #[test]
     fn a_missing_variable_names_itself_and_the_provider() {
         let p = provider("https://api.example.com/{product_id}?key=${NOPE}");
-        let err = Request::new(&p, &env).unwrap_err().to_string();
-        assert_eq!(err, "providers.p: url needs environment variable NOPE, which is not set");
+        let err = Request::new(&p, "providers[0] (p)", &env).unwrap_err().to_string();
+        assert_eq!(err, "providers[0] (p): url needs environment variable NOPE, which is not set");
     }
 }

@@ -4,6 +4,12 @@
 //! Every way an answer can be wrong (no price, null, zero or negative, not a number, beyond
 //! the plausibility cap, an unknown currency, another product) is a detail naming the
 //! pointer, which the caller reports as `invalid_response`.
+//!
+//! An answer that is a list of offers (`items`, a search's listings) is read offer by offer:
+//! offers that do not `match`, or are about another product, do not count, nor do offers
+//! whose price cannot be read when another can. Of the rest, `select` picks the quote: the
+//! cheapest once converted into the base currency, or the first. No offer at all is
+//! `not_found`; only unreadable ones, `invalid_response`.
 
 use std::str::FromStr;
 
@@ -11,11 +17,33 @@ use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::domain::{Currency, ProductId};
-use crate::settings::{PriceUnit, ResponseSettings};
+use crate::domain::{Currency, ProductId, Rates};
+use crate::settings::{PriceUnit, ResponseSettings, Select};
 
 /// Prices above this are treated as a broken source, not a quote.
 const MAX_PRICE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// The longest offer id kept; a longer one is dropped (the quote stands).
+pub const MAX_OFFER_ID: usize = 128;
+/// The longest offer URL kept; a longer one is dropped (the quote stands).
+pub const MAX_OFFER_URL: usize = 2048;
+
+/// What a source offers for a product: one quote's worth, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub price: Decimal,
+    pub currency: Currency,
+    pub offer_id: Option<String>,
+    pub url: Option<String>,
+}
+
+/// Why an answer gives no quote.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// The source says, in its way, that it has no offer for the product (`not_found`).
+    NoOffer(String),
+    /// The answer is not what the mapping expects (`invalid_response`); the detail names where.
+    Invalid(String),
+}
 
 /// Where one source keeps what we need in its answer.
 #[derive(Clone, Debug)]
@@ -31,30 +59,82 @@ impl Mapping {
         self.0.not_found.contains(&status.as_u16())
     }
 
-    /// The quote in `answer` for `id`, or what is wrong with it.
-    pub fn read(&self, answer: &Value, id: &ProductId) -> Result<(Decimal, Currency), String> {
+    /// The offer in `answer` for `id`; among a list's, the one `select` picks, compared in the
+    /// base currency of `rates`.
+    pub fn read(&self, answer: &Value, id: &ProductId, rates: &Rates) -> Result<Offer, Unread> {
+        let Some(items) = &self.0.items else {
+            return self.read_one(answer, id).map_err(Unread::Invalid);
+        };
+        let list = match answer.pointer(items) {
+            None | Some(Value::Null) => return Err(Unread::NoOffer(format!("no offers at {items}"))),
+            Some(Value::Array(list)) if list.is_empty() => {
+                return Err(Unread::NoOffer(format!("no offers at {items}")));
+            }
+            Some(Value::Array(list)) => list,
+            Some(_) => return Err(Unread::Invalid(format!("offers at {items} are not a list"))),
+        };
+        let mut unreadable = None;
+        let mut offers = list.iter().enumerate().filter(|(_, item)| self.matches(item)).filter_map(|(i, item)| {
+            match self.read_one(item, id) {
+                Ok(offer) => Some(offer),
+                // Another product in a search's results is not an offer for this one.
+                Err(e) if e.starts_with(ANOTHER_PRODUCT) => None,
+                Err(e) => {
+                    unreadable.get_or_insert_with(|| format!("offer {i} at {items}: {e}"));
+                    None
+                }
+            }
+        });
+        let chosen = match self.0.select {
+            Select::First => offers.next(),
+            // Ties keep the source's order. Offers in a currency without a rate come last.
+            Select::Cheapest => offers.min_by_key(|o| {
+                let base = rates.rate(o.currency).map(|rate| o.price * rate);
+                (base.is_none(), base, o.price)
+            }),
+        };
+        match (chosen, unreadable) {
+            (Some(offer), _) => Ok(offer),
+            (None, Some(error)) => Err(Unread::Invalid(error)),
+            (None, None) => Err(Unread::NoOffer(format!("none of the {} offers at {items} matches", list.len()))),
+        }
+    }
+
+    /// Whether `item` has every `match` value.
+    fn matches(&self, item: &Value) -> bool {
+        self.0.matches.iter().all(|(pointer, wanted)| item.pointer(pointer) == Some(wanted))
+    }
+
+    /// The offer in `answer` (a whole answer, or one item of a list).
+    fn read_one(&self, answer: &Value, id: &ProductId) -> Result<Offer, String> {
         let m = &self.0;
         if let Some(pointer) = &m.product_id {
             match answer.pointer(pointer) {
                 Some(Value::String(found)) if found == id.as_str() => {}
                 Some(Value::Number(found)) if found.to_string() == id.as_str() => {}
                 Some(Value::Null) | None => return Err(format!("no product id at {pointer}")),
-                Some(other) => return Err(format!("answered for product {other} (at {pointer})")),
+                Some(_) => return Err(format!("{ANOTHER_PRODUCT} (at {pointer})")),
             }
         }
         let price = self.price(answer)?;
         let currency = match m.currency.as_deref().map(|p| (p, answer.pointer(p))) {
-            Some((pointer, Some(Value::String(code)))) => {
-                Currency::parse(code).map_err(|_| format!("currency {code:?} at {pointer} is not an ISO 4217 code"))?
-            }
+            Some((pointer, Some(Value::String(code)))) => Currency::parse(code)
+                .map_err(|_| format!("currency {:?} at {pointer} is not an ISO 4217 code", excerpt(code)))?,
             Some((pointer, Some(found))) if !found.is_null() => {
-                return Err(format!("currency at {pointer} is not a string: {found}"));
+                return Err(format!("currency at {pointer} is not a string"));
             }
             Some((pointer, _)) => m.default_currency.ok_or_else(|| format!("no currency at {pointer}"))?,
             // Settings refuse a mapping with neither.
             None => m.default_currency.ok_or("no currency pointer and no default currency")?,
         };
-        Ok((price, currency))
+        let offer_id = m.offer_id.as_deref().and_then(|p| answer.pointer(p)).and_then(|v| match v {
+            Value::String(text) => Some(text.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        let offer_id = offer_id.filter(|id| id.len() <= MAX_OFFER_ID && !id.chars().any(char::is_control));
+        let url = m.offer_url.as_deref().and_then(|p| answer.pointer(p)).and_then(Value::as_str).and_then(web_url);
+        Ok(Offer { price, currency, offer_id, url })
     }
 
     fn price(&self, answer: &Value) -> Result<Decimal, String> {
@@ -65,26 +145,47 @@ impl Mapping {
             // serde_json holds a fractional number as an f64: its shortest text is the number
             // as written for up to 15 significant digits, which covers prices.
             Some(Value::Number(n)) => n.to_string(),
-            Some(other) => return Err(format!("price at {pointer} is not a number: {other}")),
+            Some(_) => return Err(format!("price at {pointer} is not a number")),
         };
         // Digits, one sign, one point, an exponent: nothing else (Decimal would take "1_000").
+        let shown = excerpt(&raw);
         if !raw.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
-            return Err(format!("price {raw:?} at {pointer} is not a number"));
+            return Err(format!("price {shown:?} at {pointer} is not a number"));
         }
         let amount = Decimal::from_str(&raw)
             .or_else(|_| Decimal::from_scientific(&raw))
-            .map_err(|_| format!("price {raw:?} at {pointer} is not a number"))?;
+            .map_err(|_| format!("price {shown:?} at {pointer} is not a number"))?;
         let price = match self.0.price_unit {
             PriceUnit::Whole => Some(amount),
             PriceUnit::Cents => shift(amount, 2),
             PriceUnit::Micros => shift(amount, 6),
         }
-        .ok_or_else(|| format!("price {raw:?} at {pointer} is out of range"))?;
+        .ok_or_else(|| format!("price {shown:?} at {pointer} is out of range"))?;
         if price <= Decimal::ZERO || price > MAX_PRICE {
             return Err(format!("implausible price {price} at {pointer}"));
         }
         Ok(price)
     }
+}
+
+/// How [`Mapping::read_one`]'s detail starts when the offer is about another product.
+const ANOTHER_PRODUCT: &str = "answered for another product";
+
+/// A source's text in a detail: at most 32 characters of it.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(32) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// `text` if it is an `http` or `https` URL of a sane length.
+fn web_url(text: &str) -> Option<String> {
+    if text.len() > MAX_OFFER_URL {
+        return None;
+    }
+    let url = reqwest::Url::parse(text).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
 }
 
 /// `amount / 10^places`, exactly, shown with at least two decimals and no trailing zeros
@@ -112,6 +213,25 @@ mod tests {
         ProductId::parse("sku-1").unwrap()
     }
 
+    fn rates() -> Rates {
+        let gbp = (Currency::parse("GBP").unwrap(), Decimal::new(117, 2));
+        Rates::new(Currency::parse("EUR").unwrap(), [gbp].into()).unwrap()
+    }
+
+    /// `read`, with what is wrong as text.
+    trait Read {
+        fn get(&self, answer: &Value, id: &ProductId) -> Result<(Decimal, Currency), String>;
+    }
+
+    impl Read for Mapping {
+        fn get(&self, answer: &Value, id: &ProductId) -> Result<(Decimal, Currency), String> {
+            match self.read(answer, id, &rates()) {
+                Ok(offer) => Ok((offer.price, offer.currency)),
+                Err(Unread::Invalid(e) | Unread::NoOffer(e)) => Err(e),
+            }
+        }
+    }
+
     #[test]
     fn ebay_style_search_with_a_decimal_string() {
         let m = mapping(json!({
@@ -119,9 +239,9 @@ mod tests {
             "product_id": "/itemSummaries/0/gtin"
         }));
         let answer = json!({"itemSummaries": [{"gtin": "sku-1", "price": {"value": "12.50", "currency": "EUR"}}]});
-        assert_eq!(m.read(&answer, &id()).unwrap(), (Decimal::new(1250, 2), Currency::parse("EUR").unwrap()));
+        assert_eq!(m.get(&answer, &id()).unwrap(), (Decimal::new(1250, 2), Currency::parse("EUR").unwrap()));
         let other = json!({"itemSummaries": [{"gtin": "sku-2", "price": {"value": "1", "currency": "EUR"}}]});
-        assert!(m.read(&other, &id()).unwrap_err().contains("/itemSummaries/0/gtin"));
+        assert!(m.get(&other, &id()).unwrap_err().contains("/itemSummaries/0/gtin"));
     }
 
     #[test]
@@ -131,29 +251,29 @@ mod tests {
             "currency": "/productAttributes/price/currencyCode", "price_unit": "micros"
         }));
         let answer = json!({"productAttributes": {"price": {"amountMicros": "12340000", "currencyCode": "USD"}}});
-        let (price, currency) = m.read(&answer, &id()).unwrap();
+        let (price, currency) = m.get(&answer, &id()).unwrap();
         assert_eq!((price.to_string(), currency.to_string()), ("12.34".into(), "USD".into()));
         let odd = json!({"productAttributes": {"price": {"amountMicros": "1", "currencyCode": "USD"}}});
-        assert_eq!(m.read(&odd, &id()).unwrap().0.to_string(), "0.000001");
+        assert_eq!(m.get(&odd, &id()).unwrap().0.to_string(), "0.000001");
     }
 
     #[test]
     fn bestbuy_style_number_with_a_default_currency_and_cents() {
         let m = mapping(json!({"price": "/products/0/salePrice", "default_currency": "USD"}));
         let answer = json!({"products": [{"sku": 1, "salePrice": 199.99}]});
-        assert_eq!(m.read(&answer, &id()).unwrap(), (Decimal::new(19999, 2), Currency::parse("USD").unwrap()));
+        assert_eq!(m.get(&answer, &id()).unwrap(), (Decimal::new(19999, 2), Currency::parse("USD").unwrap()));
         let cents = mapping(json!({"price": "/p", "default_currency": "EUR", "price_unit": "cents"}));
-        assert_eq!(cents.read(&json!({"p": 1250}), &id()).unwrap().0.to_string(), "12.50");
+        assert_eq!(cents.get(&json!({"p": 1250}), &id()).unwrap().0.to_string(), "12.50");
     }
 
     #[test]
     fn a_currency_pointer_that_finds_nothing_falls_back_to_the_default() {
         let m = mapping(json!({"price": "/p", "currency": "/c", "default_currency": "GBP"}));
-        assert_eq!(m.read(&json!({"p": "3"}), &id()).unwrap().1.to_string(), "GBP");
-        assert_eq!(m.read(&json!({"p": "3", "c": null}), &id()).unwrap().1.to_string(), "GBP");
-        assert!(m.read(&json!({"p": "3", "c": "euro"}), &id()).unwrap_err().contains("/c"));
+        assert_eq!(m.get(&json!({"p": "3"}), &id()).unwrap().1.to_string(), "GBP");
+        assert_eq!(m.get(&json!({"p": "3", "c": null}), &id()).unwrap().1.to_string(), "GBP");
+        assert!(m.get(&json!({"p": "3", "c": "euro"}), &id()).unwrap_err().contains("/c"));
         let strict = mapping(json!({"price": "/p", "currency": "/c"}));
-        assert_eq!(strict.read(&json!({"p": "3"}), &id()).unwrap_err(), "no currency at /c");
+        assert_eq!(strict.get(&json!({"p": "3"}), &id()).unwrap_err(), "no currency at /c");
     }
 
     #[test]
@@ -172,18 +292,90 @@ mod tests {
             json!({"p": "1e-4294967295"}),
             json!({"p": "9e99999"}),
         ] {
-            let err = m.read(&bad, &id()).unwrap_err();
+            let err = m.get(&bad, &id()).unwrap_err();
             assert!(err.contains("at /p"), "{bad}: {err}");
         }
-        assert_eq!(m.read(&json!({"p": "1e2"}), &id()).unwrap().0, Decimal::new(100, 0));
+        assert_eq!(m.get(&json!({"p": "1e2"}), &id()).unwrap().0, Decimal::new(100, 0));
     }
 
     #[test]
     fn not_found_statuses() {
         let m = mapping(json!({"price": "/p", "default_currency": "EUR", "not_found": [404, 410]}));
         let neither = mapping(json!({"price": "/p"}));
-        assert!(neither.read(&json!({"p": "1"}), &id()).is_err(), "no panic without settings validation");
+        assert!(neither.get(&json!({"p": "1"}), &id()).is_err(), "no panic without settings validation");
         assert!(m.is_not_found(StatusCode::NOT_FOUND) && m.is_not_found(StatusCode::GONE));
         assert!(!m.is_not_found(StatusCode::SERVICE_UNAVAILABLE));
+    }
+
+    /// eBay Browse's search: listings in relevance order, new and used, several currencies.
+    fn listings() -> Value {
+        json!({"total": 5, "itemSummaries": [
+            {"itemId": "v1|1|0", "condition": "USED", "gtin": "sku-1", "itemWebUrl": "https://www.ebay.example/itm/1",
+                "price": {"value": "40.00", "currency": "EUR"}},
+            {"itemId": "v1|2|0", "condition": "NEW", "gtin": "sku-1", "itemWebUrl": "https://www.ebay.example/itm/2",
+                "price": {"value": "54.10", "currency": "EUR"}},
+            {"itemId": "v1|3|0", "condition": "NEW", "gtin": "sku-1", "itemWebUrl": "javascript:alert(1)",
+                "price": {"value": "44.00", "currency": "GBP"}},
+            {"itemId": "v1|4|0", "condition": "NEW", "gtin": "sku-2", "price": {"value": "1.00", "currency": "EUR"}},
+            {"itemId": "v1|5|0", "condition": "NEW", "gtin": "sku-1", "itemWebUrl": "https://www.ebay.example/itm/5",
+                "price": {"value": "49.95", "currency": "EUR"}},
+        ]})
+    }
+
+    fn search(extra: Value) -> Mapping {
+        let mut settings = json!({"items": "/itemSummaries", "price": "/price/value", "currency": "/price/currency",
+            "product_id": "/gtin", "offer_id": "/itemId", "offer_url": "/itemWebUrl"});
+        settings.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        mapping(settings)
+    }
+
+    #[test]
+    fn the_cheapest_matching_offer_in_the_base_currency_is_the_quote() {
+        let new = search(json!({"match": {"/condition": "NEW"}}));
+        let offer = new.read(&listings(), &id(), &rates()).unwrap();
+        // 44.00 GBP is 51.48 EUR: nominally the cheapest new one, yet not once converted; the
+        // 1.00 one is another product's.
+        assert_eq!((offer.price.to_string(), offer.offer_id.as_deref()), ("49.95".into(), Some("v1|5|0")));
+        assert_eq!(offer.url.as_deref(), Some("https://www.ebay.example/itm/5"));
+        let any = search(json!({})).read(&listings(), &id(), &rates()).unwrap();
+        assert_eq!(any.price.to_string(), "40.00", "without match, the used one is cheapest");
+        let first = search(json!({"match": {"/condition": "NEW"}, "select": "first"}));
+        assert_eq!(first.read(&listings(), &id(), &rates()).unwrap().price.to_string(), "54.10");
+        let gbp = search(json!({"match": {"/itemId": "v1|3|0"}})).read(&listings(), &id(), &rates()).unwrap();
+        assert_eq!((gbp.currency.as_str(), gbp.url), ("GBP", None), "only http and https URLs are kept");
+    }
+
+    #[test]
+    fn no_offer_is_not_found_and_only_unreadable_ones_are_invalid() {
+        let m = search(json!({"match": {"/condition": "NEW"}}));
+        for nothing in [json!({"total": 0}), json!({"itemSummaries": []}), json!({"itemSummaries": null})] {
+            assert!(matches!(m.read(&nothing, &id(), &rates()), Err(Unread::NoOffer(_))), "{nothing}");
+        }
+        let used_only = json!({"itemSummaries": [{"condition": "USED", "gtin": "sku-1", "price": {"value": "1", "currency": "EUR"}}]});
+        assert_eq!(
+            m.read(&used_only, &id(), &rates()),
+            Err(Unread::NoOffer("none of the 1 offers at /itemSummaries matches".into()))
+        );
+        let broken = json!({"itemSummaries": [
+            {"condition": "NEW", "gtin": "sku-1", "price": {"value": "cheap", "currency": "EUR"}},
+            {"condition": "NEW", "gtin": "sku-1", "price": {"value": "3.00", "currency": "EUR"}}]});
+        assert_eq!(m.read(&broken, &id(), &rates()).unwrap().price.to_string(), "3.00", "one bad offer is skipped");
+        let all_broken = json!({"itemSummaries": [{"condition": "NEW", "gtin": "sku-1", "price": {"value": "cheap"}}]});
+        let Err(Unread::Invalid(detail)) = m.read(&all_broken, &id(), &rates()) else { panic!("invalid") };
+        assert!(detail.starts_with("offer 0 at /itemSummaries: price \"cheap\""), "{detail}");
+        assert!(matches!(m.read(&json!({"itemSummaries": {}}), &id(), &rates()), Err(Unread::Invalid(_))));
+    }
+
+    #[test]
+    fn a_sources_values_are_bounded_in_what_we_keep() {
+        let long = "x".repeat(10_000);
+        let m = mapping(json!({"price": "/p", "default_currency": "EUR", "offer_id": "/id", "offer_url": "/u"}));
+        let answer = json!({"p": "2", "id": long, "u": format!("https://h/{long}")});
+        let offer = m.read(&answer, &id(), &rates()).unwrap();
+        assert_eq!((offer.offer_id, offer.url), (None, None), "too long to keep, yet the quote stands");
+        let Err(Unread::Invalid(detail)) = m.read(&json!({"p": long}), &id(), &rates()) else { panic!() };
+        assert!(detail.len() < 100, "{detail}");
+        let numeric = m.read(&json!({"p": "2", "id": 42}), &id(), &rates()).unwrap();
+        assert_eq!(numeric.offer_id.as_deref(), Some("42"));
     }
 }

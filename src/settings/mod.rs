@@ -12,14 +12,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
 use crate::domain::{Currency, TtlPolicy};
 
 mod kafka_options;
+mod mock;
+mod providers;
+mod secret;
 pub mod template;
 
 pub use kafka_options::{KafkaOptions, REDACTED, describe as kafka_options_error, is_secret, show as show_options};
+pub use mock::{MockAuthSettings, MockProviderSettings, MockQuotaSettings, MockSettings, MockShape};
+pub use providers::{
+    AuthSettings, ClientAuth, HttpMethod, PriceUnit, ProviderSettings, QuotaSettings, ResponseSettings, Select,
+    json_pointer,
+};
+pub use secret::Secret;
 
 /// The compiled-in base layer.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -354,6 +363,11 @@ pub struct CacheSettings {
     /// `PRICEFRONT__CACHE__TTL_SECS`: the price guarantee window.
     #[serde(rename = "ttl_secs", deserialize_with = "secs")]
     pub ttl: Duration,
+    /// `PRICEFRONT__CACHE__PARTIAL_TTL_SECS`: the longest a result is kept while it holds a
+    /// failure that may pass (a timeout, a connection error, a 5xx, `rate_limited`,
+    /// `auth_failed`, `circuit_open`), so the sources that failed are asked again soon.
+    #[serde(rename = "partial_ttl_secs", deserialize_with = "secs")]
+    pub partial_ttl: Duration,
     /// `PRICEFRONT__CACHE__FAILED_TTL_SECS`: TTL of a result where no source answered.
     #[serde(rename = "failed_ttl_secs", deserialize_with = "secs")]
     pub failed_ttl: Duration,
@@ -376,7 +390,12 @@ pub struct CacheSettings {
 
 impl CacheSettings {
     pub fn ttl_policy(&self) -> TtlPolicy {
-        TtlPolicy { answered: self.ttl, failed: self.failed_ttl, not_found: self.not_found_ttl }
+        TtlPolicy {
+            answered: self.ttl,
+            transient: self.partial_ttl,
+            failed: self.failed_ttl,
+            not_found: self.not_found_ttl,
+        }
     }
 }
 
@@ -412,286 +431,6 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// `PRICEFRONT__LOG__FILTER`: a tracing filter; `RUST_LOG` wins when set.
     pub filter: String,
-}
-
-/// One price source: how to ask it, how to read its answer, and how it is protected. Only
-/// `name` and `url` are required. `url`, `headers` and `body` are templates: `{product_id}`
-/// is the requested id (percent-encoded in `url`, JSON-escaped in `body`) and `${NAME}` the
-/// environment variable NAME, read when the consumer starts (see `providers::Request`).
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderSettings {
-    pub name: String,
-    pub url: String,
-    #[serde(default)]
-    pub method: HttpMethod,
-    /// POST only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Where the answer keeps price, currency and product id. Without it: `{"product_id",
-    /// "price", "currency"}` ([`ResponseSettings::flat`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response: Option<ResponseSettings>,
-    /// Bound on one attempt; the whole call (retries included) stays within
-    /// `consumer.provider_timeout_ms`. Default: that whole budget (so a hang is not retried).
-    #[serde(
-        rename = "attempt_timeout_ms",
-        default,
-        deserialize_with = "opt_millis",
-        serialize_with = "ser_opt_millis"
-    )]
-    pub attempt_timeout: Option<Duration>,
-    /// Extra attempts after a retryable failure (connect, timeout, 502/503/504), made only
-    /// while the time budget allows.
-    #[serde(default = "defaults::retries")]
-    pub retries: u32,
-    /// First back-off before a retry; doubles with jitter.
-    #[serde(
-        rename = "retry_backoff_ms",
-        default = "defaults::retry_backoff",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
-    pub retry_backoff: Duration,
-    /// Bulkhead: most calls in flight to this provider from one consumer.
-    #[serde(default = "defaults::max_concurrency")]
-    pub max_concurrency: usize,
-    /// Consecutive failed attempts that open the circuit.
-    #[serde(default = "defaults::breaker_failures")]
-    pub breaker_failures: u32,
-    /// How long an open circuit refuses calls before one probe is let through.
-    #[serde(
-        rename = "breaker_cooldown_ms",
-        default = "defaults::breaker_cooldown",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
-    pub breaker_cooldown: Duration,
-}
-
-impl ProviderSettings {
-    /// A GET source of the flat shape with the default protection.
-    pub fn new(name: &str, url: &str) -> Self {
-        Self {
-            name: name.into(),
-            url: url.into(),
-            method: HttpMethod::Get,
-            body: None,
-            headers: BTreeMap::new(),
-            response: None,
-            attempt_timeout: None,
-            retries: defaults::retries(),
-            retry_backoff: defaults::retry_backoff(),
-            max_concurrency: defaults::max_concurrency(),
-            breaker_failures: defaults::breaker_failures(),
-            breaker_cooldown: defaults::breaker_cooldown(),
-        }
-    }
-
-    fn validate(&self, provider_timeout: Duration) -> Result<(), String> {
-        let in_body = self.body.as_deref().is_some_and(|b| b.contains("{product_id}"));
-        if !self.url.contains("{product_id}") && !in_body {
-            return Err("url (or body) must contain {product_id}".into());
-        }
-        let templates = std::iter::once(("url", self.url.as_str()))
-            .chain(self.body.as_deref().map(|b| ("body", b)))
-            .chain(self.headers.values().map(|v| ("headers", v.as_str())));
-        for (field, text) in templates {
-            template::variables(text).map_err(|e| format!("{field}: {e}"))?;
-        }
-        let sample = template::expand(&self.url.replace("{product_id}", "x"), |_| Some("x".into())).unwrap_or_default();
-        if reqwest::Url::parse(&sample).is_err() {
-            return Err(format!("url {:?} is not a valid URL", self.url));
-        }
-        if self.body.is_some() && self.method != HttpMethod::Post {
-            return Err("body is for method = \"POST\" only".into());
-        }
-        for name in self.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(format!("headers: {name:?} is not a header name"));
-            }
-        }
-        if let Some(response) = &self.response {
-            response.validate().map_err(|e| format!("response: {e}"))?;
-        }
-        if self.max_concurrency == 0 || self.breaker_failures == 0 {
-            return Err("max_concurrency and breaker_failures must be at least 1".into());
-        }
-        if self.attempt_timeout.is_some_and(|t| t.is_zero() || t > provider_timeout) {
-            return Err("attempt_timeout_ms must be positive and at most consumer.provider_timeout_ms".into());
-        }
-        Ok(())
-    }
-
-    /// The response mapping in force: the configured one, or the flat shape.
-    pub fn response(&self) -> ResponseSettings {
-        self.response.clone().unwrap_or_else(ResponseSettings::flat)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    #[default]
-    Get,
-    Post,
-}
-
-/// `[providers.response]`: RFC 6901 JSON Pointers into a source's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResponseSettings {
-    /// The price: a JSON string or number, in `price_unit`s.
-    pub price: String,
-    /// The ISO 4217 currency; when absent, or pointing at nothing, `default_currency`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_currency: Option<Currency>,
-    #[serde(default)]
-    pub price_unit: PriceUnit,
-    /// When set, the value there must equal the requested id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub product_id: Option<String>,
-    /// 4xx statuses meaning "this source does not sell it": `not_found`, not a failure.
-    #[serde(default)]
-    pub not_found: Vec<u16>,
-}
-
-impl ResponseSettings {
-    fn validate(&self) -> Result<(), String> {
-        let pointers = [
-            ("price", Some(&self.price)),
-            ("currency", self.currency.as_ref()),
-            ("product_id", self.product_id.as_ref()),
-        ];
-        for (field, pointer) in pointers {
-            // RFC 6901: empty (the whole document), or /-separated reference tokens.
-            if let Some(p) = pointer.filter(|p| !p.is_empty() && !p.starts_with('/')) {
-                return Err(format!("{field} = {p:?} is not a JSON Pointer (it must start with /)"));
-            }
-        }
-        if self.currency.is_none() && self.default_currency.is_none() {
-            return Err("set currency (a pointer) or default_currency".into());
-        }
-        // A 5xx is the source failing: cached as "not sold here" it would hide an outage.
-        if let Some(status) = self.not_found.iter().find(|s| !(400..=499).contains(*s)) {
-            return Err(format!("not_found status {status} is not a 4xx status"));
-        }
-        Ok(())
-    }
-
-    /// The shape our mock speaks by default: `{"product_id", "price", "currency"}`.
-    pub fn flat() -> Self {
-        Self {
-            price: "/price".into(),
-            currency: Some("/currency".into()),
-            default_currency: None,
-            price_unit: PriceUnit::Whole,
-            product_id: Some("/product_id".into()),
-            not_found: Vec::new(),
-        }
-    }
-}
-
-/// What one unit of a source's price is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PriceUnit {
-    #[default]
-    Whole,
-    /// Hundredths.
-    Cents,
-    /// Millionths (Google's `amountMicros`).
-    Micros,
-}
-
-/// The answer shapes the mock can speak (`[[mock.providers]] shape`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MockShape {
-    /// `{"product_id", "price": "12.34", "currency"}`
-    #[default]
-    Flat,
-    /// `{"itemSummaries": [{"gtin", "price": {"value": "12.34", "currency"}}]}`
-    Ebay,
-    /// `{"productAttributes": {"gtin", "price": {"amountMicros": "12340000", "currencyCode"}}}`
-    Merchant,
-    /// `{"products": [{"sku", "salePrice": 12.34}]}`, no currency
-    Bestbuy,
-}
-
-mod defaults {
-    use std::time::Duration;
-
-    pub fn retries() -> u32 {
-        1
-    }
-    pub fn retry_backoff() -> Duration {
-        Duration::from_millis(50)
-    }
-    pub fn max_concurrency() -> usize {
-        64
-    }
-    pub fn breaker_failures() -> u32 {
-        5
-    }
-    pub fn breaker_cooldown() -> Duration {
-        Duration::from_secs(10)
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MockSettings {
-    /// `PRICEFRONT__MOCK__LISTEN`
-    pub listen: SocketAddr,
-    /// `[[mock.providers]]`
-    pub providers: Vec<MockProviderSettings>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MockProviderSettings {
-    pub name: String,
-    pub latency_ms: u64,
-    pub jitter_ms: u64,
-    /// Share of calls answered 503, in [0, 1].
-    pub error_rate: f64,
-    /// Share of calls never answered, in [0, 1].
-    pub hang_rate: f64,
-    pub currency: Currency,
-    #[serde(default)]
-    pub shape: MockShape,
-    /// The unit prices are given in; default: micros for `merchant`, whole otherwise.
-    #[serde(default)]
-    pub price_unit: Option<PriceUnit>,
-    /// `"Name: value"`: calls without exactly this header are answered 401.
-    #[serde(default)]
-    pub require_header: Option<String>,
-    /// Products whose id starts with this are answered 404: the source does not sell them.
-    #[serde(default)]
-    pub not_found_prefix: Option<String>,
-}
-
-impl MockProviderSettings {
-    /// A flat-shaped mock source quoting in `currency` with no faults.
-    pub fn new(name: &str, latency_ms: u64, currency: Currency) -> Self {
-        Self {
-            name: name.into(),
-            latency_ms,
-            jitter_ms: 0,
-            error_rate: 0.0,
-            hang_rate: 0.0,
-            currency,
-            shape: MockShape::Flat,
-            price_unit: None,
-            require_header: None,
-            not_found_prefix: None,
-        }
-    }
 }
 
 impl Settings {
@@ -731,6 +470,9 @@ impl Settings {
             for v in provider["headers"].as_object_mut().into_iter().flatten().map(|(_, v)| v) {
                 *v = REDACTED.into();
             }
+            if let Some(secret) = provider.get_mut("auth").and_then(|auth| auth.get_mut("client_secret")) {
+                *secret = REDACTED.into();
+            }
         }
         Ok(value)
     }
@@ -744,7 +486,12 @@ impl Settings {
     /// Loads defaults, then `file`, then env: the process environment, or `env` when given
     /// (keys like `PRICEFRONT__KAFKA__TOPIC`), so tests build settings the way mains do.
     pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, Error> {
-        let settings: Settings = layers(file, env)?.try_deserialize()?;
+        let variables: Vec<String> = match &env {
+            Some(env) => env.keys().cloned().collect(),
+            None => std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect(),
+        };
+        let settings: Settings =
+            layers(file, env)?.try_deserialize().map_err(|e| Error::Load(name_the_variable(e, &variables)))?;
         settings.validate()?;
         Ok(settings)
     }
@@ -777,7 +524,13 @@ impl Settings {
         if self.kafka.topic == self.kafka.dlq_topic {
             return fail("kafka.dlq_topic must differ from kafka.topic".into());
         }
-        let ttls = [self.cache.l1_ttl, self.cache.ttl, self.cache.failed_ttl, self.cache.not_found_ttl];
+        let ttls = [
+            self.cache.l1_ttl,
+            self.cache.ttl,
+            self.cache.partial_ttl,
+            self.cache.failed_ttl,
+            self.cache.not_found_ttl,
+        ];
         if ttls.iter().any(Duration::is_zero) {
             return fail("cache TTLs must be positive".into());
         }
@@ -818,13 +571,36 @@ impl Settings {
             ));
         }
         unique_names("providers", self.providers.iter().map(|p| p.name.as_str()))?;
-        for p in &self.providers {
+        for (i, p) in self.providers.iter().enumerate() {
             p.validate(self.consumer.provider_timeout)
-                .map_err(|e| Error::Invalid(format!("providers.{}: {e}", p.name)))?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", ProviderSettings::label(i, &p.name))))?;
         }
         // Their faults are the mock's to validate (`mock::Mock::new`): only it runs them.
         unique_names("mock.providers", self.mock.providers.iter().map(|p| p.name.as_str()))?;
         Ok(())
+    }
+}
+
+/// An unknown key that came from the environment is named as the variable that set it
+/// (`PRICEFRONT__PRODUCER__LISTNE`), not as the lower-cased key the layering made of it.
+fn name_the_variable(error: config::ConfigError, variables: &[String]) -> config::ConfigError {
+    let text = error.to_string();
+    let Some(field) = text.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next()) else {
+        return error;
+    };
+    let prefix = format!("{ENV_PREFIX}__");
+    let culprits: Vec<&String> = variables
+        .iter()
+        .filter(|v| {
+            v.starts_with(&prefix) && v.rsplit("__").next().is_some_and(|last| last.eq_ignore_ascii_case(field))
+        })
+        .collect();
+    match culprits.as_slice() {
+        [] => error,
+        names => config::ConfigError::Message(format!(
+            "environment variable {} is not a setting ({text})",
+            names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
@@ -1075,6 +851,110 @@ not_found = [404]
         }
         let post = "url = \"https://h/q\"\nmethod = \"POST\"\nbody = '{\"ids\": [\"{product_id}\"]}'";
         assert!(with_provider(post).is_ok(), "the id may be in the body only");
+    }
+
+    #[test]
+    fn marketplace_sources_load_with_auth_offers_and_a_quota() {
+        let s = with_provider(
+            r#"url = "https://api.example.com/search?gtin={product_id}"
+[providers.auth]
+kind = "oauth2_client_credentials"
+token_url = "https://api.example.com/identity/v1/oauth2/token"
+client_id = "${EBAY_CLIENT_ID}"
+client_secret = "s3cret-literal"
+scope = "https://api.ebay.com/oauth/api_scope"
+[providers.quota]
+per_second = 0.5
+burst = 3
+[providers.response]
+items = "/itemSummaries"
+match = { "/conditionId" = "1000", "/buyingOptions~10" = true }
+select = "first"
+price = "/price/value"
+currency = "/price/currency"
+offer_id = "/itemId"
+offer_url = "/itemWebUrl"
+"#,
+        )
+        .unwrap();
+        let p = &s.providers[0];
+        let r = p.response();
+        assert_eq!(r.items.as_deref(), Some("/itemSummaries"));
+        assert_eq!(r.select, Select::First);
+        // Keys keep their case: they are pointers into a source's answer.
+        assert_eq!(r.matches["/conditionId"], serde_json::json!("1000"));
+        assert_eq!(r.matches["/buyingOptions~10"], serde_json::json!(true));
+        assert_eq!(p.quota.unwrap().burst, 3);
+        assert!(matches!(p.auth, Some(AuthSettings::Oauth2ClientCredentials { client_auth: ClientAuth::Basic, .. })));
+        assert!(!format!("{s:?}").contains("s3cret-literal"), "Debug redacts the client secret");
+        let shown = serde_json::to_string(p).unwrap();
+        assert!(!shown.contains("s3cret-literal") && shown.contains(REDACTED), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_source_is_named_by_place_and_name() {
+        let path = std::env::temp_dir().join(format!("pricefront-bad-{}.toml", uuid::Uuid::new_v4()));
+        let quota = "[[providers]]\nname = \"fine\"\nurl = \"http://h/{product_id}\"\n[[providers]]\nname = \"quota\"\nurl = \"http://h/{product_id}\"\n[providers.quota]\nper_second = 0\n";
+        std::fs::write(&path, quota).unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("providers[1] (quota): quota: per_second (0) must be"), "{err}");
+        for (toml, expected) in [
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nprice = \"/a~2b\"\ndefault_currency = \"EUR\"",
+                "~ must be followed by 0 or 1",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nmatch = { \"/c\" = \"NEW\" }",
+                "set items",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nitems = \"/i\"\nprice = \"/p\"\ndefault_currency = \"EUR\"\nmatch = { \"/c\" = [1] }",
+                "only a string",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"ftp://h\"\nclient_id = \"a\"\nclient_secret = \"b\"",
+                "token_url",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"jwt_bearer\"\nkey_file = \"k.json\"\nscope = \"s\"\nextra = 1",
+                "extra",
+            ),
+            ("url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"basic\"", "basic"),
+        ] {
+            let err = format!("{:#}", anyhow::Error::new(with_provider(toml).unwrap_err()));
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        assert!(json_pointer("/a~0b~1c").is_ok() && json_pointer("").is_ok());
+        assert!(json_pointer("/a~").is_err() && json_pointer("a").is_err());
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_named_as_the_variable() {
+        let err = Settings::load_from(None, env(&[("PRICEFRONT__CACHE__TTL_SEC", "60")])).unwrap_err();
+        let err = format!("{:#}", anyhow::Error::new(err));
+        assert!(err.contains("environment variable PRICEFRONT__CACHE__TTL_SEC is not a setting"), "{err}");
+    }
+
+    #[test]
+    fn every_client_secret_is_redacted_when_shown() {
+        let toml = r#"
+            [[providers]]
+            name = "ebay"
+            url = "https://api.ebay.com/x/{product_id}"
+            [providers.auth]
+            kind = "oauth2_client_credentials"
+            token_url = "https://api.ebay.com/token"
+            client_id = "id"
+            client_secret = "t0p-s3cret"
+        "#;
+        let path = std::env::temp_dir().join(format!("shown-{}.toml", uuid::Uuid::new_v4()));
+        std::fs::write(&path, toml).unwrap();
+        let shown = Settings::shown_from(Some(&path), env(&[])).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!shown.to_string().contains("t0p-s3cret"));
+        assert_eq!(shown["providers"][0]["auth"]["client_secret"], REDACTED);
+        assert_eq!(shown["providers"][0]["auth"]["client_id"], "id");
     }
 
     #[test]

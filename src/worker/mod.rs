@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::cache::{RedisStore, ResultStore};
 use crate::observability::traces;
+use crate::providers::Quotas;
 use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
 use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
@@ -76,22 +77,24 @@ impl Worker {
     /// The production consumer: Redis, a member of the Kafka group (joined on its first
     /// polls), and Kafka for dead letters.
     pub fn build(settings: &Settings) -> Result<Self, BuildError> {
-        let store = Arc::new(RedisStore::connect_lazy(&settings.redis)?);
+        let store = RedisStore::connect_lazy(&settings.redis)?;
+        let quotas = Arc::new(store.quotas());
         let dead_letters = Arc::new(Publisher::new(&settings.kafka)?);
         // The sources first: a configuration error must stop us before we join the group.
-        let processor = Processor::new(settings, store, dead_letters)?;
+        let processor = Processor::new(settings, Arc::new(store), quotas, dead_letters)?;
         let inbox = consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout)?;
         Ok(Self::from_parts(settings, processor, Box::new(inbox)))
     }
 
-    /// A consumer over any store and queue (the standalone demo's in-memory ones).
+    /// A consumer over any store, quotas and queue (the standalone demo's in-memory ones).
     pub fn with(
         settings: &Settings,
         store: Arc<dyn ResultStore>,
+        quotas: Arc<dyn Quotas>,
         dead_letters: Arc<dyn RequestQueue>,
         inbox: Box<dyn Inbox>,
     ) -> Result<Self, BuildError> {
-        Ok(Self::from_parts(settings, Processor::new(settings, store, dead_letters)?, inbox))
+        Ok(Self::from_parts(settings, Processor::new(settings, store, quotas, dead_letters)?, inbox))
     }
 
     fn from_parts(settings: &Settings, processor: Processor, inbox: Box<dyn Inbox>) -> Self {

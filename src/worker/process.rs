@@ -1,6 +1,13 @@
 //! Processing one message: decode, skip duplicates, fan out (logging each source's outcome as
 //! progress for watchers), aggregate, store; or send an undecodable message to the DLQ.
 //!
+//! A computation starts from what the earlier one left ([`crate::cache::Earlier`]): a quote
+//! still guaranteed beyond [`Processor::reuse_margin`] is reused and its source not asked, so
+//! recomputing a result kept briefly for a failure asks only the sources that failed (and a
+//! refresh, those whose quotes end within the refresh window). A
+//! source that fails keeps its earlier quote while that is still guaranteed, so a refresh
+//! never makes a result worse. The result expires with its oldest quote.
+//!
 //! A message counts as settled only when its outcome is durable: result in Redis (or judged
 //! too late to store, its marker released), or the message in the DLQ. Unreachable
 //! dependencies are waited out with back-off until they answer or shutdown begins; an
@@ -23,9 +30,9 @@ use tracing::Instrument;
 
 use super::Health;
 use crate::cache::{ResultStore, StoreOutcome};
-use crate::domain::{Comparison, Failure, ProductId, Quote, Rates, TtlPolicy};
+use crate::domain::{Comparison, Failure, FailureReason, ProductId, Quote, Rates, TtlPolicy};
 use crate::fx::Fx;
-use crate::providers::PriceSources;
+use crate::providers::{PriceSources, Quotas};
 use crate::queue::envelope::CALLER_HEADERS;
 use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
 use crate::settings::Settings;
@@ -84,17 +91,24 @@ pub struct Processor {
     pub progress_flush: Duration,
     /// The exchange rates quotes are converted with.
     pub fx: Fx,
+    /// A quote guaranteed beyond this is reused rather than asked for again: at least
+    /// `cache.partial_ttl_secs`, and at least the refresh-ahead window (`cache.refresh_ahead` of
+    /// `cache.ttl_secs`), so a refresh asks again for the quotes about to end.
+    pub reuse_margin: Duration,
 }
 
 impl Processor {
+    /// A processor over `store`, asking the configured sources within the quotas kept in
+    /// `quotas`, dead-lettering to `dead_letters`.
     pub fn new(
         settings: &Settings,
         store: Arc<dyn ResultStore>,
+        quotas: Arc<dyn Quotas>,
         dead_letters: Arc<dyn RequestQueue>,
     ) -> Result<Self, crate::providers::BuildError> {
         Ok(Self {
             store,
-            sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?,
+            sources: PriceSources::new(&settings.providers, settings.consumer.provider_timeout)?.with_quotas(quotas),
             dead_letters,
             dlq_topic: settings.kafka.dlq_topic.clone(),
             ttl: settings.cache.ttl_policy(),
@@ -105,6 +119,7 @@ impl Processor {
             progress_ttl: settings.cache.pending_ttl,
             progress_flush: settings.redis.timeout * 2,
             fx: Fx::new(&settings.fx),
+            reuse_margin: settings.cache.partial_ttl.max(settings.cache.ttl.mul_f64(settings.cache.refresh_ahead)),
         })
     }
 
@@ -162,8 +177,9 @@ impl Processor {
             |e: &crate::cache::Error| if e.is_unreachable() { Failed::Unreachable } else { Failed::Refused };
         // A refresh is asked for while the result still exists; anything else finding one is a
         // duplicate.
-        let has_result = || self.store.has_result(id);
-        if !request.refresh && self.retry("check for a result", shutdown, health, has_result, redis_error).await? {
+        let earlier = || self.store.earlier(id);
+        let earlier = self.retry("look at the earlier result", shutdown, health, earlier, redis_error).await?;
+        if !request.refresh && earlier.has_result {
             tracing::info!("fresh result exists; skipping duplicate");
             // A marker this request claimed would otherwise hold off new requests until it expires.
             if let Err(e) = self.store.release_pending(id, &token).await {
@@ -175,14 +191,58 @@ impl Processor {
         }
         // One set of rates for the whole computation: its progress and its result agree.
         let rates = self.fx.current();
+        let started = OffsetDateTime::now_utc();
+        // Quotes of configured sources only: a source taken out of the configuration is gone.
+        let configured: Vec<&str> = self.sources.names().collect();
+        let earlier: Vec<Quote> =
+            earlier.quotes.into_iter().filter(|q| configured.contains(&q.provider.as_str())).collect();
+        let reused: Vec<Quote> =
+            earlier.iter().filter(|q| q.guaranteed_beyond(started, self.reuse_margin)).cloned().collect();
+        let ask = |name: &str| !reused.iter().any(|q| q.provider == name);
         // A refresh has no watchers: the result they would wait for is already there.
-        let outcomes = if request.refresh {
-            self.sources.fan_out(id).await
+        let fresh = if request.refresh {
+            self.sources.fan_out_to(id, &rates, ask, |_| {}).await
         } else {
-            self.fan_out_logging_progress(id, &rates).await
+            self.fan_out_logging_progress(id, &rates, &reused, ask).await
         };
-        // computed_at: when the quotes were gathered; the guarantee runs from there.
-        let comparison = Comparison::aggregate(id.clone(), outcomes, OffsetDateTime::now_utc(), &self.ttl, &rates);
+        let gathered = OffsetDateTime::now_utc();
+        // A refresh that learnt nothing new leaves the earlier result as it is.
+        if request.refresh && !fresh.iter().any(Result::is_ok) {
+            tracing::warn!(
+                failures = fresh.len(),
+                "no source answered the refresh; the previous result stays until it expires"
+            );
+            if let Err(e) = self.store.release_pending(id, &token).await {
+                tracing::debug!(error = %e, "cannot release the refresh marker; it expires by itself");
+            }
+            self.counters.computed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("pricefront_refreshes_total", "stage" => "discarded").increment(1);
+            return Ok(());
+        }
+        let mut kept = 0;
+        let fresh = fresh.into_iter().map(|outcome| match outcome {
+            // "Not sold here" is news: the earlier quote goes.
+            Err(failure) if failure.reason != FailureReason::NotFound => {
+                match earlier.iter().find(|q| q.provider == failure.provider && q.guaranteed_beyond(gathered, Duration::ZERO)) {
+                    Some(quote) => {
+                        kept += 1;
+                        tracing::info!(provider = %failure.provider, reason = failure.reason.as_str(), "the source failed; its earlier quote stands while it is guaranteed");
+                        Ok(quote.clone())
+                    }
+                    None => Err(failure),
+                }
+            }
+            other => other,
+        });
+        let outcomes: Vec<Result<Quote, Failure>> = reused.iter().cloned().map(Ok).chain(fresh).collect();
+        if !reused.is_empty() {
+            metrics::counter!("pricefront_quotes_reused_total", "why" => "guaranteed").increment(reused.len() as u64);
+        }
+        if kept > 0 {
+            metrics::counter!("pricefront_quotes_reused_total", "why" => "source_failed").increment(kept);
+        }
+        // computed_at: when the quotes were gathered; a new quote's guarantee runs from there.
+        let comparison = Comparison::aggregate(id.clone(), outcomes, gathered, &self.ttl, &rates);
         let store = || self.store.store(&comparison, &token);
         let outcome = self.retry("store the result", shutdown, health, store, redis_error).await?;
         let waited_ms = (OffsetDateTime::now_utc() - request.requested_at).whole_milliseconds() as i64;
@@ -191,7 +251,9 @@ impl Processor {
                 tracing::info!(
                     status = comparison.status.as_str(),
                     quotes = comparison.quotes.len(),
+                    reused = reused.len() as u64 + kept,
                     failures = comparison.failures.len(),
+                    guaranteed_s = comparison.guarantee_left(OffsetDateTime::now_utc()).as_secs(),
                     since_request_ms = waited_ms,
                     "result stored"
                 );
@@ -234,11 +296,18 @@ impl Processor {
         Ok(())
     }
 
-    /// Fans out, logging each source's outcome as progress the moment it is known, in order,
-    /// through one writer. The result waits for the log to catch up (at most `progress_flush`),
-    /// so a watcher sees every source's answer before the result. Progress is best effort: a
-    /// watcher who missed it gets it from the result.
-    async fn fan_out_logging_progress(&self, id: &ProductId, rates: &Rates) -> Vec<Result<Quote, Failure>> {
+    /// Fans out to the sources `ask` names, logging each source's outcome as progress the
+    /// moment it is known, in order, through one writer (the `reused` quotes first). The result
+    /// waits for the log to catch up (at most `progress_flush`), so a watcher sees every source's
+    /// answer before the result. Progress is best effort: a watcher who missed it gets it from
+    /// the result.
+    async fn fan_out_logging_progress(
+        &self,
+        id: &ProductId,
+        rates: &Rates,
+        reused: &[Quote],
+        ask: impl Fn(&str) -> bool,
+    ) -> Vec<Result<Quote, Failure>> {
         // Unbounded, yet bounded: one outcome per source.
         let (outcomes_tx, mut outcomes_rx) = mpsc::unbounded_channel::<Result<Quote, Failure>>();
         let (store, product, ttl) = (self.store.clone(), id.clone(), self.progress_ttl);
@@ -258,18 +327,17 @@ impl Processor {
             }
             .instrument(tracing::Span::current()),
         );
-        let outcomes = self
-            .sources
-            .fan_out_reporting(id, |outcome| {
-                // Logged as the result will show it: converted.
-                let mut outcome = outcome.clone();
-                if let Ok(quote) = &mut outcome {
-                    rates.convert(quote);
-                }
-                // The writer gave up (Redis unreachable): nothing more to log.
-                let _ = outcomes_tx.send(outcome);
-            })
-            .await;
+        // Logged as the result will show them: converted.
+        let log = |outcome: &Result<Quote, Failure>| {
+            let mut outcome = outcome.clone();
+            if let Ok(quote) = &mut outcome {
+                rates.convert(quote);
+            }
+            // The writer gave up (Redis unreachable): nothing more to log.
+            let _ = outcomes_tx.send(outcome);
+        };
+        reused.iter().for_each(|quote| log(&Ok(quote.clone())));
+        let outcomes = self.sources.fan_out_to(id, rates, ask, log).await;
         drop(outcomes_tx);
         let abort = writer.abort_handle();
         if tokio::time::timeout(self.progress_flush, writer).await.is_err() {

@@ -157,14 +157,18 @@ async fn comparison(env: &TestEnv, base: &str, product: &str) -> Value {
 #[tokio::test]
 async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
     // gamma answers seconds after the others, well within the provider timeout.
+    // gamma is a search, like eBay's: its offer links to its page.
     let mut gone = vec![provider("alpha", 30), provider("beta", 80), provider("gamma", 4000)];
     for p in &mut gone {
         p.not_found_prefix = Some("gone-".into());
     }
+    gone[2].shape = pricefront::settings::MockShape::Ebay;
     let mapping = r#"{ price = "/price", currency = "/currency", product_id = "/product_id", not_found = [404] }"#;
-    let env = ["alpha", "beta", "gamma"]
+    let search = r#"{ items = "/itemSummaries", match = { "/condition" = "NEW" }, price = "/price/value", currency = "/price/currency", product_id = "/gtin", offer_id = "/itemId", offer_url = "/itemWebUrl" }"#;
+    let env = ["alpha", "beta"]
         .into_iter()
         .fold(env().providers(gone), |env, name| env.provider_option(name, "response", mapping))
+        .provider_option("gamma", "response", search)
         .set("consumer", "provider_timeout_ms", "15000")
         .set("cache", "pending_ttl_secs", "60")
         .start()
@@ -198,13 +202,18 @@ async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
     assert!(bases.is_sorted(), "cheapest first: {quotes:?}");
     let best = browser.best().await;
     let cheapest = quotes.iter().min_by_key(|(_, _, b)| *b).unwrap();
-    assert_eq!(best, [cheapest.0.clone()], "exactly one best offer, the cheapest: {quotes:?}");
+    assert_eq!(best, std::slice::from_ref(&cheapest.0), "exactly one best offer, the cheapest: {quotes:?}");
     let api = comparison(&env, base, &cold).await;
     assert_eq!(api["best"]["provider"], cheapest.0.as_str(), "the API agrees: {api}");
     for (provider, price, _) in &quotes {
         let quoted = api["quotes"].as_array().unwrap().iter().find(|q| q["provider"] == provider.as_str()).unwrap();
         assert_eq!(quoted["price"], price.as_str(), "{provider}");
     }
+    let link = browser.attr("price-compare tr[data-provider=gamma] a", "href").await;
+    let offered = api["quotes"].as_array().unwrap().iter().find(|q| q["provider"] == "gamma").unwrap()["url"].clone();
+    assert!(link.as_deref().is_some_and(|l| l.starts_with("https://www.ebay.example/itm/")), "{link:?}");
+    assert_eq!(link.as_deref(), offered.as_str(), "the row links to the offer's page");
+    assert_eq!(browser.attr("price-compare tr[data-provider=alpha] a", "href").await, None, "no page, no link");
     assert_eq!(browser.attr("price-compare", "data-cache").await.as_deref(), Some("miss"));
     assert_eq!(browser.attr("price-compare", "data-transport").await.as_deref(), Some("stream"));
     // Styled under the page's strict policy (a constructed sheet), the best offer stands out.

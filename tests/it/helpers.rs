@@ -181,24 +181,19 @@ impl TestEnvBuilder {
             for (key, value) in self.provider_options.get(&p.name).into_iter().flatten() {
                 writeln!(toml, "{key} = {value}").unwrap();
             }
-            writeln!(
-                toml,
-                "[[mock.providers]]\nname = {:?}\nlatency_ms = {}\njitter_ms = {}\nerror_rate = {:?}\nhang_rate = {:?}\ncurrency = \"{}\"",
-                p.name, p.latency_ms, p.jitter_ms, p.error_rate, p.hang_rate, p.currency
-            )
-            .unwrap();
-            let lowercase = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
-            writeln!(toml, "shape = \"{}\"", lowercase(&p.shape)).unwrap();
-            if let Some(unit) = p.price_unit {
-                writeln!(toml, "price_unit = \"{}\"", lowercase(&unit)).unwrap();
-            }
-            if let Some(header) = &p.require_header {
-                writeln!(toml, "require_header = {header:?}").unwrap();
-            }
-            if let Some(prefix) = &p.not_found_prefix {
-                writeln!(toml, "not_found_prefix = {prefix:?}").unwrap();
-            }
         }
+        // The mock's sources from their own settings type: every field the mock takes.
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            mock: Sources<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Sources<'a> {
+            providers: &'a [MockProviderSettings],
+        }
+        toml.push_str(
+            &::toml::to_string(&Doc { mock: Sources { providers: &self.providers } }).expect("mock settings serialize"),
+        );
         let config_path = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(&config_path, &toml).unwrap();
         let settings = Settings::load_from(Some(&config_path), Some(Default::default()))

@@ -20,6 +20,7 @@ mod fx;
 mod group;
 mod http_cache;
 mod kafka_options;
+mod marketplaces;
 mod metrics;
 mod openapi;
 mod pipeline;

@@ -140,7 +140,7 @@ async fn failing_and_hanging_providers_give_partial_results_within_the_timeout()
     assert_eq!(result["quotes"].as_array().unwrap().len(), 2);
     assert_eq!(
         result["failures"],
-        json!([{"provider": "broken", "reason": "http_status", "detail": "503 Service Unavailable (after 2 attempts)"}])
+        json!([{"provider": "broken", "reason": "http_status", "detail": "503 Service Unavailable (after 2 attempts)", "http_status": 503}])
     );
 
     // The consumer is warm now; time one fan-out with a hanging source.

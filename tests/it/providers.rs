@@ -61,7 +61,7 @@ async fn retryable_failures_are_retried_within_the_budget_only() {
     let sources = PriceSources::new(&[m.source("flaky"), stuck], Duration::from_millis(600)).unwrap();
 
     let started = Instant::now();
-    let outcomes = sources.fan_out(&id("p1")).await;
+    let outcomes = sources.fan_out(&id("p1"), &Default::default()).await;
     let took = started.elapsed();
     // A retry that got a fresh budget would take another 600 ms; the rest is slack for a
     // loaded machine.
@@ -86,11 +86,11 @@ async fn a_failing_provider_trips_its_breaker_and_a_probe_closes_it() {
     let sources = PriceSources::new(&[down, m.source("fine")], Duration::from_millis(500)).unwrap();
 
     for i in 0..3 {
-        let outcomes = sources.fan_out(&id(&format!("b{i}"))).await;
+        let outcomes = sources.fan_out(&id(&format!("b{i}")), &Default::default()).await;
         assert_eq!(outcomes[0].as_ref().unwrap_err().reason, FailureReason::HttpStatus);
     }
     for i in 3..10 {
-        let outcomes = sources.fan_out(&id(&format!("b{i}"))).await;
+        let outcomes = sources.fan_out(&id(&format!("b{i}")), &Default::default()).await;
         assert_eq!(outcomes[0].as_ref().unwrap_err().reason, FailureReason::CircuitOpen);
         assert!(outcomes[1].is_ok(), "the others are unaffected");
     }
@@ -98,9 +98,9 @@ async fn a_failing_provider_trips_its_breaker_and_a_probe_closes_it() {
 
     m.faults("down", json!({"error_rate": 0.0})).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let outcomes = sources.fan_out(&id("probe")).await;
+    let outcomes = sources.fan_out(&id("probe"), &Default::default()).await;
     assert!(outcomes[0].is_ok(), "the half-open probe succeeds: {:?}", outcomes[0]);
-    let outcomes = sources.fan_out(&id("after")).await;
+    let outcomes = sources.fan_out(&id("after"), &Default::default()).await;
     assert!(outcomes[0].is_ok(), "closed again");
     assert_eq!(m.calls("down").await, 5);
 }
@@ -112,7 +112,8 @@ async fn the_bulkhead_caps_concurrent_calls_per_provider() {
     slow.max_concurrency = 2;
     let sources = PriceSources::new(&[slow], Duration::from_millis(1000)).unwrap();
     let ids: Vec<ProductId> = (0..6).map(|i| id(&format!("c{i}"))).collect();
-    let outcomes = futures::future::join_all(ids.iter().map(|i| sources.fan_out(i))).await;
+    let rates = pricefront::domain::Rates::default();
+    let outcomes = futures::future::join_all(ids.iter().map(|i| sources.fan_out(i, &rates))).await;
     // Two calls run (0-600 ms), two more get the freed slots with 400 ms of budget left and
     // time out, and the last two never get a slot within the budget. (The first two have
     // 400 ms of slack for a loaded machine.)
@@ -181,7 +182,7 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
         })
         .collect();
     let sources = PriceSources::new(&settings, Duration::from_secs(2)).unwrap();
-    let outcomes = sources.fan_out(&id("p")).await;
+    let outcomes = sources.fan_out(&id("p"), &Default::default()).await;
     for (name, outcome) in names.iter().zip(&outcomes) {
         let failure = outcome.as_ref().expect_err(name);
         assert_eq!(failure.reason, FailureReason::InvalidResponse, "{name}: {failure:?}");

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use pricefront::domain::{Currency, FailureReason, ProductId};
 use pricefront::mock::{self, Mock, price_for};
 use pricefront::providers::PriceSources;
-use pricefront::settings::{MockProviderSettings, MockShape, PriceUnit, ProviderSettings, Settings};
+use pricefront::settings::{MockAuthSettings, MockProviderSettings, MockShape, PriceUnit, ProviderSettings, Settings};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -57,9 +57,9 @@ async fn each_shape_and_unit_is_read_exactly() {
         source(json!({"name": "flat", "url": format!("{base}/flat/prices/{{product_id}}")})),
         source(json!({"name": "cents", "url": format!("{base}/cents/prices/{{product_id}}"),
             "response": {"price": "/price", "currency": "/currency", "price_unit": "cents", "product_id": "/product_id"}})),
-        source(json!({"name": "ebay", "url": format!("{base}/ebay/search?gtin={{product_id}}&limit=1"),
-            "response": {"price": "/itemSummaries/0/price/value", "currency": "/itemSummaries/0/price/currency",
-                "product_id": "/itemSummaries/0/gtin"}})),
+        source(json!({"name": "ebay", "url": format!("{base}/ebay/search?gtin={{product_id}}"),
+            "response": {"items": "/itemSummaries", "match": {"/condition": "NEW"}, "price": "/price/value",
+                "currency": "/price/currency", "product_id": "/gtin"}})),
         source(json!({"name": "merchant", "url": format!("{base}/merchant/products/{{product_id}}"),
             "response": {"price": "/productAttributes/price/amountMicros", "currency": "/productAttributes/price/currencyCode",
                 "price_unit": "micros", "product_id": "/productAttributes/gtin/0"}})),
@@ -68,7 +68,7 @@ async fn each_shape_and_unit_is_read_exactly() {
     ];
     let sources = PriceSources::with_env(&sources, Duration::from_secs(5), &no_env).unwrap();
     let product = "sku-42";
-    let outcomes = sources.fan_out(&id(product)).await;
+    let outcomes = sources.fan_out(&id(product), &Default::default()).await;
     let expected = [("flat", "EUR"), ("cents", "GBP"), ("ebay", "EUR"), ("merchant", "CHF"), ("bestbuy", "USD")];
     // What the mock quotes in: Best Buy's shape names no currency, and the source's default says USD.
     let quoted_in = ["EUR", "GBP", "EUR", "CHF", "EUR"];
@@ -86,7 +86,7 @@ async fn a_post_source_sends_its_body_with_the_id() {
         "body": "{\"ids\": [\"{product_id}\"], \"region\": \"${REGION}\"}"}));
     let env = |name: &str| (name == "REGION").then(|| "eu".to_owned());
     let sources = PriceSources::with_env(&[post], Duration::from_secs(5), &env).unwrap();
-    let quote = sources.fan_out(&id("p.1_a")).await.remove(0).unwrap();
+    let quote = sources.fan_out(&id("p.1_a"), &Default::default()).await.remove(0).unwrap();
     assert_eq!(quote.price, price_for("internal", "p.1_a", Currency::parse("EUR").unwrap()));
 }
 
@@ -105,7 +105,7 @@ async fn a_wrong_credential_is_an_http_status_failure_that_never_shows_it() {
     let secret = "wrong-s3cret-token";
     let env = |name: &str| (name == "TOKEN").then(|| secret.to_owned());
     let built = PriceSources::with_env(&sources, Duration::from_secs(5), &env).unwrap();
-    let outcomes = built.fan_out(&id("p1")).await;
+    let outcomes = built.fan_out(&id("p1"), &Default::default()).await;
     let unauthorized = outcomes[0].as_ref().unwrap_err();
     assert_eq!((unauthorized.reason, unauthorized.detail.as_str()), (FailureReason::HttpStatus, "401 Unauthorized"));
     let unreachable = outcomes[1].as_ref().unwrap_err();
@@ -116,7 +116,7 @@ async fn a_wrong_credential_is_an_http_status_failure_that_never_shows_it() {
 
     let right = |name: &str| (name == "TOKEN").then(|| "right-token".to_owned());
     let built = PriceSources::with_env(&sources[..1], Duration::from_secs(5), &right).unwrap();
-    assert!(built.fan_out(&id("p1")).await[0].is_ok(), "the right token is accepted");
+    assert!(built.fan_out(&id("p1"), &Default::default()).await[0].is_ok(), "the right token is accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +134,7 @@ async fn a_missing_variable_stops_the_consumer_before_it_binds_anything() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("PRICEFRONT_IT_NEVER_SET") && stderr.contains("providers.beta"), "{stderr}");
+    assert!(stderr.contains("PRICEFRONT_IT_NEVER_SET") && stderr.contains("providers[1] (beta)"), "{stderr}");
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "nothing was bound");
 }
 
@@ -277,45 +277,71 @@ async fn past_the_producers_publish_rate_misses_answer_503() {
 }
 
 /// The README's example sources, with their hosts swapped for the mock's: a configuration
-/// written from the README quotes from sources that speak none of the mock's default shape.
+/// written from the README quotes from sources that speak none of the mock's default shape,
+/// with the credentials each needs (an OAuth client, a service account's key, a key in the URL).
 #[tokio::test]
 async fn the_readme_examples_quote_from_their_shapes() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let key_file = std::env::temp_dir().join(format!("example-key-{}.json", uuid::Uuid::new_v4()));
+    let account = json!({"client_email": "pf@shop.iam.gserviceaccount.com", "private_key": key.serialize_pem(),
+        "token_uri": format!("{base}/merchant/token")});
+    std::fs::write(&key_file, account.to_string()).unwrap();
     let mut ebay = mock_source("ebay", MockShape::Ebay, "EUR");
-    ebay.require_header = Some("Authorization: Bearer ebay-token".into());
-    let (base, _mock) = serve_mock(vec![
-        ebay,
-        mock_source("bestbuy", MockShape::Bestbuy, "EUR"),
-        mock_source("merchant", MockShape::Merchant, "JPY"),
-    ])
-    .await;
+    ebay.auth = Some(MockAuthSettings {
+        client_id: Some("ebay-id".into()),
+        client_secret: Some("ebay-secret".into()),
+        key_file: None,
+        token_ttl_secs: 7200,
+    });
+    let mut merchant = mock_source("merchant", MockShape::Merchant, "JPY");
+    merchant.auth = Some(MockAuthSettings {
+        client_id: None,
+        client_secret: None,
+        key_file: Some(key_file.clone()),
+        token_ttl_secs: 3599,
+    });
+    let stop = CancellationToken::new();
+    let mock = Mock::new(&[ebay, mock_source("bestbuy", MockShape::Bestbuy, "EUR"), merchant]).unwrap();
+    tokio::spawn(mock::serve(listener, mock, stop.clone()));
+    let _stop = stop.drop_guard();
     let examples = [
         ("ebay", "https://api.ebay.com", "EUR"),
         ("bestbuy", "https://api.bestbuy.com", "USD"),
         ("merchant", "https://merchantapi.googleapis.com", "JPY"),
     ];
+    let key_path = key_file.to_str().unwrap().to_owned();
     let env: HashMap<&str, &str> = [
-        ("EBAY_TOKEN", "ebay-token"),
+        ("EBAY_CLIENT_ID", "ebay-id"),
+        ("EBAY_CLIENT_SECRET", "ebay-secret"),
         ("BESTBUY_API_KEY", "bb-key"),
         ("MERCHANT_ACCOUNT", "123"),
-        ("GOOGLE_TOKEN", "g-token"),
+        ("GOOGLE_APPLICATION_CREDENTIALS", key_path.as_str()),
     ]
     .into();
     let lookup = |name: &str| env.get(name).map(|v| v.to_string());
     for (name, host, currency) in examples {
         let path = format!("{}/config/examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
-        if name != "merchant" {
-            assert!(readme.contains(text.trim()), "README.md shows config/examples/{name}.toml verbatim");
-        }
+        assert!(readme.contains(text.trim()), "README.md shows config/examples/{name}.toml verbatim");
         let local = std::env::temp_dir().join(format!("example-{name}-{}.toml", uuid::Uuid::new_v4()));
         std::fs::write(&local, text.replace(host, &format!("{base}/{name}"))).unwrap();
         let settings = Settings::load_from(Some(&local), Some(Default::default())).unwrap();
         std::fs::remove_file(&local).unwrap();
         let sources = PriceSources::with_env(&settings.providers, Duration::from_secs(5), &lookup).unwrap();
-        let quote = sources.fan_out(&id("0885909950805")).await.remove(0).unwrap_or_else(|f| panic!("{name}: {f:?}"));
+        let quote = sources
+            .fan_out(&id("0885909950805"), &Default::default())
+            .await
+            .remove(0)
+            .unwrap_or_else(|f| panic!("{name}: {f:?}"));
         let quoted_in = if name == "merchant" { "JPY" } else { "EUR" };
         assert_eq!(quote.price, price_for(name, "0885909950805", Currency::parse(quoted_in).unwrap()), "{name}");
         assert_eq!(quote.currency.as_str(), currency, "{name}");
+        if name == "ebay" {
+            assert!(quote.url.is_some() && quote.offer_id.is_some(), "a listing's id and page: {quote:?}");
+        }
     }
+    std::fs::remove_file(key_file).unwrap();
 }

@@ -83,3 +83,82 @@ async fn standalone_answers_202_then_200_with_no_external_services() {
     shutdown.cancel();
     run.await.unwrap().unwrap();
 }
+
+/// A marketplace in standalone mode: the same code keeps its token, reads its listings and keeps
+/// its quota (in the process, the whole fleet here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_fronts_a_marketplace_with_a_token_listings_and_a_quota() {
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (api_addr, mock_addr) = (api.local_addr().unwrap(), mock.local_addr().unwrap());
+    let dead = free_port();
+    let toml = format!(
+        r#"[redis]
+url = "redis://127.0.0.1:{dead}"
+[kafka]
+brokers = "127.0.0.1:{dead}"
+[consumer]
+provider_timeout_ms = 1000
+[[mock.providers]]
+name = "market"
+latency_ms = 5
+jitter_ms = 0
+error_rate = 0.0
+hang_rate = 0.0
+currency = "EUR"
+shape = "ebay"
+auth = {{ client_id = "shop", client_secret = "s3cret", token_ttl_secs = 60 }}
+quota = {{ per_second = 5, burst = 2 }}
+[[providers]]
+name = "market"
+url = "http://{mock_addr}/market/buy/browse/v1/item_summary/search?gtin={{product_id}}"
+auth = {{ kind = "oauth2_client_credentials", token_url = "http://{mock_addr}/market/identity/v1/oauth2/token", client_id = "shop", client_secret = "s3cret" }}
+quota = {{ per_second = 4, burst = 1 }}
+response = {{ items = "/itemSummaries", match = {{ "/condition" = "NEW" }}, price = "/price/value", currency = "/price/currency", offer_url = "/itemWebUrl" }}
+"#
+    );
+    let path = std::env::temp_dir().join(format!("standalone-market-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, toml).unwrap();
+    let settings = Settings::load_from(Some(&path), Some(Default::default())).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn({
+        let (settings, shutdown) = (settings.clone(), shutdown.clone());
+        let system = pricefront::standalone::Standalone::build(&settings).unwrap();
+        async move { system.run(api, mock, shutdown).await }
+    });
+    let http = reqwest::Client::new();
+    let products: Vec<String> = (0..8).map(|i| format!("gtin-{i}")).collect();
+    for product in &products {
+        assert_eq!(get(&http, &format!("http://{api_addr}/v1/prices/{product}")).await.0, 202);
+    }
+    let mut quoted = 0;
+    for product in &products {
+        let url = format!("http://{api_addr}/v1/prices/{product}");
+        let body = wait_for("the marketplace's result", Duration::from_secs(15), || async {
+            match get(&http, &url).await {
+                (200, _, body) => Ok(body),
+                (status, _, body) => Err(format!("{status} {body}")),
+            }
+        })
+        .await;
+        match body["status"].as_str() {
+            Some("complete") => {
+                let quote = &body["quotes"][0];
+                let expected =
+                    pricefront::mock::price_for("market", product, pricefront::domain::Currency::parse("EUR").unwrap());
+                assert_eq!(quote["price"], expected.to_string(), "the cheapest new listing: {body}");
+                assert!(quote["url"].as_str().is_some_and(|u| u.starts_with("https://")), "{body}");
+                quoted += 1;
+            }
+            _ => assert_eq!(body["failures"][0]["reason"], "rate_limited", "{body}"),
+        }
+    }
+    let stats: serde_json::Value =
+        http.get(format!("http://{mock_addr}/_stats")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["providers"]["market"]["rate_limited"], 0, "the quota was kept: {stats}");
+    assert_eq!(stats["providers"]["market"]["token_requests"], 1, "one token for every call: {stats}");
+    assert!(quoted >= 4, "{quoted} of 8 quoted");
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+}
