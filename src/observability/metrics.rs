@@ -128,7 +128,26 @@ fn describe() {
         "pricefront_dlq_blocked",
         "1 while this consumer cannot write the DLQ (it then takes no new messages), else 0"
     );
-    describe_counter!("pricefront_provider_calls_total", "Price API calls by provider and outcome");
+    describe_counter!(
+        "pricefront_provider_calls_total",
+        "Price API calls by provider and outcome: ok, or the failure reason (timeout, connect, http_status, invalid_response, not_found, circuit_open, rate_limited, auth_failed)"
+    );
+    describe_histogram!(
+        "pricefront_provider_quota_wait_seconds",
+        "How long a call to a source with a quota (or paused by its Retry-After) waited for its turn, by provider"
+    );
+    describe_counter!(
+        "pricefront_provider_pauses_total",
+        "Times a source's 429 or Retry-After paused calls to it, by provider"
+    );
+    describe_counter!(
+        "pricefront_provider_token_renewals_total",
+        "Requests to a source's token endpoint by provider and outcome (ok, failed)"
+    );
+    describe_counter!(
+        "pricefront_quotes_reused_total",
+        "Quotes taken from an earlier computation instead of asking their source: guaranteed (still guaranteed long enough) or source_failed (the source failed; its earlier quote stood)"
+    );
     describe_histogram!("pricefront_provider_call_duration_seconds", "Price API call latency by provider");
     describe_gauge!("pricefront_circuit_open", "1 while a provider's circuit breaker is open");
     describe_gauge!(
