@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env),
-//!   `${NAME}` templates, and the rules for librdkafka options (refused, redacted).
+//!   `${NAME}` templates, the rules for librdkafka options (refused, redacted), secrets in one
+//!   redacting wrapper; price sources and the mock in files of their own.
 //! - [`observability`]: logs and spans, OTLP span export and `traceparent` across the queue,
 //!   the Prometheus recorder and `/metrics`, error chains.
 //! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
@@ -17,12 +18,15 @@
 //! - [`cache`]: L1 in process (quick_cache, single-flight loads, background re-reads) + L2
 //!   Redis (one server or a cluster, TLS, ACL users), results behind a one-line header, the
 //!   hash-tagged key scheme, pending markers, waiting for a result to be announced, each
-//!   computation's progress.
+//!   computation's progress, quotes kept past a brief result for the next computation, the
+//!   fleet's quota limiters.
 //! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
 //!   group member on its own thread, the acknowledgement that alone moves offsets, topics,
 //!   listing and replaying dead letters; the in-memory queue.
 //! - [`providers`]: price API clients (request templates with credentials from the
-//!   environment, JSON Pointer response mapping, not-found) and the concurrent fan-out.
+//!   environment, tokens that renew themselves, JSON Pointer response mapping with offer lists,
+//!   not-found, quotas and `Retry-After`, a breaker that counts only what says a source is
+//!   unwell) and the concurrent fan-out.
 //! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), catalogue
 //!   pages (many products in one request), `Prefer: wait`, event streams (SSE), refresh ahead,
 //!   the limits on misses, per-route metrics, errors as problem+json, `X-Request-Id` on every
@@ -34,6 +38,8 @@
 //!
 //! Dependencies point downward: `api` and `worker` use `cache`, `queue`, `providers` and
 //! `domain` (`worker` also `fx`); `domain` uses nothing of ours; `settings` uses only `domain`.
+//! `cache` implements one port of `providers` (`Quotas`, kept in Redis), the way `queue`
+//! implements the worker's inbox: `providers` owns the rule, `cache` the storage.
 
 /// Every binary allocates through mimalloc: the hit path allocates a few small buffers per
 /// request, and glibc's allocator was a tenth of its profile.

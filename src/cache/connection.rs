@@ -139,3 +139,25 @@ fn certificates(settings: &RedisSettings) -> Result<Option<TlsCertificates>, Err
     };
     Ok((root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates { client_tls, root_cert }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str, cluster: &[&str]) -> RedisSettings {
+        let mut s = crate::settings::Settings::load_from(None, Some(Default::default())).unwrap().redis;
+        s.url = url.into();
+        s.cluster_nodes = cluster.iter().map(|n| n.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn errors_name_the_address_without_its_password() {
+        let one = Connection::address(&settings("rediss://shop:s3cret@cache.internal:6380", &[]));
+        assert_eq!(&*one, "rediss://shop:<redacted>@cache.internal:6380");
+        let cluster = Connection::address(&settings("redis://unused:1", &["redis://:pw@a:7000", "redis://:pw@b:7001"]));
+        assert_eq!(&*cluster, "redis://:<redacted>@a:7000 (a cluster, 2 seed nodes)");
+        let error = Error::Timeout { at: one, after: Duration::from_secs(1) };
+        assert_eq!(error.to_string(), "Redis at rediss://shop:<redacted>@cache.internal:6380 did not answer within 1s");
+    }
+}

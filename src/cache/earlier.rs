@@ -22,8 +22,8 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// From the stored result (if any) and the quotes kept beside it (if any). A quote stored
-    /// before quotes had a guarantee of their own gets its result's.
+    /// From the stored result (if any) and the quotes kept beside it (if any). A quote of the
+    /// result without an `expires_at` of its own ends with the result.
     pub fn read(result: Option<&StoredResult>, kept: Option<&[u8]>) -> Self {
         let mut quotes: Vec<Quote> = kept.and_then(|bytes| serde_json::from_slice(bytes).ok()).unwrap_or_default();
         if let Some(comparison) = result.and_then(|r| r.comparison().ok()) {

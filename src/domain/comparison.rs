@@ -7,12 +7,12 @@
 //! cheapest quote with a `base_price`; `fx_missing` names the currencies that had no rate;
 //! `status` follows from how many sources answered.
 //!
-//! Every quote carries its own guarantee (`expires_at`: when it was quoted plus
-//! `cache.ttl_secs`), so a quote can outlive the result it first appeared in and be reused by
-//! the next. A result's `expires_at` is the earliest of its quotes' (a result with no quote:
-//! `computed_at` plus the status's TTL), and no later than `computed_at` plus
-//! `cache.partial_ttl_secs` while a failure that may pass ([`Failure::is_transient`]) is in it.
-//! A result is never served after its `expires_at`.
+//! Every quote has its own guarantee (when it was quoted plus `cache.ttl_secs`), so a quote can
+//! outlive the result it first appeared in and be reused by the next. A result's `expires_at`
+//! is the earliest of its quotes' (a result with no quote: `computed_at` plus the status's
+//! TTL), and no later than `computed_at` plus `cache.partial_ttl_secs` while a failure that may
+//! pass ([`Failure::is_transient`]) is in it. A quote's own `expires_at` is written only where
+//! it outlives the result's. A result is never served after its `expires_at`.
 
 use std::time::Duration;
 
@@ -51,8 +51,8 @@ pub struct Quote {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "https://www.ebay.de/itm/110554")]
     pub url: Option<String>,
-    /// The end of this quote's own guarantee: when the source quoted it plus `cache.ttl_secs`.
-    /// Absent only in results stored before quotes had one (their result's `expires_at` holds).
+    /// The end of this quote's own guarantee (when the source quoted it plus `cache.ttl_secs`),
+    /// when it outlives the result's: absent, the result's `expires_at` is the quote's too.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
@@ -75,8 +75,8 @@ impl Quote {
         }
     }
 
-    /// Whether it is still guaranteed at `now` with at least `margin` to spare. A quote with no
-    /// guarantee of its own (stored before quotes had one) is never reused.
+    /// Whether it is still guaranteed at `now` with at least `margin` to spare. A quote whose
+    /// guarantee is not filled in (see [`crate::cache::Earlier`]) is never reused.
     pub fn guaranteed_beyond(&self, now: OffsetDateTime, margin: Duration) -> bool {
         self.expires_at.is_some_and(|end| end - now > margin)
     }
@@ -302,6 +302,13 @@ impl Comparison {
         if failures.iter().any(Failure::is_transient) {
             expires_at = expires_at.min(computed_at + ttl.transient);
         }
+        // A quote that ends with the result says nothing of its own (the common case: every
+        // quote fresh, the result complete), so the answer stays as small as it was.
+        for quote in &mut quotes {
+            if quote.expires_at == Some(expires_at) {
+                quote.expires_at = None;
+            }
+        }
         Self {
             product_id,
             status,
@@ -416,10 +423,12 @@ mod tests {
         reused.expires_at = Some(at + Duration::from_secs(120));
         let c = aggregate(vec![Ok(reused), quote("new", "3.00")]);
         assert_eq!((c.status, ttl_secs(&c)), (Status::Complete, 120));
-        let ends: Vec<_> = c.quotes.iter().map(|q| (q.expires_at.unwrap() - at).whole_seconds()).collect();
-        assert_eq!(ends, [120, 300], "each keeps its own");
-        assert!(c.quotes[0].guaranteed_beyond(at, Duration::from_secs(119)));
-        assert!(!c.quotes[0].guaranteed_beyond(at, Duration::from_secs(120)));
+        let ends: Vec<_> = c.quotes.iter().map(|q| q.expires_at.map(|end| (end - at).whole_seconds())).collect();
+        assert_eq!(ends, [None, Some(300)], "the oldest ends with the result; the other keeps its own");
+        assert!(c.quotes[1].guaranteed_beyond(at, Duration::from_secs(299)));
+        assert!(!c.quotes[1].guaranteed_beyond(at, Duration::from_secs(300)));
+        let fresh = aggregate(vec![quote("a", "1.00"), quote("b", "2.00")]);
+        assert!(fresh.quotes.iter().all(|q| q.expires_at.is_none()), "all end with the result: nothing to say");
         assert!(
             !Quote::new("p", Decimal::ONE, Currency::parse("EUR").unwrap(), 1).guaranteed_beyond(at, Duration::ZERO)
         );

@@ -188,17 +188,17 @@ impl Auth {
         let renewal = {
             let now = Instant::now();
             let mut state = self.state.lock().expect("auth lock");
+            let failed_lately =
+                state.failed.as_ref().filter(|(at, _)| now < *at + FAILURE_HOLD).map(|(_, e)| e.clone());
             if let Some(token) = state.token.clone().filter(|t| now < t.expires) {
-                if now >= token.renew_at && state.renewal.is_none() {
+                if now >= token.renew_at && state.renewal.is_none() && failed_lately.is_none() {
                     // Renewed ahead, in the background: this call goes on with the one it has.
                     drop(self.renewal(&mut state));
                 }
                 return Ok(token);
             }
-            if let Some((at, error)) = &state.failed
-                && now < *at + FAILURE_HOLD
-            {
-                return Err(error.clone());
+            if let Some(error) = failed_lately {
+                return Err(error);
             }
             self.renewal(&mut state)
         };

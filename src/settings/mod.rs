@@ -490,8 +490,18 @@ impl Settings {
             Some(env) => env.keys().cloned().collect(),
             None => std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).collect(),
         };
-        let settings: Settings =
-            layers(file, env)?.try_deserialize().map_err(|e| Error::Load(name_the_variable(e, &variables)))?;
+        let layered = layers(file, env)?;
+        let settings: Settings = layered.clone().try_deserialize().map_err(|e| {
+            let names = |list: &str| -> Vec<String> {
+                let entries = layered.get::<Vec<serde_json::Value>>(list).unwrap_or_default();
+                entries.iter().map(|p| p["name"].as_str().unwrap_or("?").to_owned()).collect()
+            };
+            Error::Load(name_the_source(
+                name_the_variable(e, &variables),
+                &names("providers"),
+                &names("mock.providers"),
+            ))
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -579,6 +589,40 @@ impl Settings {
         unique_names("mock.providers", self.mock.providers.iter().map(|p| p.name.as_str()))?;
         Ok(())
     }
+}
+
+/// A key inside a price source (or a mock source) names the source as `providers[1] (ebay)`,
+/// with the dot the layering leaves out (`providers[1]quota.per_second` becomes
+/// `providers[1] (ebay).quota.per_second`).
+fn name_the_source(error: config::ConfigError, sources: &[String], mocks: &[String]) -> config::ConfigError {
+    let text = error.to_string();
+    if !text.contains("providers[") {
+        return error;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("providers[") {
+        let (before, from) = rest.split_at(at + "providers[".len());
+        out.push_str(before);
+        let digits = from.bytes().take_while(u8::is_ascii_digit).count();
+        let named = from[digits..].strip_prefix(']').and_then(|after| {
+            let index: usize = from[..digits].parse().ok()?;
+            let list = if before.ends_with("mock.providers[") { mocks } else { sources };
+            Some((index, list.get(index)?, after))
+        });
+        match named {
+            Some((index, name, after)) => {
+                out.push_str(&format!("{index}] ({name})"));
+                if after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                    out.push('.');
+                }
+                rest = after;
+            }
+            None => rest = from,
+        }
+    }
+    out.push_str(rest);
+    config::ConfigError::Message(out)
 }
 
 /// An unknown key that came from the environment is named as the variable that set it
@@ -927,6 +971,16 @@ offer_url = "/itemWebUrl"
         }
         assert!(json_pointer("/a~0b~1c").is_ok() && json_pointer("").is_ok());
         assert!(json_pointer("/a~").is_err() && json_pointer("a").is_err());
+    }
+
+    #[test]
+    fn a_type_error_in_a_source_names_it_with_its_dots_right() {
+        let toml = "[[providers]]\nname = \"a\"\nurl = \"http://h/{product_id}\"\n[[providers]]\nname = \"quota\"\nurl = \"http://h/{product_id}\"\n[providers.quota]\nper_second = \"x\"\n";
+        let err = format!("{:#}", anyhow::Error::new(with_toml(toml).unwrap_err()));
+        assert!(err.contains("for key `providers[1] (quota).quota.per_second`"), "{err}");
+        let unknown = "[[providers]]\nname = \"ebay\"\nurl = \"http://h/{product_id}\"\nretris = 3\n";
+        let err = format!("{:#}", anyhow::Error::new(with_toml(unknown).unwrap_err()));
+        assert!(err.contains("unknown field `retris`") && err.contains("for key `providers[0] (ebay)`"), "{err}");
     }
 
     #[test]
