@@ -56,6 +56,17 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
+/// A service account's JSON key, as Google issues it (a fresh RSA key), for a token endpoint at
+/// `token_uri`; the caller removes the file.
+pub fn service_account_key(token_uri: &str) -> PathBuf {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let json = serde_json::json!({"type": "service_account", "client_email": "pricefront@shop.iam.gserviceaccount.com",
+        "private_key_id": "k1", "private_key": key.serialize_pem(), "token_uri": token_uri});
+    let path = std::env::temp_dir().join(format!("service-account-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
 /// A mock price API with a fixed latency and no faults.
 pub fn provider(name: &str, latency_ms: u64) -> MockProviderSettings {
     MockProviderSettings::new(name, latency_ms, Currency::parse("EUR").unwrap())

@@ -15,7 +15,7 @@ use pricefront::settings::{MockAuthSettings, MockProviderSettings, MockQuotaSett
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{env, provider, wait_for};
+use crate::helpers::{env, provider, service_account_key, wait_for};
 
 /// Serves `providers` on a port of its own until the guard drops; returns its base URL.
 async fn serve_mock(providers: Vec<MockProviderSettings>) -> (String, tokio_util::sync::DropGuard) {
@@ -163,23 +163,13 @@ async fn a_failing_token_endpoint_is_auth_failed_shows_no_secret_and_spares_the_
     assert!((1..=most).contains(&requests), "{requests} token requests in {:?}", started.elapsed());
 }
 
-/// A service account's key, as Google issues it, for a token endpoint at `token_uri`.
-fn service_account(token_uri: &str) -> PathBuf {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let json = json!({"type": "service_account", "client_email": "pricefront@shop.iam.gserviceaccount.com",
-        "private_key_id": "k1", "private_key": key.serialize_pem(), "token_uri": token_uri});
-    let path = std::env::temp_dir().join(format!("service-account-{}.json", uuid::Uuid::new_v4()));
-    std::fs::write(&path, json.to_string()).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn a_service_account_signs_for_its_token() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let token_uri = format!("{base}/merchant/token");
-    let ours = service_account(&token_uri);
-    let strangers = service_account(&token_uri);
+    let ours = service_account_key(&token_uri);
+    let strangers = service_account_key(&token_uri);
     let mut merchant = provider("merchant", 5);
     merchant.shape = MockShape::Merchant;
     merchant.auth = Some(MockAuthSettings {

@@ -284,11 +284,7 @@ async fn the_readme_examples_quote_from_their_shapes() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-    let key_file = std::env::temp_dir().join(format!("example-key-{}.json", uuid::Uuid::new_v4()));
-    let account = json!({"client_email": "pf@shop.iam.gserviceaccount.com", "private_key": key.serialize_pem(),
-        "token_uri": format!("{base}/merchant/token")});
-    std::fs::write(&key_file, account.to_string()).unwrap();
+    let key_file = crate::helpers::service_account_key(&format!("{base}/merchant/token"));
     let mut ebay = mock_source("ebay", MockShape::Ebay, "EUR");
     ebay.auth = Some(MockAuthSettings {
         client_id: Some("ebay-id".into()),

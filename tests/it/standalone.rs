@@ -1,5 +1,6 @@
 //! The zero-setup mode: the whole system in one process with no Redis and no broker.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use pricefront::settings::Settings;
@@ -7,34 +8,44 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{free_port, get, wait_for};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standalone_answers_202_then_200_with_no_external_services() {
+/// The whole system in this process, configured by `toml(the mock's address)` over the
+/// defaults, with Redis and the broker pointing where nothing listens: standalone must not need
+/// them. Its API and mock addresses, and the token that stops it and the task that runs it.
+async fn standalone(
+    toml: impl Fn(SocketAddr) -> String,
+) -> (SocketAddr, SocketAddr, CancellationToken, tokio::task::JoinHandle<Result<(), pricefront::standalone::Error>>) {
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (api_addr, mock_addr) = (api.local_addr().unwrap(), mock.local_addr().unwrap());
-    // Nothing listens at these: the standalone mode must not need them.
     let dead = free_port();
-    let mut toml = format!(
-        "[redis]\nurl = \"redis://127.0.0.1:{dead}\"\n[kafka]\nbrokers = \"127.0.0.1:{dead}\"\n\
-         [[mock.providers]]\nname = \"solo\"\nlatency_ms = 30\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = \"EUR\"\n\
-         [[mock.providers]]\nname = \"duo\"\nlatency_ms = 60\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = \"EUR\"\n"
+    let toml = format!(
+        "[redis]\nurl = \"redis://127.0.0.1:{dead}\"\n[kafka]\nbrokers = \"127.0.0.1:{dead}\"\n{}",
+        toml(mock_addr)
     );
-    for name in ["solo", "duo"] {
-        toml.push_str(&format!(
-            "[[providers]]\nname = \"{name}\"\nurl = \"http://{mock_addr}/{name}/prices/{{product_id}}\"\n"
-        ));
-    }
     let path = std::env::temp_dir().join(format!("standalone-{}.toml", uuid::Uuid::new_v4()));
     std::fs::write(&path, toml).unwrap();
     let settings = Settings::load_from(Some(&path), Some(Default::default())).unwrap();
     std::fs::remove_file(&path).unwrap();
-
     let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        let system = pricefront::standalone::Standalone::build(&settings).unwrap();
-        async move { system.run(api, mock, shutdown).await }
-    });
+    let system = pricefront::standalone::Standalone::build(&settings).unwrap();
+    let run = tokio::spawn(system.run(api, mock, shutdown.clone()));
+    (api_addr, mock_addr, shutdown, run)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_answers_202_then_200_with_no_external_services() {
+    let (api_addr, mock_addr, shutdown, run) = standalone(|mock_addr| {
+        let mut toml = "[[mock.providers]]\nname = \"solo\"\nlatency_ms = 30\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = \"EUR\"\n\
+             [[mock.providers]]\nname = \"duo\"\nlatency_ms = 60\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = \"EUR\"\n"
+            .to_owned();
+        for name in ["solo", "duo"] {
+            toml.push_str(&format!(
+                "[[providers]]\nname = \"{name}\"\nurl = \"http://{mock_addr}/{name}/prices/{{product_id}}\"\n"
+            ));
+        }
+        toml
+    })
+    .await;
     let http = reqwest::Client::new();
     let url = format!("http://{api_addr}/v1/prices/solo-1");
     assert_eq!(get(&http, &format!("http://{api_addr}/readyz")).await.0, 200);
@@ -88,16 +99,9 @@ async fn standalone_answers_202_then_200_with_no_external_services() {
 /// its quota (in the process, the whole fleet here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_fronts_a_marketplace_with_a_token_listings_and_a_quota() {
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mock = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (api_addr, mock_addr) = (api.local_addr().unwrap(), mock.local_addr().unwrap());
-    let dead = free_port();
-    let toml = format!(
-        r#"[redis]
-url = "redis://127.0.0.1:{dead}"
-[kafka]
-brokers = "127.0.0.1:{dead}"
-[consumer]
+    let (api_addr, mock_addr, shutdown, run) = standalone(|mock_addr| {
+        format!(
+            r#"[consumer]
 provider_timeout_ms = 1000
 [[mock.providers]]
 name = "market"
@@ -116,17 +120,9 @@ auth = {{ kind = "oauth2_client_credentials", token_url = "http://{mock_addr}/ma
 quota = {{ per_second = 4, burst = 1 }}
 response = {{ items = "/itemSummaries", match = {{ "/condition" = "NEW" }}, price = "/price/value", currency = "/price/currency", offer_url = "/itemWebUrl" }}
 "#
-    );
-    let path = std::env::temp_dir().join(format!("standalone-market-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(&path, toml).unwrap();
-    let settings = Settings::load_from(Some(&path), Some(Default::default())).unwrap();
-    std::fs::remove_file(&path).unwrap();
-    let shutdown = CancellationToken::new();
-    let run = tokio::spawn({
-        let (settings, shutdown) = (settings.clone(), shutdown.clone());
-        let system = pricefront::standalone::Standalone::build(&settings).unwrap();
-        async move { system.run(api, mock, shutdown).await }
-    });
+        )
+    })
+    .await;
     let http = reqwest::Client::new();
     let products: Vec<String> = (0..8).map(|i| format!("gtin-{i}")).collect();
     for product in &products {
