@@ -10,7 +10,7 @@ use crate::domain::ProductId;
 
 /// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`,
 /// `{prefix}:quotes:{<id>}`, the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`,
-/// and a source's quota `{prefix}:quota:{<source>}`.
+/// and a source's quota `{prefix}:quota:{<source>}` and pause `{prefix}:pause:{<source>}`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
@@ -58,6 +58,11 @@ impl Keys {
         format!("{}:quota:{{{source}}}", self.prefix)
     }
 
+    /// A source's pause (its `Retry-After`), for the whole fleet: it lives as long as the pause.
+    pub fn pause(&self, source: &str) -> String {
+        format!("{}:pause:{{{source}}}", self.prefix)
+    }
+
     /// The pub/sub channel each progress event is announced on, with the event.
     pub fn progress_channel(&self, id: &ProductId) -> String {
         format!("{}:progress:{id}", self.prefix)
@@ -79,6 +84,7 @@ mod tests {
         assert_eq!(keys.progress_channel(&id), "pf:progress:sku-1");
         assert_eq!(keys.quotes(&id), "pf:quotes:{sku-1}");
         assert_eq!(keys.quota("ebay"), "pf:quota:{ebay}");
+        assert_eq!(keys.pause("ebay"), "pf:pause:{ebay}");
     }
 
     /// Redis Cluster hashes only what is inside the first `{…}`: both keys hash the id alone.

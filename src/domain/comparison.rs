@@ -144,11 +144,21 @@ pub struct Failure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = 503)]
     pub http_status: Option<u16>,
+    /// For `not_found` (an answer, kept `cache.not_found_ttl_secs` from when it was given), when
+    /// it outlives the result's `expires_at`: absent, the result's is this answer's too.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl Failure {
     pub fn new(provider: impl Into<String>, reason: FailureReason, detail: impl Into<String>) -> Self {
-        Self { provider: provider.into(), reason, detail: detail.into(), http_status: None }
+        Self { provider: provider.into(), reason, detail: detail.into(), http_status: None, expires_at: None }
+    }
+
+    /// Whether it is an answer ("not sold here") still good at `now` with `margin` to spare.
+    pub fn not_found_beyond(&self, now: OffsetDateTime, margin: Duration) -> bool {
+        self.reason == FailureReason::NotFound && self.expires_at.is_some_and(|end| end - now > margin)
     }
 
     /// Whether it may pass by itself soon: a timeout, a connection error, a 5xx, the source's
@@ -254,7 +264,8 @@ pub struct Comparison {
 impl Comparison {
     /// Builds the comparison from every source's outcome, converting each quote with `fx`.
     /// A quote without a guarantee of its own (one just quoted) gets `computed_at` plus
-    /// `ttl.answered`; one that has one (reused from an earlier result) keeps it.
+    /// `ttl.answered`, a `not_found` answer `computed_at` plus `ttl.not_found`; one that has one
+    /// (reused from an earlier result) keeps it.
     pub fn aggregate(
         product_id: ProductId,
         outcomes: impl IntoIterator<Item = Result<Quote, Failure>>,
@@ -270,7 +281,12 @@ impl Comparison {
                     quote.expires_at.get_or_insert(computed_at + ttl.answered);
                     quotes.push(quote);
                 }
-                Err(failure) => failures.push(failure),
+                Err(mut failure) => {
+                    if failure.reason == FailureReason::NotFound {
+                        failure.expires_at.get_or_insert(computed_at + ttl.not_found);
+                    }
+                    failures.push(failure);
+                }
             }
         }
         // Compared in the base currency; what cannot be converted goes last (by its own price).
@@ -302,11 +318,11 @@ impl Comparison {
         if failures.iter().any(Failure::is_transient) {
             expires_at = expires_at.min(computed_at + ttl.transient);
         }
-        // A quote that ends with the result says nothing of its own (the common case: every
-        // quote fresh, the result complete), so the answer stays as small as it was.
-        for quote in &mut quotes {
-            if quote.expires_at == Some(expires_at) {
-                quote.expires_at = None;
+        // An answer that ends with the result says nothing of its own (the common case: every
+        // quote fresh, the result complete), so the result stays as small as it was.
+        for end in quotes.iter_mut().map(|q| &mut q.expires_at).chain(failures.iter_mut().map(|f| &mut f.expires_at)) {
+            if *end == Some(expires_at) {
+                *end = None;
             }
         }
         Self {

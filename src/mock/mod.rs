@@ -27,7 +27,8 @@
 //!   them), so the next call with one is answered 401.
 //! - `GET /fx/eurofxref-daily.xml`: [`ECB_RATES`] in the ECB's daily reference-rates format,
 //!   dated today, for `fx.url`.
-//! - `GET /_stats`: calls per provider and per product, token requests and 429s per provider. Per-product counts are kept for at
+//! - `GET /_stats`: calls per provider and per product; per provider, token requests, 401s for
+//!   want of a valid token, and 429s. Per-product counts are kept for at
 //!   most [`STATS_MAX_PRODUCTS`] products per provider, each until it is idle for
 //!   [`STATS_IDLE`], so a long run does not grow without limit.
 //! - `PUT /_faults/{provider}`: change any of `latency_ms`, `jitter_ms`, `error_rate`,
@@ -119,6 +120,8 @@ struct Issuer {
     /// Tokens issued and not yet expired.
     tokens: moka::sync::Cache<String, ()>,
     requests: AtomicU64,
+    /// Calls answered 401 for want of a valid token.
+    refused: AtomicU64,
 }
 
 /// A mock source's own rate limit.
@@ -135,7 +138,7 @@ impl Limit {
     fn admit(&self) -> bool {
         let now = self.epoch.elapsed().as_micros() as u64;
         let mut tat = self.tat.lock().expect("limit lock");
-        match self.gcra.take(*tat, now, 0) {
+        match self.gcra.take(*tat, None, now, 0) {
             (Turn::Go(_), next) => {
                 *tat = next;
                 true
@@ -343,6 +346,7 @@ async fn price(
     if let Some(issuer) = &p.issuer {
         let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if !token.is_some_and(|t| issuer.tokens.contains_key(t)) {
+            issuer.refused.fetch_add(1, Ordering::Relaxed);
             return problem(StatusCode::UNAUTHORIZED, "no valid bearer token");
         }
     }
@@ -389,7 +393,7 @@ struct ServiceAccountKey {
 
 fn issuer(auth: &MockAuthSettings) -> Result<Issuer, String> {
     let client = match (&auth.client_id, &auth.client_secret) {
-        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (Some(id), Some(secret)) => Some((id.clone(), secret.expose().to_owned())),
         (None, None) => None,
         _ => return Err("auth: client_id and client_secret go together".into()),
     };
@@ -418,6 +422,7 @@ fn issuer(auth: &MockAuthSettings) -> Result<Issuer, String> {
         ttl,
         tokens: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
         requests: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
     })
 }
 
@@ -550,20 +555,20 @@ fn listings(p: &Provider, provider: &str, product: &ProductId) -> Vec<serde_json
             "title": format!("Product {id}"),
             "gtin": id,
             "condition": condition,
-            "conditionId": if condition == "NEW" { "1000" } else { "3000" },
+            "conditionId": if condition == "New" { "1000" } else { "3000" },
             "itemWebUrl": format!("https://www.ebay.example/itm/{item}"),
             "price": {"value": amount(p, price), "currency": currency.as_str()},
         })
     };
     let mut items =
-        vec![listing(1, "USED", times(price, 80), p.currency), listing(2, "NEW", times(price, 110), p.currency)];
+        vec![listing(1, "Used", times(price, 80), p.currency), listing(2, "New", times(price, 110), p.currency)];
     // Worth more than the source's currency: nominally cheaper, dearer once converted.
     let gbp = Currency::parse("GBP").expect("GBP is ISO 4217");
     if p.currency != gbp {
         let in_gbp = price_for(provider, id, gbp);
-        items.push(listing(3, "NEW", (in_gbp * Decimal::new(105, 2)).round_dp(2), gbp));
+        items.push(listing(3, "New", (in_gbp * Decimal::new(105, 2)).round_dp(2), gbp));
     }
-    items.push(listing(4, "NEW", price, p.currency));
+    items.push(listing(4, "New", price, p.currency));
     items
 }
 
@@ -580,11 +585,12 @@ async fn stats(State(state): State<MockState>) -> Response {
         let by_product: BTreeMap<String, u64> =
             p.by_product.iter().map(|(product, n)| ((*product).clone(), n.load(Ordering::Relaxed))).collect();
         let tokens = p.issuer.as_ref().map_or(0, |i| i.requests.load(Ordering::Relaxed));
+        let unauthorized = p.issuer.as_ref().map_or(0, |i| i.refused.load(Ordering::Relaxed));
         let rate_limited = p.limit.as_ref().map_or(0, |l| l.refused.load(Ordering::Relaxed));
         providers.insert(
             name.clone(),
             json!({"calls": p.calls.load(Ordering::Relaxed), "by_product": by_product,
-                "token_requests": tokens, "rate_limited": rate_limited}),
+                "token_requests": tokens, "unauthorized": unauthorized, "rate_limited": rate_limited}),
         );
     }
     Json(json!({ "providers": providers })).into_response()

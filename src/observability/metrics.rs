@@ -146,7 +146,7 @@ fn describe() {
     );
     describe_counter!(
         "pricefront_quotes_reused_total",
-        "Quotes taken from an earlier computation instead of asking their source: guaranteed (still guaranteed long enough) or source_failed (the source failed; its earlier quote stood)"
+        "Answers taken from an earlier computation instead of asking their source: guaranteed (a quote or a not_found still good long enough) or source_failed (the source failed; its earlier quote stood)"
     );
     describe_histogram!("pricefront_provider_call_duration_seconds", "Price API call latency by provider");
     describe_gauge!("pricefront_circuit_open", "1 while a provider's circuit breaker is open");

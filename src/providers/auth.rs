@@ -31,6 +31,8 @@ use crate::settings::{AuthSettings, ClientAuth};
 pub const FAILURE_HOLD: Duration = Duration::from_secs(1);
 /// The life assumed for a token whose endpoint gives no `expires_in`.
 const DEFAULT_LIFE: Duration = Duration::from_secs(3600);
+/// The longest life taken from `expires_in`: a token is renewed at least daily.
+const MAX_LIFE: Duration = Duration::from_secs(86_400);
 /// The longest a token is used before its stated expiry.
 const MAX_EARLY: Duration = Duration::from_secs(30);
 /// The largest token endpoint answer read.
@@ -266,6 +268,8 @@ impl Auth {
     }
 
     async fn ask(&self) -> Result<Arc<Token>, AuthError> {
+        // Its life runs from when it was asked for: the answer's way back is part of it.
+        let asked = Instant::now();
         let request = match &self.grant {
             Grant::ClientCredentials { token_url, client_id, client_secret, scope, client_auth } => {
                 let mut form = vec![("grant_type", "client_credentials")];
@@ -322,11 +326,11 @@ impl Auth {
             Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
             _ => None,
         }
-        .map_or(DEFAULT_LIFE, Duration::from_secs);
+        .map_or(DEFAULT_LIFE, |secs| Duration::from_secs(secs).min(MAX_LIFE));
         if life.is_zero() {
             return Err(AuthError("the token endpoint gave a token that expires at once".into()));
         }
-        Ok(Arc::new(Token::new(answer.access_token.expose_secret().to_owned(), life, Instant::now())))
+        Ok(Arc::new(Token::new(answer.access_token.expose_secret().to_owned(), life, asked)))
     }
 }
 

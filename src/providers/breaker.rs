@@ -79,6 +79,16 @@ impl Breaker {
         opened
     }
 
+    /// Whether [`Self::try_acquire`] would refuse now, without taking the one probe: so a
+    /// call about to be refused spends no token and no quota turn on the way.
+    pub fn would_refuse(&self, now: Instant) -> bool {
+        match *self.state.lock().expect("breaker lock") {
+            State::Closed { .. } => false,
+            State::Open { until } => now < until,
+            State::HalfOpen { since } => now < since + self.cooldown,
+        }
+    }
+
     pub fn is_open(&self, now: Instant) -> bool {
         matches!(*self.state.lock().expect("breaker lock"), State::Open { until } if now < until)
     }
@@ -101,7 +111,10 @@ mod tests {
         assert!(!b.record(false, t));
         assert!(b.record(false, t), "third consecutive failure opens");
         assert_eq!(b.try_acquire(t), Permit::Refused);
-        assert!(b.is_open(t));
+        assert!(b.is_open(t) && b.would_refuse(t));
+        assert!(!b.would_refuse(t + COOL), "a probe would go");
+        assert_eq!(b.try_acquire(t + COOL), Permit::Allowed);
+        assert!(b.would_refuse(t + COOL), "its one probe is out");
     }
 
     #[test]

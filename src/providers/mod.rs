@@ -43,7 +43,7 @@ use tracing::Instrument;
 
 pub use auth::{Auth, AuthError, FAILURE_HOLD};
 pub use breaker::{Breaker, Permit};
-pub use quota::{Gcra, LocalQuotas, Quotas, Turn, Unavailable};
+pub use quota::{Gcra, LocalQuotas, MAX_TOLERANCE, PAUSE_CHECK, Quotas, Turn, Unavailable};
 pub use request::{ConfigError, Request};
 pub use response::{Mapping, Offer, Unread};
 
@@ -61,6 +61,7 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(20);
 /// A turn (quota or pause) is only worth waiting for if it leaves the call at least this share
 /// of the budget (a quarter).
 const CALL_SHARE: u32 = 4;
+const CIRCUIT_OPEN: &str = "skipped: circuit open after repeated failures";
 
 /// Why the sources cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +122,10 @@ struct Source {
     breaker: Breaker,
     auth: Option<Arc<Auth>>,
     quota: Option<QuotaSettings>,
-    /// No call before this (the source's `Retry-After`), from this consumer.
+    /// No call before this (the source's `Retry-After`, heard here or by the fleet).
     paused_until: Mutex<Option<Instant>>,
+    /// When this consumer last looked whether the fleet paused the source.
+    pause_checked: Mutex<Option<Instant>>,
 }
 
 impl Source {
@@ -179,6 +182,7 @@ impl PriceSources {
                     auth,
                     quota: p.quota,
                     paused_until: Mutex::new(None),
+                    pause_checked: Mutex::new(None),
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -302,27 +306,20 @@ impl PriceSources {
             .build();
         let mut attempts = 0;
         loop {
-            if source.breaker.try_acquire(Instant::now()) == Permit::Refused {
-                let detail = "skipped: circuit open after repeated failures";
-                return Err(AttemptError::before_call(FailureReason::CircuitOpen, detail));
+            // Without taking its one probe: a call about to be refused spends no token or turn.
+            if source.breaker.would_refuse(Instant::now()) {
+                return Err(AttemptError::before_call(FailureReason::CircuitOpen, CIRCUIT_OPEN));
             }
             attempts += 1;
             let outcome = self.attempt(source, id, rates, deadline).await;
-            let healthy = match &outcome {
-                Ok(_) => Some(true),
-                Err(e) => e.healthy(),
-            };
-            if let Some(healthy) = healthy
-                && source.breaker.record(healthy, Instant::now())
-            {
-                tracing::warn!(provider = %source.name, "circuit opened");
-            }
             let mut error = match outcome {
                 Ok(offer) => return Ok(offer),
                 Err(e) => e,
             };
             if let Some(pause) = error.pause {
                 self.pause(source, pause).await;
+                // Worth another attempt only if the pause ends while a call still fits.
+                error.retryable = tokio::time::Instant::now() + pause < self.latest_turn(deadline);
             }
             let now = tokio::time::Instant::now();
             let delay = backoff.next().filter(|d| now + *d + MIN_ATTEMPT < deadline);
@@ -341,7 +338,8 @@ impl PriceSources {
         }
     }
 
-    /// One attempt: a token, a turn, the call; a 401 with a token renews it and calls once more.
+    /// One attempt: a token, a turn, the breaker's permit, the call (its outcome told to the
+    /// breaker); a 401 with a token renews it and calls once more.
     async fn attempt(
         &self,
         source: &Source,
@@ -360,6 +358,10 @@ impl PriceSources {
                 None => None,
             };
             self.turn(source, deadline).await?;
+            // Taken last, so nothing before the call can leave a half-open breaker's probe unused.
+            if source.breaker.try_acquire(Instant::now()) == Permit::Refused {
+                return Err(AttemptError::before_call(FailureReason::CircuitOpen, CIRCUIT_OPEN));
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let budget = source.attempt_timeout.map_or(left, |t| t.min(left));
             let outcome = match tokio::time::timeout(budget, self.call(source, id, rates, token.as_deref())).await {
@@ -369,6 +371,13 @@ impl PriceSources {
                     format!("no answer within {} ms", budget.as_millis()),
                 )),
             };
+            let healthy = match &outcome {
+                Ok(_) => true,
+                Err(e) => e.healthy().unwrap_or(true),
+            };
+            if source.breaker.record(healthy, Instant::now()) {
+                tracing::warn!(provider = %source.name, "circuit opened");
+            }
             match (outcome, &token, &source.auth) {
                 (Err(e), Some(token), Some(auth)) if e.http_status == Some(401) => {
                     auth.refused(token);
@@ -387,29 +396,35 @@ impl PriceSources {
         }
     }
 
-    /// Waits for this source's turn: its pause (`Retry-After`), then its quota; refused
-    /// (`rate_limited`) when the turn would leave the call less than a quarter of the budget
+    /// The latest a call may start (a turn waited for): a quarter of the budget left
     /// ([`CALL_SHARE`]).
-    async fn turn(&self, source: &Source, deadline: tokio::time::Instant) -> Result<(), AttemptError> {
+    fn latest_turn(&self, deadline: tokio::time::Instant) -> tokio::time::Instant {
         let reserve = (self.timeout / CALL_SHARE).max(MIN_ATTEMPT);
-        let latest = deadline.checked_sub(reserve).unwrap_or(deadline);
+        deadline.checked_sub(reserve).unwrap_or(deadline)
+    }
+
+    /// Waits for this source's turn: its pause (`Retry-After`, its own or the fleet's), then
+    /// its quota, then its pause again if one began meanwhile; refused (`rate_limited`) when the
+    /// turn would come after [`Self::latest_turn`].
+    async fn turn(&self, source: &Source, deadline: tokio::time::Instant) -> Result<(), AttemptError> {
+        let latest = self.latest_turn(deadline);
         let started = tokio::time::Instant::now();
-        if let Some(until) = source.paused_until().map(tokio::time::Instant::from_std)
-            && until > started
-        {
-            if until > latest {
-                let left = until - started;
-                let detail = format!("paused by the source's Retry-After for {} ms more", left.as_millis());
-                return Err(AttemptError::before_call(FailureReason::RateLimited, detail));
+        let paused = self.wait_out_pause(source, latest).await?;
+        let Some(quota) = &source.quota else {
+            if paused {
+                metrics::histogram!("pricefront_provider_quota_wait_seconds", "provider" => source.name.clone())
+                    .record(started.elapsed().as_secs_f64());
             }
-            tokio::time::sleep_until(until).await;
-        }
-        let Some(quota) = &source.quota else { return Ok(()) };
+            return Ok(());
+        };
         let max_wait = latest.saturating_duration_since(tokio::time::Instant::now());
-        let turn = self.quotas.take(&source.name, quota, max_wait).await;
-        match turn {
+        match self.quotas.take(&source.name, quota, max_wait).await {
             Ok(Turn::Go(wait)) => {
-                tokio::time::sleep(wait).await;
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                    // A 429 heard while this turn waited holds it too.
+                    self.wait_out_pause(source, latest).await?;
+                }
                 metrics::histogram!("pricefront_provider_quota_wait_seconds", "provider" => source.name.clone())
                     .record(started.elapsed().as_secs_f64());
                 Ok(())
@@ -422,27 +437,63 @@ impl PriceSources {
         }
     }
 
-    /// Stops calls to `source` for `pause` (its `Retry-After`): from this consumer, and from the
-    /// fleet when the source has a quota.
+    /// Waits until the source's pause ends (true if it waited), or refuses if it ends after
+    /// `latest`. Looks whether the fleet paused it at most every [`PAUSE_CHECK`].
+    async fn wait_out_pause(&self, source: &Source, latest: tokio::time::Instant) -> Result<bool, AttemptError> {
+        let due = {
+            let mut checked = source.pause_checked.lock().expect("pause lock");
+            let due = checked.is_none_or(|at| at.elapsed() >= PAUSE_CHECK);
+            if due {
+                *checked = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            match self.quotas.paused(&source.name).await {
+                Ok(Some(left)) => {
+                    self.paused_until(source, left);
+                }
+                Ok(None) => {}
+                // A pause nobody can read is one this call does not know of; the source says so again.
+                Err(e) => {
+                    tracing::debug!(provider = %source.name, error = %e, "cannot look whether the fleet paused the source")
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let Some(until) = source.paused_until().map(tokio::time::Instant::from_std).filter(|until| *until > now) else {
+            return Ok(false);
+        };
+        if until > latest {
+            let detail = format!("paused by the source's Retry-After for {} ms more", (until - now).as_millis());
+            return Err(AttemptError::before_call(FailureReason::RateLimited, detail));
+        }
+        tokio::time::sleep_until(until).await;
+        Ok(true)
+    }
+
+    /// Holds this consumer's calls to `source` for `pause` from now (unless held longer); true
+    /// if that extended the hold.
+    fn paused_until(&self, source: &Source, pause: Duration) -> bool {
+        let until = Instant::now() + pause.min(MAX_PAUSE);
+        let mut paused = source.paused_until.lock().expect("pause lock");
+        let extended = paused.is_none_or(|current| current < until);
+        if extended {
+            *paused = Some(until);
+        }
+        extended
+    }
+
+    /// Stops calls to `source` for `pause` (its `Retry-After`): from this consumer, and, through
+    /// the quotas' store, from the fleet (with a quota, its calls then resume at its pace).
     async fn pause(&self, source: &Source, pause: Duration) {
         let pause = pause.min(MAX_PAUSE);
-        let until = Instant::now() + pause;
-        let extended = {
-            let mut paused = source.paused_until.lock().expect("pause lock");
-            let extended = paused.is_none_or(|current| current < until);
-            if extended {
-                *paused = Some(until);
-            }
-            extended
-        };
-        if !extended {
+        if !self.paused_until(source, pause) {
             return;
         }
         tracing::warn!(provider = %source.name, pause_ms = pause.as_millis() as u64, "the source asked for fewer calls (429 or Retry-After); pausing calls to it");
         metrics::counter!("pricefront_provider_pauses_total", "provider" => source.name.clone()).increment(1);
-        if let Some(quota) = &source.quota
-            && let Err(e) = self.quotas.pause(&source.name, quota, pause).await
-        {
+        if let Err(e) = self.quotas.pause(&source.name, source.quota.as_ref(), pause).await {
             tracing::warn!(provider = %source.name, error = %e, "cannot pause the fleet's calls; this consumer pauses alone");
         }
     }

@@ -1,13 +1,14 @@
 //! `[mock]`: the simulated price APIs (`mock-providers`), for local runs and the tests.
 //!
-//! Serializable, so a test writes a mock's configuration from these types.
+//! Serializable, so a test writes a mock's configuration from these types (a client secret is
+//! serialized `<redacted>`, as everywhere: a test that needs it writes it itself).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::PriceUnit;
+use super::{PriceUnit, Secret};
 use crate::domain::Currency;
 
 /// The answer shapes the mock can speak (`[[mock.providers]] shape`).
@@ -76,8 +77,9 @@ pub struct MockProviderSettings {
 pub struct MockAuthSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Shown as `<redacted>`, as a real source's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// A service account's JSON key (as Google issues them): its `client_email` must sign.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,

@@ -474,6 +474,11 @@ impl Settings {
                 *secret = REDACTED.into();
             }
         }
+        for mock in value["mock"]["providers"].as_array_mut().into_iter().flatten() {
+            if let Some(secret) = mock.get_mut("auth").and_then(|auth| auth.get_mut("client_secret")) {
+                *secret = REDACTED.into();
+            }
+        }
         Ok(value)
     }
 
@@ -969,6 +974,9 @@ offer_url = "/itemWebUrl"
             let err = format!("{:#}", anyhow::Error::new(with_provider(toml).unwrap_err()));
             assert!(err.contains(expected), "{toml}: {err}");
         }
+        let leaky = "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"http://h/t\"\nclient_id = \"a\"\nclient_secret = \"p${ss-w0rd\"";
+        let err = format!("{:#}", anyhow::Error::new(with_provider(leaky).unwrap_err()));
+        assert!(err.contains("client_secret") && !err.contains("w0rd"), "{err}");
         assert!(json_pointer("/a~0b~1c").is_ok() && json_pointer("").is_ok());
         assert!(json_pointer("/a~").is_err() && json_pointer("a").is_err());
     }
@@ -1009,6 +1017,9 @@ offer_url = "/itemWebUrl"
         assert!(!shown.to_string().contains("t0p-s3cret"));
         assert_eq!(shown["providers"][0]["auth"]["client_secret"], REDACTED);
         assert_eq!(shown["providers"][0]["auth"]["client_id"], "id");
+        let mock = Settings::shown_from(None, env(&[])).unwrap();
+        let dealhub = mock["mock"]["providers"].as_array().unwrap().iter().find(|p| p["name"] == "dealhub").unwrap();
+        assert_eq!(dealhub["auth"]["client_secret"], REDACTED, "the mock's too");
     }
 
     #[test]

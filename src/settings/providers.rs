@@ -178,7 +178,7 @@ pub struct ResponseSettings {
     /// A list that is absent or empty, or with no offer that matches, is `not_found`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items: Option<String>,
-    /// `{ "/condition" = "NEW" }`: only offers whose values at these pointers equal these JSON
+    /// `{ "/conditionId" = "1000" }`: only offers whose values at these pointers equal these JSON
     /// scalars count (`items` only).
     #[serde(default, rename = "match", skip_serializing_if = "BTreeMap::is_empty")]
     pub matches: BTreeMap<String, serde_json::Value>,
@@ -353,12 +353,12 @@ impl AuthSettings {
     fn validate(&self) -> Result<(), String> {
         match self {
             AuthSettings::Oauth2ClientCredentials { token_url, client_id, client_secret, scope, .. } => {
-                for (field, text) in [
-                    ("token_url", token_url.as_str()),
-                    ("client_id", client_id),
-                    ("client_secret", client_secret.expose()),
-                ] {
+                for (field, text) in [("token_url", token_url.as_str()), ("client_id", client_id)] {
                     template::variables(text).map_err(|e| format!("{field}: {e}"))?;
+                }
+                // Its error would quote the value: the secret itself.
+                if template::variables(client_secret.expose()).is_err() {
+                    return Err("client_secret: a ${ that is not a ${NAME} variable (not shown: it is a secret)".into());
                 }
                 if let Some(scope) = scope {
                     template::variables(scope).map_err(|e| format!("scope: {e}"))?;
@@ -405,6 +405,10 @@ impl QuotaSettings {
         }
         if self.burst == 0 {
             return Err("burst must be at least 1".into());
+        }
+        // A burst's worth of intervals: the limiter keeps times within this.
+        if self.interval().as_secs_f64() * f64::from(self.burst - 1) > 30.0 * 86_400.0 {
+            return Err(format!("burst ({}) at per_second ({}) spans more than 30 days", self.burst, self.per_second));
         }
         Ok(())
     }

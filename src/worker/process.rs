@@ -2,11 +2,12 @@
 //! progress for watchers), aggregate, store; or send an undecodable message to the DLQ.
 //!
 //! A computation starts from what the earlier one left ([`crate::cache::Earlier`]): a quote
-//! still guaranteed beyond [`Processor::reuse_margin`] is reused and its source not asked, so
-//! recomputing a result kept briefly for a failure asks only the sources that failed (and a
-//! refresh, those whose quotes end within the refresh window). A
-//! source that fails keeps its earlier quote while that is still guaranteed, so a refresh
-//! never makes a result worse. The result expires with its oldest quote.
+//! (or a source's "not sold here") still good beyond [`Processor::reuse_margin`] is reused and
+//! its source not asked, so recomputing a result kept briefly for a failure asks only the
+//! sources that failed (and a refresh, those whose quotes end within the refresh window). A
+//! source that fails keeps its earlier quote while that is still guaranteed, so a refresh never
+//! makes a result worse; a refresh that learnt nothing new is not stored. The result expires
+//! with its oldest quote.
 //!
 //! A message counts as settled only when its outcome is durable: result in Redis (or judged
 //! too late to store, its marker released), or the message in the DLQ. Unreachable
@@ -194,11 +195,26 @@ impl Processor {
         let started = OffsetDateTime::now_utc();
         // Quotes of configured sources only: a source taken out of the configuration is gone.
         let configured: Vec<&str> = self.sources.names().collect();
-        let earlier: Vec<Quote> =
+        let earlier_quotes: Vec<Quote> =
             earlier.quotes.into_iter().filter(|q| configured.contains(&q.provider.as_str())).collect();
-        let reused: Vec<Quote> =
-            earlier.iter().filter(|q| q.guaranteed_beyond(started, self.reuse_margin)).cloned().collect();
-        let ask = |name: &str| !reused.iter().any(|q| q.provider == name);
+        // Answers still good beyond the margin: their sources are not asked again.
+        let reused: Vec<Result<Quote, Failure>> = earlier_quotes
+            .iter()
+            .filter(|q| q.guaranteed_beyond(started, self.reuse_margin))
+            .cloned()
+            .map(Ok)
+            .chain(
+                earlier
+                    .not_found
+                    .into_iter()
+                    .filter(|f| {
+                        configured.contains(&f.provider.as_str()) && f.not_found_beyond(started, self.reuse_margin)
+                    })
+                    .map(Err),
+            )
+            .collect();
+        let answered = |name: &str| reused.iter().any(|o| provider(o) == name);
+        let ask = |name: &str| !answered(name);
         // A refresh has no watchers: the result they would wait for is already there.
         let fresh = if request.refresh {
             self.sources.fan_out_to(id, &rates, ask, |_| {}).await
@@ -206,8 +222,12 @@ impl Processor {
             self.fan_out_logging_progress(id, &rates, &reused, ask).await
         };
         let gathered = OffsetDateTime::now_utc();
-        // A refresh that learnt nothing new leaves the earlier result as it is.
-        if request.refresh && !fresh.iter().any(Result::is_ok) {
+        // A refresh that learnt nothing new (no quote, no "not sold here") leaves the earlier
+        // result as it is.
+        let news = |o: &Result<Quote, Failure>| {
+            o.as_ref().is_ok() || o.as_ref().is_err_and(|f| f.reason == FailureReason::NotFound)
+        };
+        if request.refresh && !fresh.iter().any(news) {
             tracing::warn!(
                 failures = fresh.len(),
                 "no source answered the refresh; the previous result stays until it expires"
@@ -223,7 +243,7 @@ impl Processor {
         let fresh = fresh.into_iter().map(|outcome| match outcome {
             // "Not sold here" is news: the earlier quote goes.
             Err(failure) if failure.reason != FailureReason::NotFound => {
-                match earlier.iter().find(|q| q.provider == failure.provider && q.guaranteed_beyond(gathered, Duration::ZERO)) {
+                match earlier_quotes.iter().find(|q| q.provider == failure.provider && q.guaranteed_beyond(gathered, Duration::ZERO)) {
                     Some(quote) => {
                         kept += 1;
                         tracing::info!(provider = %failure.provider, reason = failure.reason.as_str(), "the source failed; its earlier quote stands while it is guaranteed");
@@ -234,9 +254,10 @@ impl Processor {
             }
             other => other,
         });
-        let outcomes: Vec<Result<Quote, Failure>> = reused.iter().cloned().map(Ok).chain(fresh).collect();
-        if !reused.is_empty() {
-            metrics::counter!("pricefront_quotes_reused_total", "why" => "guaranteed").increment(reused.len() as u64);
+        let reused_count = reused.len() as u64;
+        let outcomes: Vec<Result<Quote, Failure>> = reused.into_iter().chain(fresh).collect();
+        if reused_count > 0 {
+            metrics::counter!("pricefront_quotes_reused_total", "why" => "guaranteed").increment(reused_count);
         }
         if kept > 0 {
             metrics::counter!("pricefront_quotes_reused_total", "why" => "source_failed").increment(kept);
@@ -251,7 +272,7 @@ impl Processor {
                 tracing::info!(
                     status = comparison.status.as_str(),
                     quotes = comparison.quotes.len(),
-                    reused = reused.len() as u64 + kept,
+                    reused = reused_count + kept,
                     failures = comparison.failures.len(),
                     guaranteed_s = comparison.guarantee_left(OffsetDateTime::now_utc()).as_secs(),
                     since_request_ms = waited_ms,
@@ -305,7 +326,7 @@ impl Processor {
         &self,
         id: &ProductId,
         rates: &Rates,
-        reused: &[Quote],
+        reused: &[Result<Quote, Failure>],
         ask: impl Fn(&str) -> bool,
     ) -> Vec<Result<Quote, Failure>> {
         // Unbounded, yet bounded: one outcome per source.
@@ -336,7 +357,7 @@ impl Processor {
             // The writer gave up (Redis unreachable): nothing more to log.
             let _ = outcomes_tx.send(outcome);
         };
-        reused.iter().for_each(|quote| log(&Ok(quote.clone())));
+        reused.iter().for_each(log);
         let outcomes = self.sources.fan_out_to(id, rates, ask, log).await;
         drop(outcomes_tx);
         let abort = writer.abort_handle();
@@ -396,6 +417,14 @@ impl Processor {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+}
+
+/// Which source an outcome is about.
+fn provider(outcome: &Result<Quote, Failure>) -> &str {
+    match outcome {
+        Ok(quote) => &quote.provider,
+        Err(failure) => &failure.provider,
     }
 }
 

@@ -164,7 +164,7 @@ async fn the_widget_shows_a_comparison_arrive_in_a_real_browser() {
     }
     gone[2].shape = pricefront::settings::MockShape::Ebay;
     let mapping = r#"{ price = "/price", currency = "/currency", product_id = "/product_id", not_found = [404] }"#;
-    let search = r#"{ items = "/itemSummaries", match = { "/condition" = "NEW" }, price = "/price/value", currency = "/price/currency", product_id = "/gtin", offer_id = "/itemId", offer_url = "/itemWebUrl" }"#;
+    let search = r#"{ items = "/itemSummaries", match = { "/conditionId" = "1000" }, price = "/price/value", currency = "/price/currency", product_id = "/gtin", offer_id = "/itemId", offer_url = "/itemWebUrl" }"#;
     let env = ["alpha", "beta"]
         .into_iter()
         .fold(env().providers(gone), |env, name| env.provider_option(name, "response", mapping))

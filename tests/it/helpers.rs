@@ -202,9 +202,16 @@ impl TestEnvBuilder {
         struct Sources<'a> {
             providers: &'a [MockProviderSettings],
         }
-        toml.push_str(
-            &::toml::to_string(&Doc { mock: Sources { providers: &self.providers } }).expect("mock settings serialize"),
-        );
+        let mut mock = ::toml::Value::try_from(Doc { mock: Sources { providers: &self.providers } })
+            .expect("mock settings serialize");
+        // A secret serializes redacted: the mock needs the real one.
+        let tables = mock["mock"]["providers"].as_array_mut().expect("a list");
+        for (p, table) in self.providers.iter().zip(tables.iter_mut()) {
+            if let Some(secret) = p.auth.as_ref().and_then(|a| a.client_secret.as_ref()) {
+                table["auth"]["client_secret"] = ::toml::Value::String(secret.expose().to_owned());
+            }
+        }
+        toml.push_str(&::toml::to_string(&mock).expect("mock settings serialize"));
         let config_path = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(&config_path, &toml).unwrap();
         let settings = Settings::load_from(Some(&config_path), Some(Default::default()))

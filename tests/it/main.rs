@@ -26,6 +26,7 @@ mod openapi;
 mod pipeline;
 mod promises;
 mod providers;
+mod quotas;
 mod request_ids;
 mod sources;
 mod stampede;

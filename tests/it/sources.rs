@@ -8,7 +8,9 @@ use futures::future::join_all;
 use pricefront::domain::{Currency, FailureReason, ProductId};
 use pricefront::mock::{self, Mock, price_for};
 use pricefront::providers::PriceSources;
-use pricefront::settings::{MockAuthSettings, MockProviderSettings, MockShape, PriceUnit, ProviderSettings, Settings};
+use pricefront::settings::{
+    MockAuthSettings, MockProviderSettings, MockShape, PriceUnit, ProviderSettings, Secret, Settings,
+};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +60,7 @@ async fn each_shape_and_unit_is_read_exactly() {
         source(json!({"name": "cents", "url": format!("{base}/cents/prices/{{product_id}}"),
             "response": {"price": "/price", "currency": "/currency", "price_unit": "cents", "product_id": "/product_id"}})),
         source(json!({"name": "ebay", "url": format!("{base}/ebay/search?gtin={{product_id}}"),
-            "response": {"items": "/itemSummaries", "match": {"/condition": "NEW"}, "price": "/price/value",
+            "response": {"items": "/itemSummaries", "match": {"/conditionId": "1000"}, "price": "/price/value",
                 "currency": "/price/currency", "product_id": "/gtin"}})),
         source(json!({"name": "merchant", "url": format!("{base}/merchant/products/{{product_id}}"),
             "response": {"price": "/productAttributes/price/amountMicros", "currency": "/productAttributes/price/currencyCode",
@@ -288,7 +290,7 @@ async fn the_readme_examples_quote_from_their_shapes() {
     let mut ebay = mock_source("ebay", MockShape::Ebay, "EUR");
     ebay.auth = Some(MockAuthSettings {
         client_id: Some("ebay-id".into()),
-        client_secret: Some("ebay-secret".into()),
+        client_secret: Some(Secret::new("ebay-secret")),
         key_file: None,
         token_ttl_secs: 7200,
     });

@@ -118,7 +118,7 @@ name = "market"
 url = "http://{mock_addr}/market/buy/browse/v1/item_summary/search?gtin={{product_id}}"
 auth = {{ kind = "oauth2_client_credentials", token_url = "http://{mock_addr}/market/identity/v1/oauth2/token", client_id = "shop", client_secret = "s3cret" }}
 quota = {{ per_second = 4, burst = 1 }}
-response = {{ items = "/itemSummaries", match = {{ "/condition" = "NEW" }}, price = "/price/value", currency = "/price/currency", offer_url = "/itemWebUrl" }}
+response = {{ items = "/itemSummaries", match = {{ "/condition" = "New" }}, price = "/price/value", currency = "/price/currency", offer_url = "/itemWebUrl" }}
 "#
         )
     })
