@@ -28,8 +28,8 @@
 //!   not-found, quotas and `Retry-After`, a breaker that counts only what says a source is
 //!   unwell) and the concurrent fan-out.
 //! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), catalogue
-//!   pages (many products in one request), `Prefer: wait`, event streams (SSE), refresh ahead,
-//!   the limits on misses, per-route metrics, errors as problem+json, `X-Request-Id` on every
+//!   pages (many products in one request), event streams (SSE), one miss path for all three
+//!   (look, claim, the limits on misses, publish, `Prefer: wait`), refresh ahead, per-route metrics, errors as problem+json, `X-Request-Id` on every
 //!   answer (handed on to the consumer with a miss); the comparison widget
 //!   and the demo page (files from `web/`, compiled in) and CORS for pages on other origins.
 //! - [`worker`]: the consume-process-store loop, written once for every queue.

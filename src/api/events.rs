@@ -34,7 +34,8 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::prices::{self, Found};
+use super::miss::{self, Asking, Found};
+use super::prices;
 use super::wait::Place;
 use super::{ApiError, AppState};
 use crate::cache::{Progress, ProgressId, StoredResult, Wake};
@@ -106,7 +107,7 @@ async fn open(
         return Err(ApiError::TooManyStreams { retry_after_secs: state.retry_after_secs });
     };
     let seen_up_to = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(ProgressId::parse);
-    let found = prices::find(&state, &id, &headers, peer, Some(std::time::Instant::now())).await?;
+    let found = miss::find(&state, &id, Asking { peer, headers: &headers }, Some(std::time::Instant::now())).await;
     let deadline = Instant::now() + state.max_stream;
     let mut stream = Stream {
         state,
@@ -125,6 +126,7 @@ async fn open(
             "HIT"
         }
         Found::Pending => "MISS",
+        Found::Unavailable(unavailable) => return Err(unavailable.into()),
     };
     let events = futures::stream::unfold(stream, |mut stream| async move {
         stream.next().await.map(|event| (Ok::<_, Infallible>(event), stream))
@@ -177,7 +179,7 @@ impl Stream {
                 wake = self.place.waiter.next() => match wake {
                     Wake::Progress(event) => self.show(event),
                     Wake::Missed => self.read_log = true,
-                    Wake::Announced(at) => match prices::look_again(&self.state, &self.id, at).await {
+                    Wake::Announced(at) => match miss::look_again(&self.state, &self.id, at).await {
                         Some(stored) => self.finish(&stored, true),
                         // Told to look again (a resubscription): events may have been missed.
                         None => self.read_log = true,

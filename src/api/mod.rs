@@ -1,7 +1,8 @@
 //! The producer's HTTP API: [`router`] over an [`AppState`], one module per resource, and
-//! errors as problem+json ([`ApiError`]). A product's price is `prices` (with `Prefer: wait`
-//! in `wait`); its comparison as it happens, `events` (Server-Sent Events); a page of
-//! products at once, `catalogue`. For people: the widget a shop embeds, the demo page at `/`,
+//! errors as problem+json ([`ApiError`]). A product's price is `prices`; its comparison as
+//! it happens, `events` (Server-Sent Events); a page of products at once, `catalogue`. All
+//! three find what they answer through one miss path, `miss` (look, claim within the limits,
+//! publish, wait; `Prefer: wait` parsed in `wait`). For people: the widget a shop embeds, the demo page at `/`,
 //! and the CORS rules for the API, `web`. Every answer names its request (`X-Request-Id`,
 //! `request_id`).
 
@@ -10,6 +11,7 @@ mod docs;
 mod events;
 mod health;
 mod limits;
+mod miss;
 mod prices;
 mod problem;
 mod refresh;
@@ -34,7 +36,8 @@ pub use problem::ApiError;
 
 use std::sync::Arc;
 
-use crate::cache::{L1, RedisStore, ResultStore};
+use crate::cache::{Flights, L1, RedisStore, ResultStore};
+use crate::domain::ProductId;
 use crate::observability::traces;
 use crate::queue::{Publisher, RequestQueue};
 use crate::settings::Settings;
@@ -54,9 +57,9 @@ impl std::ops::Deref for AppState {
 
 /// What the handlers share.
 pub struct Shared {
-    pub l1: L1<prices::LoadError>,
+    pub l1: L1<crate::cache::Error>,
     /// Single flight for claims: concurrent claimants of one product share one claim.
-    pub claims: L1<prices::LoadError>,
+    pub claims: Flights<ProductId, miss::Found>,
     pub limits: Arc<Limits>,
     pub store: Arc<dyn ResultStore>,
     pub publisher: Arc<dyn RequestQueue>,
@@ -112,8 +115,7 @@ impl AppState {
     pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
         Self(Arc::new(Shared {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
-            // Lifetime zero: it coalesces, never keeps.
-            claims: L1::new(Duration::ZERO, settings.cache.l1_max_entries),
+            claims: Flights::default(),
             limits: Arc::new(Limits::new(&settings.producer)),
             store,
             publisher,
