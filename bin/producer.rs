@@ -27,10 +27,13 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings, state: api::AppState) -> anyhow::Result<()> {
     observability::metrics::install().context("installing the metrics recorder")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let listen = settings.producer.listen;
+    let (listen, ops) = (settings.producer.listen, settings.producer.ops_listen);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    tracing::info!(listen = %listener.local_addr()?, "producer listening");
+    let ops_listener = tokio::net::TcpListener::bind(ops).await.with_context(|| format!("binding {ops}"))?;
+    tracing::info!(listen = %listener.local_addr()?, ops = %ops_listener.local_addr()?, "producer listening");
+    let ops = tokio::spawn(api::serve_ops(ops_listener, state.clone(), shutdown.clone()));
     api::serve(listener, state, shutdown).await.context("serving")?;
+    ops.await.context("the ops listener")?.context("serving the ops routes")?;
     tracing::info!("producer stopped");
     Ok(())
 }

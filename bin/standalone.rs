@@ -23,17 +23,18 @@ async fn main() -> ExitCode {
 async fn run(settings: Settings, system: Standalone) -> anyhow::Result<()> {
     observability::metrics::install().context("installing the metrics recorder")?;
     let shutdown = shutdown::on_signal().context("installing signal handlers")?;
-    let (api, mock_addr) = (settings.producer.listen, settings.mock.listen);
+    let (api, ops, mock_addr) = (settings.producer.listen, settings.producer.ops_listen, settings.mock.listen);
     let api_listener = tokio::net::TcpListener::bind(api).await.with_context(|| format!("binding {api}"))?;
+    let ops_listener = tokio::net::TcpListener::bind(ops).await.with_context(|| format!("binding {ops}"))?;
     let mock_listener =
         tokio::net::TcpListener::bind(mock_addr).await.with_context(|| format!("binding {mock_addr}"))?;
     let api = api_listener.local_addr()?;
-    tracing::info!(%api, mock = %mock_listener.local_addr()?, "standalone: in-memory queue and store, no Kafka or Redis");
+    tracing::info!(%api, ops = %ops_listener.local_addr()?, mock = %mock_listener.local_addr()?, "standalone: in-memory queue and store, no Kafka or Redis");
     println!(
         "\npricefront standalone is running (in-memory queue and store; production uses Kafka and Redis).\n\
          Ask for a price (202 at first, then 200 with the comparison):\n\n  curl -i http://{api}/v1/prices/sku-123\n\n\
          Ctrl-C stops it.\n"
     );
-    system.run(api_listener, mock_listener, shutdown).await.context("running")?;
+    system.run(api_listener, Some(ops_listener), mock_listener, shutdown).await.context("running")?;
     Ok(())
 }

@@ -102,10 +102,11 @@ else
   PRICEFRONT__CACHE__TTL_SECS=3600 start_release_stack "$bin" "$RUN_DIR/bench-hit-stack.log"
 fi
 
-PRICEFRONT__PRODUCER__LISTEN=$l1off_addr PRICEFRONT__CACHE__L1_TTL_MS=1 \
+# Each with an ops port of its own (the stack's producer has the default one); port 0: any.
+PRICEFRONT__PRODUCER__LISTEN=$l1off_addr PRICEFRONT__PRODUCER__OPS_LISTEN=127.0.0.1:0 PRICEFRONT__CACHE__L1_TTL_MS=1 \
   "$bin/producer" >"$RUN_DIR/bench-hit-producer-l1-off.log" 2>&1 &
 pids+=($!)
-PRICEFRONT__PRODUCER__LISTEN=$l1long_addr PRICEFRONT__CACHE__L1_TTL_MS=60000 \
+PRICEFRONT__PRODUCER__LISTEN=$l1long_addr PRICEFRONT__PRODUCER__OPS_LISTEN=127.0.0.1:0 PRICEFRONT__CACHE__L1_TTL_MS=60000 \
   "$bin/producer" >"$RUN_DIR/bench-hit-producer-l1-60s.log" 2>&1 &
 pids+=($!)
 wait_until 60 "the L1-off producer" up "http://$l1off_addr/readyz" || { tail "$RUN_DIR/bench-hit-producer-l1-off.log"; exit 1; }

@@ -24,7 +24,7 @@
 # Not checked (needs an engine): that the image builds and that the stack comes up.
 #
 #   scripts/check-deploy.sh                          # every check above, the scrape one skipped
-#   scripts/check-deploy.sh --metrics http://127.0.0.1:8080/metrics,http://127.0.0.1:9101/metrics
+#   scripts/check-deploy.sh --metrics http://127.0.0.1:8081/metrics,http://127.0.0.1:9101/metrics
 #                                                    # only the dashboard, against live scrapes
 #
 # Tools go into a project-local venv, .venv-check/ (PyPI only, plus promtool from Debian's
@@ -152,6 +152,14 @@ replicas = services.get("consumer", {}).get("deploy", {}).get("replicas")
 need(services.get("kafka-ui", {}).get("profiles") == ["ui"], "kafka-ui: profile ui")
 need(services.get("k6", {}).get("profiles") == ["loadtest"], "k6: profile loadtest")
 need("BASE_URL=http://producer:8080" in (services.get("k6", {}).get("environment") or []), "k6: BASE_URL=http://producer:8080")
+# Client identity: the producer trusts the k6 container's fixed address alone.
+k6_address = ((services.get("k6", {}).get("networks") or {}).get("default") or {}).get("ipv4_address")
+need(k6_address, "k6: a fixed ipv4_address on the default network (the producer trusts it alone)")
+need(env(services.get("producer", {})).get("PRICEFRONT__PRODUCER__TRUSTED_PROXIES") == k6_address,
+     f"producer: PRICEFRONT__PRODUCER__TRUSTED_PROXIES is the k6 container's address ({k6_address}) alone")
+# The mock's fault API is for this host only.
+for port in services.get("mock-providers", {}).get("ports") or []:
+    need(str(port).startswith("127.0.0.1:"), f"mock-providers: publishes {port} beyond 127.0.0.1")
 for n in ("jaeger", "prometheus", "grafana"):
     need(services.get(n, {}).get("profiles") == ["observability"], f"{n}: profile observability")
 for n, s in services.items():
@@ -214,7 +222,8 @@ check_config() {
         return 0
     fi
     for pair in kafka.brokers=kafka:9092 redis.url=redis://redis:6379 \
-        producer.listen=0.0.0.0:8080 mock.listen=0.0.0.0:9100; do
+        producer.listen=0.0.0.0:8080 producer.ops_listen=0.0.0.0:8081 producer.trusted_proxies=[] \
+        mock.listen=0.0.0.0:9100; do
         key=${pair%%=*} want=${pair#*=}
         if ! got=$(admin_get "$key" 2>&1); then
             fail "config/docker.toml does not load" && note "$got"
@@ -249,7 +258,7 @@ PY
     if ((bad)); then
         fail "config/docker.toml: unexpected effective values"
     else
-        pass "config/docker.toml loads with the settings loader (admin get): kafka.brokers=kafka:9092, redis.url=redis://redis:6379, producer 0.0.0.0:8080, mock 0.0.0.0:9100; 8 providers at mock-providers:9100"
+        pass "config/docker.toml loads with the settings loader (admin get): kafka.brokers=kafka:9092, redis.url=redis://redis:6379, producer 0.0.0.0:8080 (ops 0.0.0.0:8081, no trusted proxy), mock 0.0.0.0:9100; 8 providers at mock-providers:9100"
     fi
 }
 
@@ -310,8 +319,8 @@ for f in ("config/docker.toml", "config/default.toml"):
         print(listen)
         break
 ' 2>&1)
-    if ! producer_listen=$(admin_get producer.listen 2>&1) || [[ ! "$consumer_listen" =~ :[0-9]+$ ]]; then
-        fail "$OBS: cannot read producer.listen / consumer.metrics_listen for config/docker.toml" \
+    if ! producer_listen=$(admin_get producer.ops_listen 2>&1) || [[ ! "$consumer_listen" =~ :[0-9]+$ ]]; then
+        fail "$OBS: cannot read producer.ops_listen / consumer.metrics_listen for config/docker.toml" \
             && note "$producer_listen" && note "$consumer_listen"
         return 0
     fi

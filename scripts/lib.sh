@@ -162,11 +162,12 @@ k6_binary() {
 STACK_PID=
 STACK_LOG=
 
-# stack_ports BIN: the addresses run.sh binds with the settings in force: the producer, the
-# mock price APIs and each consumer's metrics (9100 + i).
+# stack_ports BIN: the addresses run.sh binds with the settings in force: the producer (its
+# API and ops ports), the mock price APIs and each consumer's metrics (9100 + i).
 stack_ports() {
   local i
   "$1/admin" get producer.listen
+  "$1/admin" get producer.ops_listen
   "$1/admin" get mock.listen
   for i in $(seq 1 "$("$1/admin" get kafka.partitions)"); do echo "127.0.0.1:$((9100 + i))"; done
 }

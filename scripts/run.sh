@@ -15,6 +15,7 @@ redis_url=$($bin/admin get redis.url)
 brokers=$($bin/admin get kafka.brokers)
 partitions=$($bin/admin get kafka.partitions)
 listen=$($bin/admin get producer.listen)
+ops_listen=$($bin/admin get producer.ops_listen)
 
 ensure_redis "$redis_url"
 ensure_broker "$brokers"
@@ -41,7 +42,7 @@ cat <<TXT
 
 pricefront is running: producer on http://$listen, $partitions consumers, mock price APIs.
 Logs: $RUN_DIR/logs/  (tail -f $RUN_DIR/logs/*.log)
-Metrics: http://$listen/metrics (producer), http://127.0.0.1:9101/metrics … :$((9100 + partitions)) (consumers)
+Metrics: http://$ops_listen/metrics (producer's ops port), http://127.0.0.1:9101/metrics … :$((9100 + partitions)) (consumers)
 
 Ask for a price (202 at first, then 200 with the comparison):
 

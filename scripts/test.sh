@@ -44,7 +44,7 @@ if (($# == 0)); then
   # run.sh builds in release mode first: allow for a cold build.
   READY_TIMEOUT=1200 bash scripts/loadtest-smoke.sh || { tail -n 30 "$RUN_DIR/ci-stack.log"; exit 1; }
   log "dashboard queries against the stack's /metrics, after the smoke's traffic (producer, every consumer)"
-  metrics_urls="http://$("$TARGET_DIR/debug/admin" get producer.listen)/metrics"
+  metrics_urls="http://$("$TARGET_DIR/debug/admin" get producer.ops_listen)/metrics"
   for i in $(seq 1 "$("$TARGET_DIR/debug/admin" get kafka.partitions)"); do
     metrics_urls+=",http://127.0.0.1:$((9100 + i))/metrics" # run.sh's consumer i serves 9100+i
   done

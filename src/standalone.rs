@@ -44,15 +44,20 @@ impl Standalone {
         Ok(Self { state, worker, mock })
     }
 
-    /// Runs everything until `shutdown`: the API on `api_listener`, the mock price APIs on
+    /// Runs everything until `shutdown`: the API on `api_listener`, the ops routes (`/metrics`,
+    /// readiness with details) on `ops_listener` if given, the mock price APIs on
     /// `mock_listener` (the configured `[[providers]]` should point at it), and the consume loop.
     pub async fn run(
         self,
         api_listener: TcpListener,
+        ops_listener: Option<TcpListener>,
         mock_listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let mock = tokio::spawn(crate::mock::serve(mock_listener, self.mock, shutdown.clone()));
+        if let Some(ops) = ops_listener {
+            tokio::spawn(api::serve_ops(ops, self.state.clone(), shutdown.clone()));
+        }
         let api = tokio::spawn(api::serve(api_listener, self.state, shutdown.clone()));
         let consumed = self.worker.run(shutdown.clone()).await;
         shutdown.cancel();

@@ -1,5 +1,5 @@
 // The demo page: start the widget from the form or ?product=, and show this producer's own
-// figures from its /metrics every 2 s.
+// figures from its /demo/metrics (a few of its metrics) every 2 s.
 (() => {
   "use strict";
   const form = document.querySelector("form.ask");
@@ -53,7 +53,7 @@
   async function tick() {
     let samples;
     try {
-      const res = await fetch("/metrics", { cache: "no-store" });
+      const res = await fetch("/demo/metrics", { cache: "no-store" });
       if (!res.ok) throw new Error(res.status);
       samples = parse(await res.text());
     } catch {
@@ -63,7 +63,7 @@
     const now = performance.now();
     const lookups = (tier) => sum(samples, "pricefront_cache_lookups_total", (l) => l.tier === tier);
     // This panel's own scrapes are not traffic.
-    const requests = sum(samples, "pricefront_http_requests_total", (l) => l.route !== "/metrics");
+    const requests = sum(samples, "pricefront_http_requests_total", (l) => l.route !== "/demo/metrics");
     const hits = lookups("l1") + lookups("l2");
     const all = hits + lookups("miss");
     const current = { at: now, requests, hits, all };

@@ -27,7 +27,6 @@ use crate::domain::{Comparison, Failure, FailureReason, Quote, Status};
         super::events::price_events,
         super::health::healthz,
         super::health::readyz,
-        metrics,
         openapi_json
     ),
     components(schemas(
@@ -109,14 +108,6 @@ impl Modify for Shared {
             }
         }
     }
-}
-
-/// Prometheus metrics in text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
-    (status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain"),
-))]
-pub async fn metrics() -> impl axum::response::IntoResponse {
-    crate::observability::metrics::endpoint().await
 }
 
 /// This document.

@@ -16,6 +16,7 @@ mod prices;
 mod problem;
 mod refresh;
 pub mod request_id;
+pub mod server;
 mod track;
 mod wait;
 mod web;
@@ -81,6 +82,10 @@ pub struct Shared {
     pub cors_allow_origins: Vec<String>,
     /// Serve the demo page at `/` (`producer.demo_page`).
     pub demo_page: bool,
+    /// What the last look at the dependencies found (`/readyz`).
+    pub health: health::Shared,
+    /// The public port's connection limits.
+    pub server_limits: server::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +138,12 @@ impl AppState {
             max_batch_ids: settings.producer.max_batch_ids,
             cors_allow_origins: settings.producer.cors_allow_origins.clone(),
             demo_page: settings.producer.demo_page,
+            health: Arc::default(),
+            server_limits: server::Limits {
+                header_read_timeout: settings.producer.header_read_timeout,
+                idle_timeout: settings.producer.idle_timeout,
+                max_connections: settings.producer.max_connections,
+            },
         }))
     }
 }
@@ -166,16 +177,17 @@ fn routes(state: AppState) -> Router {
     if let Some(cors) = web::cors(&state.cors_allow_origins) {
         api = api.layer(cors);
     }
+    // No /metrics here: it is the ops port's ([`ops_router`]).
     let mut operations = vec![
         tracked("/healthz", get(health::healthz)),
         tracked("/readyz", get(health::readyz)),
-        tracked("/metrics", get(docs::metrics)),
         tracked("/openapi.json", get(docs::openapi_json)),
         tracked("/static/{file}", get(web::plain)),
         tracked("/static/{version}/{file}", get(web::versioned)),
     ];
     if state.demo_page {
         operations.push(tracked("/", get(web::demo_page)));
+        operations.push(tracked(web::DEMO_METRICS, get(web::demo_metrics)));
     }
     let router = operations
         .into_iter()
@@ -232,8 +244,19 @@ const SWEEP_L1_EVERY: Duration = Duration::from_secs(5);
 /// How often clients whose miss budget is full again are forgotten.
 const FORGET_CLIENTS_EVERY: Duration = Duration::from_secs(60);
 
-/// Serves the API on `listener` until `shutdown` fires, finishes in-flight requests, then
-/// flushes the Kafka producer.
+/// The ops port's routes (`producer.ops_listen`): `/metrics` for scrapers, and `/healthz` and
+/// `/readyz` with each dependency's state, for operators and probes inside the network.
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::observability::metrics::endpoint))
+        .route("/healthz", get(health::healthz_ops))
+        .route("/readyz", get(health::readyz_details))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` (within `producer.max_connections`, its header-read and idle
+/// timeouts: see [`server`]) until `shutdown` fires, finishes in-flight requests, then flushes
+/// the Kafka producer. Looks at the dependencies in the background for `/readyz`.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     let publisher = state.publisher.clone();
     // Warm the producer's metadata in the background: the first publish to a topic would
@@ -244,6 +267,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
             tracing::warn!(error = %e, "broker not ready at start-up; /readyz will say so");
         }
     });
+    health::Probe::spawn(state.clone(), shutdown.clone());
     let (limits, stop) = (state.limits.clone(), shutdown.clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(FORGET_CLIENTS_EVERY);
@@ -258,11 +282,15 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
             l1.sweep();
         }
     });
-    // The peer's address identifies the client for the miss limit.
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
-        router(state),
-    );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let limits = state.server_limits;
+    server::serve(listener, router(state), limits, shutdown).await?;
     publisher.flush(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Serves [`ops_router`] on `listener` until `shutdown` fires.
+pub async fn serve_ops(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    // Scrapers and probes are few and known: the public port's limits, looser.
+    let limits = server::Limits { max_connections: 256, ..state.server_limits };
+    server::serve(listener, ops_router(state), limits, shutdown).await
 }

@@ -5,8 +5,9 @@
 //! Cheap on the hit path: each route's handles are registered once, on first use, for the
 //! methods and statuses it answers (GET and HEAD; the statuses in [`STATUSES`]); a request
 //! then costs two clock reads and two atomic updates, with no label allocated or looked up.
-//! Any other method or status is counted through the registry, as before. Labels are route
-//! templates, never raw paths, so ids cannot explode the label set.
+//! Any other status is counted through the registry, and any other method as `other`. Labels
+//! are route templates, never raw paths, and methods are GET, HEAD or `other`, so no client can
+//! grow the label set: a status is one the server chose.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,10 +66,11 @@ impl RouteMetrics {
                     metrics::counter!("pricefront_http_requests_total", "route" => route, "method" => method, "status" => status)
                 })
                 .increment(1),
-            _ => metrics::counter!(
+            // A client chooses the method: anything but GET and HEAD is `other`.
+            (m, _) => metrics::counter!(
                 "pricefront_http_requests_total",
                 "route" => route,
-                "method" => method.as_str().to_owned(),
+                "method" => m.map_or("other", |m| METHODS[m].as_str()),
                 "status" => status.to_string()
             )
             .increment(1),

@@ -127,6 +127,27 @@ pub async fn demo_page() -> Response {
     (headers, DEMO_PAGE.as_str()).into_response()
 }
 
+/// Where the demo page's live panel reads its figures.
+pub const DEMO_METRICS: &str = "/demo/metrics";
+/// The metric families the panel shows, and nothing else: the rest are the ops port's.
+const DEMO_FAMILIES: [&str; 3] =
+    ["pricefront_http_requests_total", "pricefront_cache_lookups_total", "pricefront_open_streams"];
+
+/// `GET /demo/metrics` (only with the demo page): the few figures its live panel shows, in the
+/// Prometheus text format, from this producer's metrics.
+pub async fn demo_metrics() -> Response {
+    let all = crate::observability::metrics::render();
+    let shown: String = all
+        .lines()
+        .filter(|line| {
+            let name = line.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
+            DEMO_FAMILIES.iter().any(|family| name.starts_with(family))
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4"), (header::CACHE_CONTROL, "no-store")], shown).into_response()
+}
+
 /// The CORS layer for the API's routes, or `None` when no origin is allowed (the default:
 /// then no header is added and a browser on another origin cannot read an answer).
 ///

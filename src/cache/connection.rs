@@ -83,17 +83,25 @@ impl Connection {
         }
     }
 
-    /// A client for a pub/sub connection: to `redis.url`, or on a cluster to the first seed
-    /// node (a `PUBLISH` reaches every node of a cluster).
-    pub fn pubsub_client(settings: &RedisSettings) -> Result<redis::Client, Error> {
-        let configured = settings.urls()[0];
-        let url = template::expand(configured, |var| std::env::var(var).ok())
-            .map_err(|unset| Error::Config(format!("redis URL {}: {unset}", redact_url(configured))))?;
-        match certificates(settings)? {
-            Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
-            None => redis::Client::open(url.as_str()),
-        }
-        .map_err(|e| Error::Config(format!("redis URL {}: {e}", redact_url(configured))))
+    /// Clients for a pub/sub connection, each with the address errors name: to `redis.url`,
+    /// or on a cluster to each seed node (a `PUBLISH` reaches every node of a cluster, so any
+    /// one will do, and another when one fails).
+    pub fn pubsub_clients(settings: &RedisSettings) -> Result<Vec<(redis::Client, String)>, Error> {
+        let certificates = certificates(settings)?;
+        settings
+            .urls()
+            .into_iter()
+            .map(|configured| {
+                let url = template::expand(configured, |var| std::env::var(var).ok())
+                    .map_err(|unset| Error::Config(format!("redis URL {}: {unset}", redact_url(configured))))?;
+                match certificates.clone() {
+                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map(|client| (client, redact_url(configured)))
+                .map_err(|e| Error::Config(format!("redis URL {}: {e}", redact_url(configured))))
+            })
+            .collect()
     }
 }
 

@@ -75,6 +75,10 @@ impl Expiry<ProductId, Arc<Log>> for UntilLogEnds {
     }
 }
 
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// The smallest marker map that is swept.
 const SWEEP_FLOOR: usize = 1024;
 
@@ -212,6 +216,11 @@ impl ResultStore for MemoryStore {
             if !left.is_positive() {
                 pending.release(id, token);
                 return Ok(StoreOutcome::Expired);
+            }
+            // The newest computation wins.
+            if self.live_result(id).is_some_and(|old| old.computed_at_ms > unix_ms(comparison.computed_at)) {
+                pending.release(id, token);
+                return Ok(StoreOutcome::Superseded);
             }
             // A failed result does not replace one that is not (a refresh whose sources failed).
             if comparison.status == Status::Failed

@@ -64,9 +64,9 @@ pub trait ResultStore: Send + Sync + 'static {
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
     /// Writes the result to live until its `expires_at` (never longer), keeps its quotes that
     /// outlive it until their own end (see [`Earlier`]), clears the marker and the progress
-    /// log, and announces it. If the guarantee has passed by the time the write happens, or the
-    /// result is `failed` and a better one is still there, writes nothing and releases the
-    /// marker if `token` still owns it.
+    /// log, and announces it. If the guarantee has passed by the time the write happens, or a
+    /// result computed later is there, or the result is `failed` and a better one is still
+    /// there, writes nothing and releases the marker if `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
     /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
@@ -75,6 +75,11 @@ pub trait ResultStore: Send + Sync + 'static {
     /// A waiter that also yields `id`'s progress events announced from now on: register, then
     /// look, then read [`ResultStore::progress_log`], then follow the watcher.
     fn watcher(&self, id: &ProductId) -> Waiter;
+    /// The state of what feeds waiters (an announcement subscription), for readiness: `None`
+    /// when there is none to watch (none started yet, or a store that announces directly).
+    fn announcements(&self) -> Option<Result<(), String>> {
+        None
+    }
     /// Appends one source's outcome to `id`'s progress log and announces it. The log expires
     /// with the pending marker (after `ttl` when there is none), holds at most about
     /// [`MAX_EVENTS`], and is deleted when the result is stored.
@@ -150,6 +155,9 @@ pub enum StoreOutcome {
     /// It is `failed` and a result that is not still exists (a refresh whose sources all
     /// failed): the existing one stays until it expires, the marker is released.
     Kept,
+    /// A result computed later is stored (this computation was slow, or redelivered): the
+    /// newer one stays, the marker is released.
+    Superseded,
 }
 
 /// Where Redis is, as errors name it: the configured URL (or a cluster's first seed node),

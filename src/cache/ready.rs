@@ -4,8 +4,10 @@
 //! the consumer announces while it computes (`{prefix}:progress:<id>`, see [`super::progress`]).
 //!
 //! - **One subscription per process,** however many wait or watch: [`subscribe`] keeps a
-//!   single `PSUBSCRIBE {prefix}:ready:*` connection (on a cluster, any node: `PUBLISH` reaches
-//!   every node) and wakes the waiters of each announced product. It adds
+//!   single `PSUBSCRIBE {prefix}:ready:*` connection (on a cluster, to any node: `PUBLISH`
+//!   reaches every node; when one fails, the next seed node is tried, so a failover does not
+//!   end the announcements) and wakes the waiters of each announced product. Its state is
+//!   [`Ready::subscription`], which readiness reports. It adds
 //!   `{prefix}:progress:*` on the same connection once somebody in the process watches progress
 //!   ([`Ready::watcher`]), so a producer nobody streams from is not sent every source's answer.
 //!   In the standalone demo the in-memory store announces directly.
@@ -39,6 +41,8 @@ pub struct Ready {
     products: Arc<Mutex<HashMap<ProductId, Product>>>,
     /// Somebody watches progress: the subscription should relay it.
     progress_wanted: Arc<(AtomicBool, Notify)>,
+    /// The subscription's state: `None` until one is started, then up or why not.
+    subscription: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
 struct Product {
@@ -105,6 +109,16 @@ impl Ready {
         for product in self.products.lock().expect("ready lock").values() {
             product.announced.send_replace(Instant::now());
         }
+    }
+
+    /// The subscription's state: `None` while none is started (nobody has waited, or the
+    /// store announces directly), else whether it is up, or why not.
+    pub fn subscription(&self) -> Option<Result<(), String>> {
+        self.subscription.lock().expect("ready lock").clone()
+    }
+
+    fn subscribed(&self, state: Result<(), String>) {
+        *self.subscription.lock().expect("ready lock") = Some(state);
     }
 
     /// How many requests wait now.
@@ -177,15 +191,18 @@ impl Drop for Waiter {
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
 /// Keeps one subscription to `{prefix}:ready:*` (and `{prefix}:progress:*` once somebody
-/// watches progress) on the server behind `client`, feeding `ready`, until the process ends;
-/// reconnects after a failure. `connect_timeout` bounds each attempt.
-pub async fn subscribe(client: redis::Client, prefix: String, ready: Ready, connect_timeout: Duration) {
+/// watches progress) through one of `clients` (each with the address errors name), feeding
+/// `ready`, until the process ends. When the subscription cannot be made or ends, the next
+/// client is tried (on a cluster: another seed node, so one node's failure does not end the
+/// announcements). `connect_timeout` bounds each attempt.
+pub async fn subscribe(clients: Vec<(redis::Client, String)>, prefix: String, ready: Ready, connect_timeout: Duration) {
     let ready_pattern = format!("{prefix}:ready:*");
     let progress_pattern = format!("{prefix}:progress:*");
     let ready_prefix = format!("{prefix}:ready:");
     let progress_prefix = format!("{prefix}:progress:");
     let bound = connect_timeout * 2;
-    loop {
+    ready.subscribed(Err("subscribing".into()));
+    for (client, address) in clients.iter().cycle() {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(&ready_pattern).await?;
@@ -193,7 +210,8 @@ pub async fn subscribe(client: redis::Client, prefix: String, ready: Ready, conn
         };
         match tokio::time::timeout(bound, connected).await {
             Ok(Ok(pubsub)) => {
-                tracing::debug!(pattern = %ready_pattern, "subscribed to result announcements");
+                tracing::debug!(pattern = %ready_pattern, %address, "subscribed to result announcements");
+                ready.subscribed(Ok(()));
                 // Whatever was announced while we were not listening: look again.
                 ready.announce_all();
                 let (mut sink, mut messages) = pubsub.split();
@@ -225,10 +243,17 @@ pub async fn subscribe(client: redis::Client, prefix: String, ready: Ready, conn
                         }
                     }
                 }
-                tracing::warn!("the announcement subscription ended; subscribing again");
+                ready.subscribed(Err(format!("the subscription through {address} ended")));
+                tracing::warn!(%address, "the announcement subscription ended; subscribing again");
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot subscribe to result announcements yet"),
-            Err(_) => tracing::debug!("subscribing to result announcements timed out"),
+            Ok(Err(e)) => {
+                ready.subscribed(Err(format!("cannot subscribe through {address}: {e}")));
+                tracing::debug!(error = %e, %address, "cannot subscribe to result announcements yet");
+            }
+            Err(_) => {
+                ready.subscribed(Err(format!("subscribing through {address} timed out")));
+                tracing::debug!(%address, "subscribing to result announcements timed out");
+            }
         }
         tokio::time::sleep(RESUBSCRIBE_DELAY).await;
     }

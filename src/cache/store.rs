@@ -80,8 +80,9 @@ return out";
 /// The progress log goes in every case: its computation is over.
 /// The quotes that outlive the result are kept beside it until their own end (`''` when none
 /// do: an older list goes).
+/// A result computed later than this one is never replaced by it: 3, the marker released.
 /// KEYS: result, pending, progress, quotes; ARGV: body, expires_at in ms since the epoch, token,
-/// channel, status, kept quotes, their end in ms since the epoch.
+/// channel, status, kept quotes, their end in ms since the epoch, computed_at in ms.
 const STORE_UNTIL: &str = r"
 redis.call('DEL', KEYS[3])
 local function release()
@@ -94,8 +95,13 @@ if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= tonumber(ARG
   release()
   return 0
 end
+local old = redis.call('GET', KEYS[1])
+local computed = old and tonumber(string.match(old, '^#pf1 (%-?%d+) '))
+if computed and computed > tonumber(ARGV[8]) then
+  release()
+  return 3
+end
 if ARGV[5] == 'failed' then
-  local old = redis.call('GET', KEYS[1])
   if old then
     local status = string.match(old, '^#pf1 %-?%d+ %-?%d+ ([%a_]+) ')
     if not status then
@@ -147,7 +153,7 @@ pub struct RedisStore {
     conn: Connection,
     /// Waiters in this process, fed by one subscription started with the first waiter.
     ready: Ready,
-    announcements: redis::Client,
+    announcements: Vec<(redis::Client, String)>,
     subscribed: Arc<OnceLock<()>>,
     keys: Keys,
     timeout: Duration,
@@ -164,7 +170,7 @@ impl RedisStore {
     /// Builds the client without connecting; the first command connects.
     pub fn connect_lazy(settings: &RedisSettings) -> Result<Self, Error> {
         let conn = Connection::lazy(settings)?;
-        let announcements = Connection::pubsub_client(settings)?;
+        let announcements = Connection::pubsub_clients(settings)?;
         Ok(Self {
             conn,
             ready: Ready::default(),
@@ -436,10 +442,12 @@ impl RedisStore {
             .arg(self.keys.ready_channel(id))
             .arg(comparison.status.as_str())
             .arg(kept)
-            .arg(kept_until_ms.to_string());
+            .arg(kept_until_ms.to_string())
+            .arg((comparison.computed_at.unix_timestamp_nanos() / 1_000_000).to_string());
         match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
             1 => Ok(StoreOutcome::Stored),
             2 => Ok(StoreOutcome::Kept),
+            3 => Ok(StoreOutcome::Superseded),
             _ => Ok(StoreOutcome::Expired),
         }
     }
@@ -538,6 +546,10 @@ impl super::ResultStore for RedisStore {
     fn watcher(&self, id: &ProductId) -> Waiter {
         self.subscribe();
         self.ready.watcher(id)
+    }
+
+    fn announcements(&self) -> Option<Result<(), String>> {
+        self.subscribed.get().and_then(|()| self.ready.subscription())
     }
 
     fn progress<'a>(

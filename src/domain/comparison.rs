@@ -151,9 +151,24 @@ pub struct Failure {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+/// The longest failure detail kept, in bytes: a result's size stays bounded whatever a
+/// source or its connection says.
+pub const MAX_DETAIL: usize = 256;
+
 impl Failure {
+    /// A failure whose detail is cut to at most [`MAX_DETAIL`] bytes (at a character boundary,
+    /// ending in `…`).
     pub fn new(provider: impl Into<String>, reason: FailureReason, detail: impl Into<String>) -> Self {
-        Self { provider: provider.into(), reason, detail: detail.into(), http_status: None, expires_at: None }
+        let mut detail = detail.into();
+        if detail.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL - '…'.len_utf8();
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push('…');
+        }
+        Self { provider: provider.into(), reason, detail, http_status: None, expires_at: None }
     }
 
     /// Whether it is an answer ("not sold here") still good at `now` with `margin` to spare.
@@ -404,6 +419,13 @@ mod tests {
         assert_eq!(ttl_secs(&c), 20, "a timeout may pass: kept for the transient TTL");
         let quote_ends = c.quotes[0].expires_at.unwrap() - c.computed_at;
         assert_eq!(quote_ends.whole_seconds(), 300, "the quote keeps its own guarantee");
+    }
+
+    #[test]
+    fn a_failure_says_at_most_a_few_hundred_bytes() {
+        let long = Failure::new("x", FailureReason::InvalidResponse, "é".repeat(1000));
+        assert!(long.detail.len() <= MAX_DETAIL && long.detail.ends_with('…'), "{}", long.detail.len());
+        assert_eq!(Failure::new("x", FailureReason::Timeout, "short").detail, "short");
     }
 
     #[test]

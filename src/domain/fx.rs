@@ -92,16 +92,21 @@ impl Rates {
         Self { base: self.base, base_dp: self.base_dp, rates }
     }
 
+    /// `price` in `currency`, in the base currency rounded to its minor units, and the rate
+    /// used; `None` when `currency` has no rate (or the product would not fit a decimal).
+    pub fn converted(&self, price: Decimal, currency: Currency) -> Option<(Decimal, Decimal)> {
+        let rate = self.rate(currency)?;
+        let mut price =
+            price.checked_mul(rate)?.round_dp_with_strategy(self.base_dp, RoundingStrategy::MidpointAwayFromZero);
+        // Every minor unit shown: 10 EUR is "10.00".
+        price.rescale(self.base_dp);
+        Some((price, rate))
+    }
+
     /// Sets `quote`'s `base_price` and `fx_rate` from its price, or clears both when its
     /// currency has no rate (or the product would not fit a decimal).
     pub fn convert(&self, quote: &mut Quote) {
-        let converted = self.rate(quote.currency).and_then(|rate| {
-            let price = quote.price.checked_mul(rate)?;
-            let mut price = price.round_dp_with_strategy(self.base_dp, RoundingStrategy::MidpointAwayFromZero);
-            // Every minor unit shown: 10 EUR is "10.00".
-            price.rescale(self.base_dp);
-            Some((price, rate))
-        });
+        let converted = self.converted(quote.price, quote.currency);
         (quote.base_price, quote.fx_rate) = match converted {
             Some((price, rate)) => (Some(price), Some(rate)),
             None => (None, None),

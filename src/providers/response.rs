@@ -2,8 +2,9 @@
 //! Pointers (`[providers.response]`), prices exact in `Decimal`, never floats.
 //!
 //! Every way an answer can be wrong (no price, null, zero or negative, not a number, beyond
-//! the plausibility cap, an unknown currency, another product) is a detail naming the
-//! pointer, which the caller reports as `invalid_response`.
+//! the plausibility cap, below the currency's smallest coin or rounding to nothing once
+//! converted, an unknown currency, another product) is a detail naming the pointer, which the
+//! caller reports as `invalid_response`.
 //!
 //! An answer that is a list of offers (`items`, a search's listings) is read offer by offer:
 //! offers that do not `match`, or are about another product, do not count, nor do offers
@@ -63,7 +64,7 @@ impl Mapping {
     /// base currency of `rates`.
     pub fn read(&self, answer: &Value, id: &ProductId, rates: &Rates) -> Result<Offer, Unread> {
         let Some(items) = &self.0.items else {
-            return self.read_one(answer, id).map_err(Unread::Invalid);
+            return self.read_one(answer, id, rates).map_err(Unread::Invalid);
         };
         let list = match answer.pointer(items) {
             None | Some(Value::Null) => return Err(Unread::NoOffer(format!("no offers at {items}"))),
@@ -75,7 +76,7 @@ impl Mapping {
         };
         let mut unreadable = None;
         let mut offers = list.iter().enumerate().filter(|(_, item)| self.matches(item)).filter_map(|(i, item)| {
-            match self.read_one(item, id) {
+            match self.read_one(item, id, rates) {
                 Ok(offer) => Some(offer),
                 // Another product in a search's results is not an offer for this one.
                 Err(e) if e.starts_with(ANOTHER_PRODUCT) => None,
@@ -106,7 +107,7 @@ impl Mapping {
     }
 
     /// The offer in `answer` (a whole answer, or one item of a list).
-    fn read_one(&self, answer: &Value, id: &ProductId) -> Result<Offer, String> {
+    fn read_one(&self, answer: &Value, id: &ProductId, rates: &Rates) -> Result<Offer, String> {
         let m = &self.0;
         if let Some(pointer) = &m.product_id {
             match answer.pointer(pointer) {
@@ -127,6 +128,15 @@ impl Mapping {
             // Settings refuse a mapping with neither.
             None => m.default_currency.ok_or("no currency pointer and no default currency")?,
         };
+        // Less than the smallest coin is no price (0.004 EUR), nor is one that converts to nothing.
+        if let Some(dp) = currency.minor_units()
+            && price < Decimal::new(1, dp)
+        {
+            return Err(format!("price {price} {currency} at {} is below its smallest unit", m.price));
+        }
+        if rates.converted(price, currency).is_some_and(|(base, _)| base.is_zero()) {
+            return Err(format!("price {price} {currency} at {} is nothing in {}", m.price, rates.base()));
+        }
         let offer_id = m.offer_id.as_deref().and_then(|p| answer.pointer(p)).and_then(|v| match v {
             Value::String(text) => Some(text.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -254,7 +264,7 @@ mod tests {
         let (price, currency) = m.get(&answer, &id()).unwrap();
         assert_eq!((price.to_string(), currency.to_string()), ("12.34".into(), "USD".into()));
         let odd = json!({"productAttributes": {"price": {"amountMicros": "1", "currencyCode": "USD"}}});
-        assert_eq!(m.get(&odd, &id()).unwrap().0.to_string(), "0.000001");
+        assert!(m.get(&odd, &id()).unwrap_err().contains("below its smallest unit"), "a millionth of a dollar");
     }
 
     #[test]
@@ -296,6 +306,23 @@ mod tests {
             assert!(err.contains("at /p"), "{bad}: {err}");
         }
         assert_eq!(m.get(&json!({"p": "1e2"}), &id()).unwrap().0, Decimal::new(100, 0));
+    }
+
+    #[test]
+    fn a_price_below_the_smallest_coin_is_no_price() {
+        let eur = mapping(json!({"price": "/p", "default_currency": "EUR"}));
+        let err = eur.get(&json!({"p": "0.004"}), &id()).unwrap_err();
+        assert_eq!(err, "price 0.004 EUR at /p is below its smallest unit");
+        assert!(eur.get(&json!({"p": "0.01"}), &id()).is_ok(), "one cent is a price");
+        let jpy = mapping(json!({"price": "/p", "default_currency": "JPY"}));
+        assert!(jpy.get(&json!({"p": "0.5"}), &id()).is_err(), "yen have no fraction");
+        let jpy_rate = (Currency::parse("JPY").unwrap(), Decimal::new(4, 3));
+        let rates = Rates::new(Currency::parse("EUR").unwrap(), [jpy_rate].into()).unwrap();
+        match jpy.read(&json!({"p": "1"}), &id(), &rates) {
+            Err(Unread::Invalid(e)) => assert_eq!(e, "price 1 JPY at /p is nothing in EUR"),
+            other => panic!("{other:?}"),
+        }
+        assert!(jpy.read(&json!({"p": "2"}), &id(), &rates).is_ok(), "2 JPY is 0.008, shown 0.01 EUR");
     }
 
     #[test]

@@ -99,9 +99,30 @@ pub struct ProducerSettings {
     /// the widget embedded on another site; `["*"]` for any. Empty (the default): none.
     #[serde(deserialize_with = "origins")]
     pub cors_allow_origins: Vec<String>,
-    /// `PRICEFRONT__PRODUCER__DEMO_PAGE`: serve the demo page at `/`. The widget's script
-    /// (`/static/price-compare.js`) is served either way.
+    /// `PRICEFRONT__PRODUCER__DEMO_PAGE`: serve the demo page at `/` (and the few figures its
+    /// live panel reads, at `/demo/metrics`). The widget's script (`/static/price-compare.js`)
+    /// is served either way.
     pub demo_page: bool,
+    /// `PRICEFRONT__PRODUCER__OPS_LISTEN`: where `/metrics`, and `/healthz` and `/readyz` with
+    /// their details, are served for scrapers and probes; keep it off the public network.
+    pub ops_listen: SocketAddr,
+    /// `PRICEFRONT__PRODUCER__MAX_CONNECTIONS`: connections open at once on the public port;
+    /// past it, a new one is answered 503 and closed.
+    pub max_connections: usize,
+    /// `PRICEFRONT__PRODUCER__HEADER_READ_TIMEOUT_MS`: a request's head must arrive within
+    /// this, and a kept-alive connection waiting this long for its next request is closed.
+    #[serde(rename = "header_read_timeout_ms", deserialize_with = "millis")]
+    pub header_read_timeout: Duration,
+    /// `PRICEFRONT__PRODUCER__IDLE_TIMEOUT_SECS`: a connection that moves no byte for this long
+    /// is closed; longer than `max_wait_secs` and than an event stream's 15 s keep-alive.
+    #[serde(rename = "idle_timeout_secs", deserialize_with = "secs")]
+    pub idle_timeout: Duration,
+    /// `PRICEFRONT__PRODUCER__MAX_STREAMS_PER_CLIENT`: event streams one client may hold open;
+    /// past it, 429.
+    pub max_streams_per_client: usize,
+    /// `PRICEFRONT__PRODUCER__MAX_WAITERS_PER_CLIENT`: `Prefer: wait` requests one client may
+    /// have held at once; past it, a request answers as if it had not asked to wait.
+    pub max_waiters_per_client: usize,
 }
 
 /// A rate with a burst: `per_second` on average, up to `burst` at once.
@@ -550,6 +571,22 @@ impl Settings {
             return fail("cache TTLs must be positive".into());
         }
         let p = &self.producer;
+        if p.max_connections == 0 || p.max_streams_per_client == 0 || p.max_waiters_per_client == 0 {
+            return fail(
+                "producer.max_connections, max_streams_per_client and max_waiters_per_client must be at least 1".into(),
+            );
+        }
+        if p.header_read_timeout.is_zero() {
+            return fail("producer.header_read_timeout_ms must be positive".into());
+        }
+        // Quiet on purpose: a held request, and the gap between an event stream's keep-alives.
+        let quiet = p.max_wait.max(Duration::from_secs(15));
+        if p.idle_timeout <= quiet {
+            return fail(format!(
+                "producer.idle_timeout_secs ({:?}) must exceed producer.max_wait_secs and an event stream's 15 s keep-alive ({quiet:?})",
+                p.idle_timeout
+            ));
+        }
         if p.max_stream.is_zero() {
             return fail("producer.max_stream_secs must be at least 1".into());
         }

@@ -296,6 +296,14 @@ impl Processor {
                 self.counters.computed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("pricefront_refreshes_total", "stage" => "discarded").increment(1);
             }
+            StoreOutcome::Superseded => {
+                tracing::info!(
+                    since_request_ms = waited_ms,
+                    "a result computed later is stored already; this one is dropped"
+                );
+                self.counters.computed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pricefront_messages_total", "outcome" => "superseded").increment(1);
+            }
             StoreOutcome::Expired => {
                 let left_by_our_clock = comparison.guarantee_left(OffsetDateTime::now_utc());
                 tracing::warn!(

@@ -160,19 +160,19 @@ async fn a_client_closing_mid_stream_frees_its_place_at_once() {
     let product = env.product("closing");
     let url = format!("{}/v1/prices/{product}/events", producer.base);
     let mut stream = SseStream::open(&env.http, &url, &[]).await;
-    assert_eq!(metric(&env, &producer.base, "pricefront_open_streams").await, 1.0);
+    assert_eq!(metric(&env, &producer.ops, "pricefront_open_streams").await, 1.0);
     // Mid-stream: the first source's quote has come, the slow one's has not.
     let first = stream.next().await.unwrap();
     assert_eq!(first.provider(), "alpha");
     drop(stream);
     wait_for("the stream's place to be freed", Duration::from_secs(5), || async {
-        match metric(&env, &producer.base, "pricefront_open_streams").await {
+        match metric(&env, &producer.ops, "pricefront_open_streams").await {
             0.0 => Ok(()),
             n => Err(format!("{n} open")),
         }
     })
     .await;
-    assert_eq!(metric(&env, &producer.base, "pricefront_streams_total{outcome=\"closed\"}").await, 1.0);
+    assert_eq!(metric(&env, &producer.ops, "pricefront_streams_total{outcome=\"closed\"}").await, 1.0);
     consumer.stop().await;
 }
 

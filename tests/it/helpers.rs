@@ -289,11 +289,19 @@ impl TestEnv {
 
     /// [`Self::spawn_producer_process`] with more environment (which wins over ours).
     pub async fn spawn_producer_process_with(&self, env: &[(&str, String)]) -> ProducerProcess {
-        let port = free_port();
-        let mut vars = vec![("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}"))];
+        let (port, ops) = (free_port(), free_port());
+        let mut vars = vec![
+            ("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}")),
+            ("PRICEFRONT__PRODUCER__OPS_LISTEN", format!("127.0.0.1:{ops}")),
+        ];
         vars.extend(env.iter().cloned());
         let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars);
-        let producer = ProducerProcess { child, base: format!("http://127.0.0.1:{port}"), log };
+        let producer = ProducerProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            ops: format!("http://127.0.0.1:{ops}"),
+            log,
+        };
         let url = format!("{}/readyz", producer.base);
         wait_for("the producer process to be ready", Duration::from_secs(60), || async {
             match self.http.get(&url).send().await {
@@ -538,6 +546,8 @@ pub fn key_of(m: &OwnedMessage) -> String {
 
 pub struct ProducerHandle {
     pub base: String,
+    /// Its ops routes (`/metrics`, `/readyz` with details).
+    pub ops: String,
     shutdown: CancellationToken,
     join: JoinHandle<std::io::Result<()>>,
 }
@@ -563,10 +573,12 @@ impl ProducerHandle {
 pub async fn spawn_producer(settings: &Settings) -> ProducerHandle {
     let state = AppState::build(settings).expect("build producer");
     let listener = TcpListener::bind(settings.producer.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, ops_addr) = (listener.local_addr().unwrap(), ops.local_addr().unwrap());
     let shutdown = CancellationToken::new();
+    tokio::spawn(api::serve_ops(ops, state.clone(), shutdown.clone()));
     let join = tokio::spawn(api::serve(listener, state, shutdown.clone()));
-    ProducerHandle { base: format!("http://{addr}"), shutdown, join }
+    ProducerHandle { base: format!("http://{addr}"), ops: format!("http://{ops_addr}"), shutdown, join }
 }
 
 pub struct ConsumerHandle {
@@ -635,6 +647,8 @@ impl Drop for ConsumerProcess {
 pub struct ProducerProcess {
     pub child: Child,
     pub base: String,
+    /// Its ops routes (`/metrics`, `/readyz` with details).
+    pub ops: String,
     /// Its JSON logs.
     pub log: PathBuf,
 }

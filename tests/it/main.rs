@@ -31,6 +31,7 @@ mod request_ids;
 mod sources;
 mod stampede;
 mod standalone;
+mod stores;
 mod traces;
 mod wait;
 mod web;

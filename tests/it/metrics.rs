@@ -37,7 +37,7 @@ async fn metrics_move_with_traffic() {
     assert_eq!(get(&env.http, &url).await.0, 200, "loaded from Redis");
     assert_eq!(get(&env.http, &url).await.0, 200, "from L1, or Redis again if the L1 entry lapsed");
     assert_eq!(get(&env.http, &format!("{}/v1/prices/..%2Fx", producer.base)).await.0, 400);
-    let text = scrape(&env.http, &format!("{}/metrics", producer.base)).await;
+    let text = scrape(&env.http, &format!("{}/metrics", producer.ops)).await;
 
     let count = |name: &str, labels: &[&str]| sample(&text, name, labels);
     let route = r#"route="/v1/prices/{product_id}""#;

@@ -166,12 +166,27 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
             "/other/{id}",
             get(|| async { axum::Json(json!({"product_id": "someone-else", "price": "1.00", "currency": "EUR"})) }),
         )
+        .route(
+            // A value 45 KB long where the price belongs.
+            "/garbage/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                axum::Json(json!({"product_id": id, "price": "9".repeat(45_000), "currency": "EUR"}))
+            }),
+        )
+        .route(
+            // Less than the smallest coin.
+            "/crumb/{id}",
+            get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+                axum::Json(json!({"product_id": id, "price": "0.004", "currency": "EUR"}))
+            }),
+        )
         .route("/huge/{id}", get(move || async move { huge }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let names = ["notjson", "negative", "absurd", "currency", "unknown_code", "boolean", "other", "huge"];
+    let names =
+        ["notjson", "negative", "absurd", "currency", "unknown_code", "boolean", "other", "garbage", "crumb", "huge"];
     let settings: Vec<ProviderSettings> = names
         .iter()
         .map(|n| {
@@ -187,5 +202,16 @@ async fn hostile_bodies_are_invalid_responses_not_crashes() {
         let failure = outcome.as_ref().expect_err(name);
         assert_eq!(failure.reason, FailureReason::InvalidResponse, "{name}: {failure:?}");
         assert!(!failure.detail.contains("after"), "{name}: an invalid body is not retried");
+        assert!(failure.detail.len() <= pricefront::domain::MAX_DETAIL, "{name}: {} bytes", failure.detail.len());
     }
+    // What a source sends is never echoed whole: the comparison stays small.
+    let comparison = pricefront::domain::Comparison::aggregate(
+        id("p"),
+        outcomes,
+        time::OffsetDateTime::now_utc(),
+        &pricefront::settings::Settings::load_from(None, Some(Default::default())).unwrap().cache.ttl_policy(),
+        &Default::default(),
+    );
+    let size = serde_json::to_vec(&comparison).unwrap().len();
+    assert!(size < 4096, "{size} bytes from {} sources", names.len());
 }

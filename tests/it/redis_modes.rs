@@ -197,8 +197,13 @@ async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns
     cluster.wait_down().await;
     let down = env.product("cluster-down");
     redis_down_is_a_503(&env, &producer.base, &down).await;
-    let health = env.http.get(format!("{}/readyz", producer.base)).send().await.unwrap();
-    assert_eq!(health.status(), 503, "not ready while the cluster is down");
+    crate::helpers::wait_for("not ready while the cluster is down", Duration::from_secs(20), || async {
+        match env.http.get(format!("{}/readyz", producer.base)).send().await.map(|r| r.status().as_u16()) {
+            Ok(503) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     cluster.restart_master(owner).await;
     cluster.wait_healthy().await;

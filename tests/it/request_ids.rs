@@ -47,7 +47,7 @@ async fn every_answer_names_its_request_and_keeps_a_valid_incoming_id() {
         (Method::GET, format!("{base}/v1/prices?ids={warm},{cold}"), StatusCode::OK),
         (Method::GET, format!("{base}/v1/prices/{warm}/events"), StatusCode::OK),
         (Method::GET, format!("{base}/static/price-compare.js"), StatusCode::OK),
-        (Method::GET, format!("{base}/metrics"), StatusCode::OK),
+        (Method::GET, format!("{base}/demo/metrics"), StatusCode::OK),
         (Method::GET, format!("{base}/readyz"), StatusCode::OK),
     ];
     let mut made = std::collections::HashSet::new();

@@ -240,7 +240,7 @@ async fn a_client_over_its_miss_limit_gets_429_while_others_are_served() {
     env.wait_result(&wanted, Duration::from_secs(30)).await;
     // A forged X-Forwarded-For from an untrusted peer would not help: see the unit tests of
     // `api::limits`. The refusals are counted.
-    let metrics = env.http.get(format!("{}/metrics", producer.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = env.http.get(format!("{}/metrics", producer.ops)).send().await.unwrap().text().await.unwrap();
     let refused: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("pricefront_limited_total{") && l.contains(r#"limit="client_misses""#))
@@ -264,7 +264,7 @@ async fn past_the_producers_publish_rate_misses_answer_503() {
         assert!(headers.contains_key("retry-after"));
         assert_eq!(body["type"], "/problems/overloaded");
     }
-    let metrics = env.http.get(format!("{}/metrics", producer.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = env.http.get(format!("{}/metrics", producer.ops)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.lines().any(|l| l.starts_with(r#"pricefront_limited_total{limit="publishes"} 4"#)), "{metrics}");
     // The refused claims were released: once the rate allows, the same product is accepted.
     let refused = products.iter().zip(&statuses).find(|(_, s)| **s == 503).unwrap().0.clone();

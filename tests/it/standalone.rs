@@ -28,7 +28,7 @@ async fn standalone(
     std::fs::remove_file(&path).unwrap();
     let shutdown = CancellationToken::new();
     let system = pricefront::standalone::Standalone::build(&settings).unwrap();
-    let run = tokio::spawn(system.run(api, mock, shutdown.clone()));
+    let run = tokio::spawn(system.run(api, None, mock, shutdown.clone()));
     (api_addr, mock_addr, shutdown, run)
 }
 

@@ -108,12 +108,12 @@ async fn a_client_that_hangs_up_frees_its_place_at_once() {
     let client = reqwest::Client::new();
     let request = tokio::spawn(async move { client.get(url).header("prefer", "wait=30").send().await });
     wait_for("the request to wait", Duration::from_secs(10), || async {
-        if waiting(&env, &producer.base).await == 1.0 { Ok(()) } else { Err("not waiting yet".to_string()) }
+        if waiting(&env, &producer.ops).await == 1.0 { Ok(()) } else { Err("not waiting yet".to_string()) }
     })
     .await;
     request.abort();
     wait_for("its place to be freed", Duration::from_secs(5), || async {
-        match waiting(&env, &producer.base).await {
+        match waiting(&env, &producer.ops).await {
             0.0 => Ok(()),
             n => Err(format!("{n} waiting")),
         }

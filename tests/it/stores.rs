@@ -1,0 +1,96 @@
+//! One contract for the result stores, run against both: Redis (the Lua scripts) and the
+//! standalone demo's memory store, so the two cannot drift apart.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pricefront::cache::{MemoryStore, Peek, RedisStore, ResultStore, StoreOutcome};
+use pricefront::domain::{Comparison, Currency, Failure, FailureReason, ProductId, Quote, TtlPolicy};
+use pricefront::settings::Settings;
+use time::OffsetDateTime;
+
+fn redis_store() -> Arc<dyn ResultStore> {
+    let env: HashMap<String, String> = [
+        ("PRICEFRONT__REDIS__URL".to_owned(), crate::helpers::redis_url()),
+        ("PRICEFRONT__REDIS__KEY_PREFIX".to_owned(), format!("it-stores-{}", uuid::Uuid::new_v4().simple())),
+    ]
+    .into();
+    let settings = Settings::load_from(None, Some(env)).unwrap();
+    Arc::new(RedisStore::connect_lazy(&settings.redis).unwrap())
+}
+
+const TTL: TtlPolicy = TtlPolicy {
+    answered: Duration::from_secs(300),
+    transient: Duration::from_secs(30),
+    failed: Duration::from_secs(30),
+    not_found: Duration::from_secs(600),
+};
+
+fn comparison(id: &ProductId, at: OffsetDateTime, outcomes: Vec<Result<Quote, Failure>>) -> Comparison {
+    Comparison::aggregate(id.clone(), outcomes, at, &TTL, &Default::default())
+}
+
+fn quote(provider: &str, cents: i64) -> Result<Quote, Failure> {
+    Ok(Quote::new(provider, rust_decimal::Decimal::new(cents, 2), Currency::parse("EUR").unwrap(), 1))
+}
+
+async fn stored(store: &dyn ResultStore, id: &ProductId) -> Option<Comparison> {
+    match store.lookup(id).await.unwrap() {
+        Peek::Hit(hit) => Some(hit.comparison().unwrap()),
+        _ => None,
+    }
+}
+
+async fn contract(store: Arc<dyn ResultStore>) {
+    let id = ProductId::parse(&format!("contract-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let now = OffsetDateTime::now_utc();
+
+    // The newest computation wins, whatever order the stores come in.
+    let newer = comparison(&id, now, vec![quote("a", 200)]);
+    let older = comparison(&id, now - Duration::from_secs(5), vec![quote("a", 100)]);
+    assert_eq!(store.store(&newer, "t1").await.unwrap(), StoreOutcome::Stored);
+    assert!(store.claim_pending(&id, "t2", Duration::from_secs(30)).await.unwrap());
+    assert_eq!(store.store(&older, "t2").await.unwrap(), StoreOutcome::Superseded);
+    assert_eq!(stored(&*store, &id).await.unwrap(), newer, "the newer result stays");
+    assert!(store.claim_pending(&id, "t3", Duration::from_secs(30)).await.unwrap(), "the marker was released");
+    store.release_pending(&id, "t3").await.unwrap();
+
+    // A failed result does not replace one that is not.
+    let failed =
+        comparison(&id, now + Duration::from_secs(1), vec![Err(Failure::new("a", FailureReason::Timeout, "slow"))]);
+    assert_eq!(store.store(&failed, "t4").await.unwrap(), StoreOutcome::Kept);
+    assert_eq!(stored(&*store, &id).await.unwrap(), newer);
+
+    // A result past its guarantee is not stored.
+    let gone = ProductId::parse(&format!("gone-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let stale = comparison(&gone, now - Duration::from_secs(400), vec![quote("a", 100)]);
+    assert_eq!(store.store(&stale, "t5").await.unwrap(), StoreOutcome::Expired);
+    assert!(stored(&*store, &gone).await.is_none());
+
+    // Answers that outlive a brief result are kept for the next computation.
+    let brief = ProductId::parse(&format!("brief-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let outcomes = vec![
+        quote("a", 100),
+        Err(Failure::new("b", FailureReason::Timeout, "slow")),
+        Err(Failure::new("c", FailureReason::NotFound, "404 Not Found")),
+    ];
+    let partial = comparison(&brief, now, outcomes);
+    assert_eq!(store.store(&partial, "t6").await.unwrap(), StoreOutcome::Stored);
+    let earlier = store.earlier(&brief).await.unwrap();
+    assert!(earlier.has_result);
+    assert_eq!(earlier.quotes.iter().map(|q| q.provider.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(earlier.quotes[0].expires_at, Some(now + TTL.answered));
+    assert_eq!(earlier.not_found.iter().map(|f| f.provider.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert_eq!(earlier.not_found[0].expires_at, Some(now + TTL.not_found));
+}
+
+#[tokio::test]
+async fn redis_keeps_the_store_contract() {
+    contract(redis_store()).await;
+}
+
+#[tokio::test]
+async fn memory_keeps_the_store_contract() {
+    contract(Arc::new(MemoryStore::new(100))).await;
+}
