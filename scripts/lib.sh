@@ -77,6 +77,18 @@ ensure_tls_tools() {
   command -v socat >/dev/null || apt_install socat
 }
 
+# The clock-skew tests run a consumer whose clock is shifted (libfaketime, preloaded); prints
+# the library's path.
+ensure_faketime() {
+  local library
+  library=$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' | head -n 1)
+  if [[ -z "$library" ]]; then
+    apt_install faketime
+    library=$(dpkg -L libfaketime | grep '/libfaketime\.so\.1$' | head -n 1)
+  fi
+  echo "$library"
+}
+
 # The widget's tests drive a real Chromium over WebDriver (chromedriver, from chromium-driver).
 ensure_browser() {
   command -v chromium >/dev/null && command -v chromedriver >/dev/null || apt_install chromium chromium-driver

@@ -25,6 +25,7 @@ redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
 brokers=$("$TARGET_DIR/debug/admin" get kafka.brokers)
 ensure_redis_server_binary   # the suite starts private redis-servers (to kill; TLS; a cluster)
 ensure_tls_tools
+PRICEFRONT_TEST_LIBFAKETIME=$(ensure_faketime) # a consumer with a shifted clock, for the clock-skew test
 ensure_browser               # the widget's tests run in headless Chromium
 ensure_redis "$redis_url"
 ensure_broker "$brokers"
@@ -33,7 +34,7 @@ PRICEFRONT_TEST_TANSU=$(tansu_binary)
 # `admin get redis.url` redacts a password: pass the URL on only when it has none to lose.
 [[ "$redis_url" == *"<redacted>"* ]] || export PRICEFRONT__REDIS__URL="$redis_url"
 PRICEFRONT_TEST_CHROMEDRIVER=$(command -v chromedriver)
-export PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU PRICEFRONT_TEST_CHROMEDRIVER
+export PRICEFRONT__KAFKA__BROKERS="$brokers" PRICEFRONT_TEST_TANSU PRICEFRONT_TEST_CHROMEDRIVER PRICEFRONT_TEST_LIBFAKETIME
 
 if (($# == 0)); then
   log "checking the deployment files (no Docker engine needed)"

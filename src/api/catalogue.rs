@@ -124,8 +124,9 @@ async fn respond(
 ) -> Result<Response, ApiError> {
     let ids = parse_ids(query, state.max_batch_ids)?;
     // Registered before the look, as for one product: a result written from now on wakes them.
-    let mut wait = Wait::register(state, &ids, headers);
-    let mut found = miss::find_many(state, &ids, Asking { peer, headers }).await;
+    let asking = Asking { peer, headers };
+    let mut wait = Wait::register(state, &ids, asking);
+    let mut found = miss::find_many(state, &ids, asking).await;
     if let Some(wait) = &mut wait {
         wait.until_final(state, &ids, &mut found).await;
     }

@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use super::miss::{self, Asking, Found};
 use super::prices;
-use super::wait::Place;
+use super::wait::{Full, Place};
 use super::{ApiError, AppState};
 use crate::cache::{Progress, ProgressId, StoredResult, Wake};
 use crate::domain::ProductId;
@@ -102,9 +102,22 @@ async fn open(
     let id = ProductId::parse(&raw)?;
     tracing::Span::current().record("product_id", id.as_str());
     // Registered before the first look: whatever is logged or written from now on reaches it.
-    let Some(place) = Place::take(&state.stream_places, OPEN_STREAMS, || state.store.watcher(&id)) else {
-        metrics::counter!("pricefront_streams_total", "outcome" => "refused").increment(1);
-        return Err(ApiError::TooManyStreams { retry_after_secs: state.retry_after_secs });
+    let client = state.limits.client(peer, &headers);
+    let place = match state.stream_places.take(client, || state.store.watcher(&id)) {
+        Ok(place) => place,
+        Err(full) => {
+            let retry_after_secs = state.retry_after_secs;
+            return Err(match full {
+                Full::All => {
+                    metrics::counter!("pricefront_streams_total", "outcome" => "refused").increment(1);
+                    ApiError::TooManyStreams { retry_after_secs }
+                }
+                Full::Client => {
+                    metrics::counter!("pricefront_streams_total", "outcome" => "refused_client").increment(1);
+                    ApiError::TooManyClientStreams { retry_after_secs }
+                }
+            });
+        }
     };
     let seen_up_to = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(ProgressId::parse);
     let found = miss::find(&state, &id, Asking { peer, headers: &headers }, Some(std::time::Instant::now())).await;

@@ -34,7 +34,7 @@ use tracing::Instrument;
 use super::limits::{Limit, Refused};
 use super::problem::ApiError;
 use super::refresh;
-use super::wait::{self, Place, WAITING};
+use super::wait::{self, Place};
 use super::{AppState, prices::current_or};
 use crate::cache::{self, Entry, Lookup, Peek, StoredResult, Waiter};
 use crate::domain::ProductId;
@@ -222,7 +222,7 @@ pub async fn find(state: &AppState, id: &ProductId, asking: Asking<'_>, register
         Entry::Hit(stored) => {
             // A hit this request did not load came from L1 (a live entry, or a load it waited on).
             if loaded { &HITS_L2 } else { &HITS_L1 }.increment(1);
-            served(state, id, &stored, Instant::now());
+            served(state, id, &stored, Instant::now(), asking);
             return Found::Hit(stored);
         }
         Entry::Pending => {
@@ -248,7 +248,7 @@ pub async fn find_many(state: &AppState, ids: &[ProductId], asking: Asking<'_>) 
                 if reload {
                     reload_l1(state, id.as_str());
                 }
-                served(state, id, &stored, now);
+                served(state, id, &stored, now, asking);
                 found.push(Some(Found::Hit(stored)));
             }
             None => {
@@ -260,7 +260,7 @@ pub async fn find_many(state: &AppState, ids: &[ProductId], asking: Asking<'_>) 
     // Counted once per page: a counter bumped per id is a contended atomic 100 times.
     HITS_L1.increment((ids.len() - missed.len()) as u64);
     if !missed.is_empty() {
-        let absent = look_in_store(state, ids, &missed, &mut found).await;
+        let absent = look_in_store(state, ids, &missed, &mut found, asking).await;
         if !absent.is_empty() {
             let asker = Asker::of(state, asking);
             let wanted: Vec<ProductId> = absent.iter().map(|&i| ids[i].clone()).collect();
@@ -275,10 +275,10 @@ pub async fn find_many(state: &AppState, ids: &[ProductId], asking: Asking<'_>) 
     found.into_iter().map(|entry| entry.expect("every product has an entry")).collect()
 }
 
-/// A hit's bookkeeping: a refresh ahead if it is due.
-fn served(state: &AppState, id: &ProductId, stored: &StoredResult, now: Instant) {
+/// A hit's bookkeeping: a refresh ahead if it is due, at the asker's cost.
+fn served(state: &AppState, id: &ProductId, stored: &StoredResult, now: Instant, asking: Asking<'_>) {
     if state.refresh.due(id.as_str(), stored, now) {
-        refresh::start(state, id.as_str());
+        refresh::start(state, id.as_str(), state.limits.client(asking.peer, asking.headers));
     }
 }
 
@@ -289,6 +289,7 @@ async fn look_in_store(
     ids: &[ProductId],
     missed: &[usize],
     found: &mut [Option<Found>],
+    asking: Asking<'_>,
 ) -> Vec<usize> {
     let wanted: Vec<ProductId> = missed.iter().map(|&i| ids[i].clone()).collect();
     let peeks = match state.store.lookup_many(&wanted).await {
@@ -313,7 +314,7 @@ async fn look_in_store(
             Ok(Entry::Hit(stored)) => {
                 hits += 1;
                 state.l1.hold(&ids[i], &stored);
-                served(state, &ids[i], &stored, Instant::now());
+                served(state, &ids[i], &stored, Instant::now(), asking);
                 Some(Found::Hit(stored))
             }
             Ok(Entry::Pending) => {
@@ -378,6 +379,11 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         Ok(lookups) => lookups,
         Err(e) => {
             tracing::warn!(error = %e, products = ids.len(), "cannot claim in Redis; answering unavailable");
+            if e.is_unreachable() {
+                // The script may have run and its answer been lost: markers nobody will publish
+                // for. Ours are released as soon as Redis answers again.
+                tokio::spawn(release_when_back(state.clone(), claims.clone()));
+            }
             let cause = Cause::from(e);
             let unavailable =
                 Unavailable { reason: Reason::Cache, retry_after_secs: state.retry_after_secs, cause: Some(cause) };
@@ -451,13 +457,53 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
     found
 }
 
-/// Releases the claims at `which` (those tokens' markers only), all at once.
+/// Releases the claims at `which` (those tokens' markers only), all at once; those Redis
+/// could not be asked to release are released as soon as it answers again.
 async fn release_all(state: &AppState, claims: &[(ProductId, String)], which: &[usize]) {
     let releases = which.iter().map(|&i| state.store.release_pending(&claims[i].0, &claims[i].1));
-    for released in futures::future::join_all(releases).await {
-        if let Err(e) = released {
-            tracing::warn!(error = %e, "cannot release a pending marker; it expires by itself");
+    let mut again = Vec::new();
+    for (&i, released) in which.iter().zip(futures::future::join_all(releases).await) {
+        match released {
+            Ok(()) => {}
+            Err(e) if e.is_unreachable() => again.push(claims[i].clone()),
+            Err(e) => tracing::warn!(error = %e, "cannot release a pending marker; it expires by itself"),
         }
+    }
+    if !again.is_empty() {
+        tokio::spawn(release_when_back(state.clone(), again));
+    }
+}
+
+/// First and longest wait between two tries of [`release_when_back`].
+const RELEASE_FIRST: Duration = Duration::from_millis(100);
+const RELEASE_MAX: Duration = Duration::from_secs(2);
+
+/// Releases `claims` (each only if its token still holds the marker: safe whether or not the
+/// claim was made) as soon as Redis answers, trying with back-off until it does or the markers
+/// would have expired anyway (`cache.pending_ttl_secs`). A claim whose answer was lost
+/// therefore holds its product for about as long as Redis was away, not for the whole TTL.
+async fn release_when_back(state: AppState, mut claims: Vec<(ProductId, String)>) {
+    let give_up = tokio::time::Instant::now() + state.pending_ttl;
+    let mut delay = RELEASE_FIRST;
+    while !claims.is_empty() && tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(delay).await;
+        let releases = claims.iter().map(|(id, token)| state.store.release_pending(id, token));
+        let outcomes = futures::future::join_all(releases).await;
+        let mut kept = Vec::new();
+        for (claim, outcome) in claims.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => {
+                    metrics::counter!("pricefront_claims_released_late_total").increment(1);
+                    tracing::info!(product_id = %claim.0, "released a claim whose answer was lost");
+                }
+                Err(e) if e.is_unreachable() => kept.push(claim),
+                Err(e) => {
+                    tracing::warn!(product_id = %claim.0, error = %e, "cannot release a pending marker; it expires by itself")
+                }
+            }
+        }
+        claims = kept;
+        delay = (delay * 2).min(RELEASE_MAX);
     }
 }
 
@@ -519,18 +565,23 @@ pub struct Wait {
 }
 
 impl Wait {
-    /// The wait `headers` ask for, if any, capped at `producer.max_wait_secs`, with its place
-    /// and waiters for `ids`; `None` when none is asked or no place is free (then the request
-    /// answers as it would without it).
-    pub fn register(state: &AppState, ids: &[ProductId], headers: &HeaderMap) -> Option<Self> {
-        let granted = wait::preferred_wait(headers).map(|asked| wait::granted(asked, state.max_wait))?;
+    /// The wait the request asks for, if any, capped at `producer.max_wait_secs`, with its
+    /// place and waiters for `ids`; `None` when none is asked or no place is free, in all or for
+    /// this client (then the request answers as it would without it).
+    pub fn register(state: &AppState, ids: &[ProductId], asking: Asking<'_>) -> Option<Self> {
+        let granted = wait::preferred_wait(asking.headers).map(|asked| wait::granted(asked, state.max_wait))?;
         if granted.is_zero() {
             return None;
         }
+        let client = state.limits.client(asking.peer, asking.headers);
         let waiters = || ids.iter().map(|id| state.store.waiter(id)).collect::<Vec<_>>();
-        let Some(place) = Place::take(&state.wait_places, WAITING, waiters) else {
-            metrics::counter!("pricefront_waits_total", "outcome" => "refused").increment(1);
-            return None;
+        let place = match state.wait_places.take(client, waiters) {
+            Ok(place) => place,
+            Err(full) => {
+                let outcome = if full == wait::Full::Client { "refused_client" } else { "refused" };
+                metrics::counter!("pricefront_waits_total", "outcome" => outcome).increment(1);
+                return None;
+            }
         };
         Some(Self { granted, place, registered: Instant::now() })
     }

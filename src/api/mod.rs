@@ -68,12 +68,12 @@ pub struct Shared {
     pub retry_after_secs: u64,
     /// `Prefer: wait` is granted up to this long.
     pub max_wait: Duration,
-    /// Places for waiting requests (`producer.max_waiters`).
-    pub wait_places: Arc<tokio::sync::Semaphore>,
+    /// Places for waiting requests (`producer.max_waiters`, `max_waiters_per_client`).
+    pub wait_places: wait::Places,
     /// An event stream without a result ends after this long.
     pub max_stream: Duration,
-    /// Places for event streams (`producer.max_streams`).
-    pub stream_places: Arc<tokio::sync::Semaphore>,
+    /// Places for event streams (`producer.max_streams`, `max_streams_per_client`).
+    pub stream_places: wait::Places,
     /// Which hits start a refresh ahead of expiry.
     pub refresh: Arc<refresh::RefreshAhead>,
     /// Most ids one multi-get may ask for (`producer.max_batch_ids`).
@@ -127,9 +127,17 @@ impl AppState {
             pending_ttl: settings.cache.pending_ttl,
             retry_after_secs: settings.producer.retry_after_secs,
             max_wait: settings.producer.max_wait,
-            wait_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_waiters)),
+            wait_places: wait::Places::new(
+                settings.producer.max_waiters,
+                settings.producer.max_waiters_per_client,
+                wait::WAITING,
+            ),
             max_stream: settings.producer.max_stream,
-            stream_places: Arc::new(tokio::sync::Semaphore::new(settings.producer.max_streams)),
+            stream_places: wait::Places::new(
+                settings.producer.max_streams,
+                settings.producer.max_streams_per_client,
+                events::OPEN_STREAMS,
+            ),
             refresh: Arc::new(refresh::RefreshAhead::new(
                 settings.cache.refresh_ahead,
                 settings.cache.pending_ttl,
@@ -268,6 +276,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         }
     });
     health::Probe::spawn(state.clone(), shutdown.clone());
+    crate::cache::clock::spawn_watch(state.store.clone(), shutdown.clone());
     let (limits, stop) = (state.limits.clone(), shutdown.clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(FORGET_CLIENTS_EVERY);

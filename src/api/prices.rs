@@ -125,7 +125,9 @@ async fn respond(state: AppState, request: Request) -> Response {
             miss::reload_l1(&state, raw);
         }
         if state.refresh.due(raw, &stored, now) {
-            refresh::start(&state, raw);
+            // Rare (once per result per process): only then is the client worked out.
+            let peer = super::server::peer(&request.extensions);
+            refresh::start(&state, raw, state.limits.client(peer, &request.headers));
         }
         return hit(&state, &stored, raw, &request.headers, now);
     }
@@ -175,8 +177,9 @@ async fn slow_path(
     tracing::Span::current().record("product_id", id.as_str());
     let ids = std::slice::from_ref(&id);
     // Registered before the first look: a result written from now on wakes it.
-    let mut wait = Wait::register(state, ids, headers);
-    let found = miss::find(state, &id, Asking { peer, headers }, wait.as_ref().map(|w| w.registered)).await;
+    let asking = Asking { peer, headers };
+    let mut wait = Wait::register(state, ids, asking);
+    let found = miss::find(state, &id, asking, wait.as_ref().map(|w| w.registered)).await;
     let waited = matches!(found, Found::Pending) && wait.is_some();
     let mut found = [found];
     if let Some(wait) = &mut wait {

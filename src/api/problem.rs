@@ -54,6 +54,9 @@ pub enum ApiError {
     /// This producer has `producer.max_streams` event streams open.
     #[error("too many event streams are open on this server; retry in {retry_after_secs} s")]
     TooManyStreams { retry_after_secs: u64 },
+    /// This client has `producer.max_streams_per_client` event streams open.
+    #[error("this client has too many event streams open; close one, or retry in {retry_after_secs} s")]
+    TooManyClientStreams { retry_after_secs: u64 },
     /// A dependency (Redis, the broker) failed or was too slow; try again shortly.
     #[error("{what} unavailable")]
     Unavailable {
@@ -74,7 +77,7 @@ impl ApiError {
             | ApiError::TooManyIds { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound | ApiError::ProductNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::TooManyMisses { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyMisses { .. } | ApiError::TooManyClientStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable { .. } | ApiError::Overloaded { .. } | ApiError::TooManyStreams { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -93,6 +96,7 @@ impl ApiError {
             ApiError::TooManyMisses { .. } => "/problems/too-many-misses",
             ApiError::Overloaded { .. } => "/problems/overloaded",
             ApiError::TooManyStreams { .. } => "/problems/too-many-streams",
+            ApiError::TooManyClientStreams { .. } => "/problems/too-many-client-streams",
             ApiError::Unavailable { .. } => "/problems/dependency-unavailable",
         }
     }
@@ -139,7 +143,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Unavailable { retry_after_secs, .. }
         | ApiError::TooManyMisses { retry_after_secs }
         | ApiError::Overloaded { retry_after_secs }
-        | ApiError::TooManyStreams { retry_after_secs } = self
+        | ApiError::TooManyStreams { retry_after_secs }
+        | ApiError::TooManyClientStreams { retry_after_secs } = self
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

@@ -5,6 +5,11 @@
 //! - **One refresh per product across producers:** the refresh claims the pending marker
 //!   (`SET NX PX`), as a miss does; only its winner publishes a request marked `refresh`, which
 //!   the consumer computes although a result exists, overwriting it (no gap).
+//! - **It costs the asker:** a won refresh claim draws one token from the miss budget of the
+//!   client whose hit started it (`producer.miss_rate_per_client`), and one publish; a client
+//!   without tokens starts none (the claim is released, and another client's hit may try).
+//!   So a client cannot keep any number of products hot for free; popular products stay warm
+//!   because many clients ask for them.
 //! - **Cheap on the hit path:** a hit outside the window costs one clock read;
 //!   inside it, only the first hit per result in this process tries to claim (a local memo of
 //!   the `expires_at` it tried to replace), so a hot product costs Redis one `SET NX` per
@@ -13,6 +18,7 @@
 //!   store keeps the old one; see `cache::StoreOutcome::Kept`).
 //! - A product nobody asks for in its window is simply left to expire.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tracing::Instrument;
@@ -50,6 +56,12 @@ impl RefreshAhead {
         (self.permille > 0).then(|| self.window(stored).as_secs())
     }
 
+    /// Forgets that a refresh of `id` was tried (it was refused by a limit): the next hit may
+    /// try again.
+    pub fn forget(&self, id: &ProductId) {
+        self.tried.invalidate(id);
+    }
+
     /// Whether serving `stored` (the result for `id`) at `now` should start a refresh: at most
     /// once per result in this process. Outside the window it costs a subtraction.
     pub fn due(&self, id: &str, stored: &StoredResult, now: Instant) -> bool {
@@ -66,15 +78,16 @@ impl RefreshAhead {
     }
 }
 
-/// Starts refreshing `id` in the background (see [`refresh`]).
-pub fn start(state: &AppState, id: &str) {
+/// Starts refreshing `id` in the background (see [`refresh`]), at `client`'s cost.
+pub fn start(state: &AppState, id: &str, client: IpAddr) {
     if let Ok(id) = ProductId::parse(id) {
-        tokio::spawn(refresh(state.clone(), id).instrument(tracing::Span::current()));
+        tokio::spawn(refresh(state.clone(), id, client).instrument(tracing::Span::current()));
     }
 }
 
-/// Claims the marker and publishes a refresh of `id`; in the background, after a hit.
-pub async fn refresh(state: AppState, id: ProductId) {
+/// Claims the marker and publishes a refresh of `id`, within `client`'s miss budget and the
+/// producer's publishes; in the background, after a hit.
+pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
     let request = PriceRequest::refresh(id.clone());
     let token = request.request_id.to_string();
     match state.store.claim_pending(&id, &token, state.pending_ttl).await {
@@ -86,10 +99,17 @@ pub async fn refresh(state: AppState, id: ProductId) {
             return;
         }
     }
-    let published = match state.limits.publish() {
-        Ok(()) => state.publisher.publish(&request, Caller::default()).await.map(drop).map_err(|e| e.to_string()),
-        Err(refused) => Err(refused.to_string()),
-    };
+    if let Err(refused) = state.limits.miss(client).and_then(|()| state.limits.publish()) {
+        tracing::debug!(product_id = %id, %client, limit = refused.limit.as_str(), "refresh refused by a limit");
+        metrics::counter!("pricefront_refreshes_total", "stage" => "refused").increment(1);
+        metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
+        state.refresh.forget(&id);
+        if let Err(e) = state.store.release_pending(&id, &token).await {
+            tracing::debug!(error = %e, "cannot release the refresh marker; it expires by itself");
+        }
+        return;
+    }
+    let published = state.publisher.publish(&request, Caller::default()).await.map(drop).map_err(|e| e.to_string());
     match published {
         Ok(()) => {
             tracing::debug!(product_id = %id, "refresh published");

@@ -3,10 +3,14 @@
 //!
 //! A request registers its [`Waiter`] before its first look, so a result written meanwhile
 //! still wakes it; woken, it looks again through L1 (so many waiters share one Redis read). At
-//! most `producer.max_waiters` requests wait per process; past it, a request answers at once.
-//! A client that hangs up drops its future, and with it its waiter and its place.
+//! most `producer.max_waiters` requests wait per process, and `producer.max_waiters_per_client`
+//! per client; past either, a request answers at once. Event streams take their [`Place`] the
+//! same way, within `max_streams` and `max_streams_per_client`. A client that hangs up drops its
+//! future, and with it its waiter and its place.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -36,21 +40,71 @@ pub fn preferred_wait(headers: &HeaderMap) -> Option<u64> {
 /// The gauge of requests held by `Prefer: wait`.
 pub const WAITING: &str = "pricefront_waiting_requests";
 
+/// Places held by one kind of request (waits, or event streams): at most so many in all, and
+/// so many per client.
+pub struct Places {
+    all: Arc<Semaphore>,
+    per_client: usize,
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    gauge: &'static str,
+}
+
+/// Why no place was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    /// Every place of this process is taken.
+    All,
+    /// This client holds as many as one client may.
+    Client,
+}
+
+impl Places {
+    pub fn new(all: usize, per_client: usize, gauge: &'static str) -> Self {
+        Self { all: Arc::new(Semaphore::new(all)), per_client, held: Arc::default(), gauge }
+    }
+
+    /// A place for `client`, with `waiter()`, if one is free in all and for it.
+    pub fn take<W>(&self, client: IpAddr, waiter: impl FnOnce() -> W) -> Result<Place<W>, Full> {
+        {
+            let mut held = self.held.lock().expect("places lock");
+            let count = held.entry(client).or_insert(0);
+            if *count >= self.per_client {
+                return Err(Full::Client);
+            }
+            *count += 1;
+        }
+        let slot = ClientSlot { held: self.held.clone(), client };
+        let permit = self.all.clone().try_acquire_owned().map_err(|_| Full::All)?;
+        metrics::gauge!(self.gauge).increment(1.0);
+        Ok(Place { waiter: waiter(), gauge: self.gauge, _permit: permit, _slot: slot })
+    }
+}
+
+/// One client's count of held places, given back on drop.
+struct ClientSlot {
+    held: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().expect("places lock");
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// One waiting request's (or event stream's) place: its permit among a bounded number, its
-/// waiter (a multi-get's: one per product), and its count in `gauge`.
+/// client's share, its waiter (a multi-get's: one per product), and its count in `gauge`.
 pub struct Place<W = Waiter> {
     pub waiter: W,
     gauge: &'static str,
     _permit: OwnedSemaphorePermit,
-}
-
-impl<W> Place<W> {
-    /// A place if one is free.
-    pub fn take(places: &Arc<Semaphore>, gauge: &'static str, waiter: impl FnOnce() -> W) -> Option<Place<W>> {
-        let permit = places.clone().try_acquire_owned().ok()?;
-        metrics::gauge!(gauge).increment(1.0);
-        Some(Place { waiter: waiter(), gauge, _permit: permit })
-    }
+    _slot: ClientSlot,
 }
 
 impl<W> Drop for Place<W> {
@@ -86,6 +140,21 @@ mod tests {
         assert_eq!(prefer(&["wait=soon"]), None);
         assert_eq!(prefer(&["wait=-1"]), None);
         assert_eq!(prefer(&[]), None);
+    }
+
+    #[test]
+    fn places_are_bounded_in_all_and_per_client() {
+        let places = Places::new(3, 2, "test_places");
+        let (a, b) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+        let a1 = places.take(a, || ()).unwrap();
+        let _a2 = places.take(a, || ()).unwrap();
+        assert_eq!(places.take(a, || ()).err(), Some(Full::Client));
+        let _b1 = places.take(b, || ()).unwrap();
+        assert_eq!(places.take(b, || ()).err(), Some(Full::All), "three in all");
+        drop(a1);
+        let _b2 = places.take(b, || ()).expect("a place given back is free again");
+        assert_eq!(places.held.lock().unwrap()[&b], 2);
+        assert_eq!(places.take(b, || ()).err(), Some(Full::Client));
     }
 
     #[test]

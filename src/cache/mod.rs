@@ -5,6 +5,7 @@
 //! result to be written ([`Ready`]: one announcement subscription per process), and each
 //! computation's progress ([`Progress`]: one event per source, logged and announced).
 
+pub mod clock;
 mod connection;
 mod earlier;
 mod flight;
@@ -69,6 +70,10 @@ pub trait ResultStore: Send + Sync + 'static {
     /// there, writes nothing and releases the marker if `token` still owns it.
     fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
     fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// The store's clock, which judges expiry (`None`: it has none of its own, it is ours).
+    fn clock(&self) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, Error>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
     /// then wait on the waiter.
     fn waiter(&self, id: &ProductId) -> Waiter;

@@ -538,6 +538,14 @@ impl super::ResultStore for RedisStore {
         Box::pin(RedisStore::ping(self))
     }
 
+    fn clock(&self) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
+        Box::pin(async move {
+            let (secs, micros): (u64, u64) =
+                self.bounded(redis::cmd("TIME").query_async(&mut self.conn.clone())).await?;
+            Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)))
+        })
+    }
+
     fn waiter(&self, id: &ProductId) -> Waiter {
         self.subscribe();
         self.ready.waiter(id)

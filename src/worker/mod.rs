@@ -136,6 +136,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tracing::info!(max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
         self.processor.fx.spawn_refresh(shutdown.clone());
+        crate::cache::clock::spawn_watch(self.processor.store.clone(), shutdown.clone());
         // Present from the start, so the first dead letter shows as a rate, not as a new series.
         metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(0);
         self.processor.dlq_health.show();

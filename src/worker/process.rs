@@ -311,7 +311,8 @@ impl Processor {
                     since_request_ms = waited_ms,
                     "the price guarantee passed before the result could be stored; not stored, the marker released"
                 );
-                // Redis judges expiry by its own clock: if ours says there was plenty left, they disagree.
+                // Redis judges expiry by its own clock: if ours says there was plenty left, they
+                // disagree (`cache::clock` watches the clocks both ways all the time).
                 if left_by_our_clock > CLOCK_SKEW_WARNING {
                     tracing::warn!(
                         left_by_our_clock_ms = left_by_our_clock.as_millis() as u64,

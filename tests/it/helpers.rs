@@ -277,7 +277,16 @@ impl TestEnv {
         let port = free_port();
         let mut vars = vec![("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))];
         vars.extend(env.iter().cloned());
-        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars);
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars, None);
+        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics"), log }
+    }
+
+    /// [`Self::spawn_consumer_process`] with its wall clock shifted by `offset` (`+3s`, `-3s`,
+    /// through libfaketime), for a clock that disagrees with Redis's.
+    pub fn spawn_consumer_process_shifted(&self, offset: &str) -> ConsumerProcess {
+        let port = free_port();
+        let vars = [("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))];
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars, Some(offset));
         ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics"), log }
     }
 
@@ -295,7 +304,7 @@ impl TestEnv {
             ("PRICEFRONT__PRODUCER__OPS_LISTEN", format!("127.0.0.1:{ops}")),
         ];
         vars.extend(env.iter().cloned());
-        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars);
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars, None);
         let producer = ProducerProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -346,8 +355,16 @@ impl TestEnv {
     /// Runs `binary` with this test's config file and only `env` besides (which wins over
     /// ours); its JSON logs go to a file named after the test in the temp directory (printed
     /// if the test fails), whose path is returned with the child.
-    fn spawn_binary(&self, binary: &str, env: &[(&str, String)]) -> (Child, PathBuf) {
+    fn spawn_binary(&self, binary: &str, env: &[(&str, String)], clock: Option<&str>) -> (Child, PathBuf) {
         let mut command = Command::new(binary);
+        if let Some(offset) = clock {
+            // libfaketime preloaded into the binary itself (not the `faketime` wrapper, whose
+            // child would outlive a kill), shifting the wall clock only: a shifted monotonic
+            // clock makes the runtime's timers spin.
+            let library = std::env::var("PRICEFRONT_TEST_LIBFAKETIME")
+                .expect("PRICEFRONT_TEST_LIBFAKETIME: scripts/test.sh names libfaketime.so.1");
+            command.env("LD_PRELOAD", library).env("FAKETIME", offset).env("DONT_FAKE_MONOTONIC", "1");
+        }
         // Only this test's config file (and `env`) may configure it.
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PRICEFRONT")) {
             command.env_remove(key);
@@ -768,6 +785,16 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one command with `redis-cli` against this server; its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli on PATH");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 

@@ -18,6 +18,7 @@ mod edge;
 mod events;
 mod fx;
 mod group;
+mod hostile;
 mod http_cache;
 mod kafka_options;
 mod marketplaces;
