@@ -220,3 +220,50 @@ async fn the_pipeline_runs_on_a_redis_cluster_and_recovers_when_a_master_returns
     consumer.stop().await;
     producer.stop().await;
 }
+
+/// The announcement subscription goes through the first seed node. When that master dies and
+/// its replica takes over, waiting requests still hear their results: the subscription moves
+/// to another node, and the ops port's readiness says where it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_survive_a_cluster_failover() {
+    let mut cluster = RedisCluster::start_with_replicas().await;
+    let nodes = cluster.urls().iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+    let env = env().set("redis", "cluster_nodes", &format!("[{nodes}]")).start().await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer();
+    let waited = |product: String| {
+        let (http, url) = (env.http.clone(), format!("{}/v1/prices/{product}", producer.base));
+        async move {
+            let res = http.get(url).header("prefer", "wait=10").send().await.unwrap();
+            (res.status().as_u16(), res.headers().get("x-cache").map(|v| v.to_str().unwrap().to_owned()))
+        }
+    };
+    let announcements = || async {
+        let (_, _, details) = get(&env.http, &format!("{}/readyz", producer.ops)).await;
+        details["announcements"].as_str().unwrap_or_default().to_owned()
+    };
+    // A wait starts the subscription (through the first seed node), and hears its result.
+    assert_eq!(waited(env.product("before")).await, (200, Some("MISS".into())));
+    wait_for("the subscription to be up", Duration::from_secs(10), || async {
+        match announcements().await.as_str() {
+            "ok" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    })
+    .await;
+
+    // The first seed node, a master, dies; its replica takes over.
+    cluster.kill_master(0);
+    cluster.wait_healthy().await;
+    // Waits after the failover are still woken by their results.
+    wait_for("a wait to be answered by its result after the failover", Duration::from_secs(60), || async {
+        match waited(env.product(&format!("after-{}", uuid::Uuid::new_v4().simple()))).await {
+            (200, _) => Ok(()),
+            other => Err(format!("{other:?} (announcements: {})", announcements().await)),
+        }
+    })
+    .await;
+    assert_eq!(announcements().await, "ok");
+    consumer.stop().await;
+    producer.stop().await;
+}

@@ -41,7 +41,8 @@ const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
 /// How many lines of each log a panic message carries.
 const LOG_LINES: usize = 40;
 /// The number of masters in a [`RedisCluster`].
-const CLUSTER_SIZE: usize = 3;
+/// Masters in a test cluster.
+const MASTERS: usize = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Plumbing shared by both flavours
@@ -386,8 +387,19 @@ impl RedisCluster {
     /// Starts three empty cluster-enabled servers, joins them with
     /// `redis-cli --cluster create`, and waits until every node reports `cluster_state:ok`.
     pub async fn start() -> Self {
+        Self::start_with(0).await
+    }
+
+    /// [`Self::start`] with a replica for each master (six nodes; `redis-cli` assigns the
+    /// replicas, nodes 3 to 5): a master killed is failed over to its replica (after the 2 s
+    /// node timeout), and the cluster stays `ok`.
+    pub async fn start_with_replicas() -> Self {
+        Self::start_with(1).await
+    }
+
+    async fn start_with(replicas: usize) -> Self {
         let dir = TempDir::new("cluster");
-        let ports = cluster_ports();
+        let ports = cluster_ports(MASTERS * (1 + replicas));
         let nodes = ports
             .iter()
             .map(|&port| {
@@ -411,10 +423,10 @@ impl RedisCluster {
             })
             .collect();
         let cluster = Self { nodes, ports, _dir: dir };
-        for i in 0..CLUSTER_SIZE {
+        for i in 0..cluster.nodes.len() {
             cluster.nodes[i].spawn();
         }
-        for i in 0..CLUSTER_SIZE {
+        for i in 0..cluster.nodes.len() {
             cluster.wait_answers(i).await;
         }
 
@@ -423,7 +435,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .kill_on_drop(true)
             .output();
         match tokio::time::timeout(HEALTH_DEADLINE, create).await {
@@ -474,12 +486,13 @@ impl RedisCluster {
     /// (none failing in its view) and knows all three nodes. Panics after 60 s with what each
     /// node said, its view of the cluster and the logs.
     pub async fn wait_healthy(&self) {
+        let known = self.nodes.len().to_string();
         let wanted = [
             ("cluster_state", "ok"),
             ("cluster_slots_ok", "16384"),
             ("cluster_slots_pfail", "0"),
             ("cluster_slots_fail", "0"),
-            ("cluster_known_nodes", "3"),
+            ("cluster_known_nodes", &known),
         ];
         self.wait_cluster_info("the cluster to be healthy", &wanted).await;
     }
@@ -494,7 +507,7 @@ impl RedisCluster {
     /// Polls `CLUSTER INFO` on every running node until each has all the `wanted` fields.
     async fn wait_cluster_info(&self, what: &str, wanted: &[(&str, &str)]) {
         let outcome = poll(HEALTH_DEADLINE, Duration::from_millis(50), || {
-            let running: Vec<u16> = (0..CLUSTER_SIZE)
+            let running: Vec<u16> = (0..self.nodes.len())
                 .filter(|&i| {
                     self.nodes[i].assert_alive();
                     self.nodes[i].is_running()
@@ -528,7 +541,7 @@ impl RedisCluster {
         })
         .await;
         if let Err(seen) = outcome {
-            let views: String = (0..CLUSTER_SIZE)
+            let views: String = (0..self.nodes.len())
                 .filter(|&i| self.nodes[i].is_running())
                 .map(|i| {
                     let nodes = Command::new("redis-cli")
@@ -550,7 +563,7 @@ impl RedisCluster {
     /// The index of the master that owns `key`'s slot (by `CLUSTER KEYSLOT` and
     /// `CLUSTER NODES`, asked of a running node), also while that master is down.
     pub fn node_for_key(&self, key: &str) -> usize {
-        let asked = (0..CLUSTER_SIZE).find(|&i| self.nodes[i].is_running()).expect("no cluster node is running");
+        let asked = (0..self.nodes.len()).find(|&i| self.nodes[i].is_running()).expect("no cluster node is running");
         let slot: u16 = self
             .redis_cli(asked, &["CLUSTER", "KEYSLOT", key])
             .parse()
@@ -641,10 +654,10 @@ fn quiet_port() -> u16 {
     (0..1000).map(|_| fastrand::u16(5000..11000)).find(|&p| free(p)).expect("a free port in 5000..11000")
 }
 
-/// Three distinct free ports whose cluster bus ports (port + 10000) are free too, both below the
-/// kernel's ephemeral range (32768 and up here), so no client socket takes one while a node is
-/// down for a restart.
-fn cluster_ports() -> Vec<u16> {
+/// `count` distinct free ports whose cluster bus ports (port + 10000) are free too, both below
+/// the kernel's ephemeral range (32768 and up here), so no client socket takes one while a node
+/// is down for a restart.
+fn cluster_ports(count: usize) -> Vec<u16> {
     let mut ports: Vec<u16> = Vec::new();
     for _ in 0..1000 {
         let port = fastrand::u16(12000..22000);
@@ -653,11 +666,11 @@ fn cluster_ports() -> Vec<u16> {
             continue;
         }
         ports.push(port);
-        if ports.len() == CLUSTER_SIZE {
+        if ports.len() == count {
             return ports;
         }
     }
-    panic!("found no {CLUSTER_SIZE} free ports with free cluster bus ports (got {ports:?})");
+    panic!("found no {count} free ports with free cluster bus ports (got {ports:?})");
 }
 
 /// One command to one node over plain TCP, not cluster-aware; the reply as text.
