@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: brings up Redis and a Kafka-protocol broker (reusing any already running),
-# checks the deployment files, smoke-tests the k6 scripts against the real stack and checks the
-# Grafana dashboard's queries against that stack's /metrics, then runs the whole cargo suite
+# checks the deployment files, smoke-tests the k6 scripts against the real stack, checks the
+# Grafana dashboard's queries against that stack's /metrics and its answers against its own
+# OpenAPI document (schemathesis), then runs the whole cargo suite
 # (unit tests, and tests/it against the real services; the widget's tests in headless Chromium,
 # installed from Debian's chromium and chromium-driver if missing).
 #
@@ -50,6 +51,8 @@ if (($# == 0)); then
     metrics_urls+=",http://127.0.0.1:$((9100 + i))/metrics" # run.sh's consumer i serves 9100+i
   done
   bash scripts/check-deploy.sh --metrics "$metrics_urls"
+  log "the OpenAPI document against the same stack (schemathesis)"
+  bash scripts/check-openapi.sh "http://$("$TARGET_DIR/debug/admin" get producer.listen)"
   kill -TERM "$stack_pid"
   wait "$stack_pid" || true
   stack_pid=

@@ -89,7 +89,8 @@ pub struct Unavailable {
     tag = "prices",
     params(
         ("ids" = String, Query, example = "sku-1,sku-2,sku-3",
-            description = "Comma-separated product ids (each `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`), 1 to `producer.max_batch_ids` distinct ones; duplicates are answered once. `ids` may also be repeated"),
+            pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(,[A-Za-z0-9][A-Za-z0-9._-]{0,63}){0,99}$",
+            description = "Comma-separated product ids (each `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`), 1 to `producer.max_batch_ids` (100 by default) distinct ones; duplicates are answered once. `ids` may also be repeated. Empty, or any id invalid: 400"),
         ("prefer" = Option<String>, Header, example = "wait=5",
             description = "RFC 7240. `wait=N`: hold the answer up to N seconds (at most `producer.max_wait_secs`) until every entry is final"),
         ("traceparent" = Option<String>, Header, description = "W3C Trace Context, as for one product"),

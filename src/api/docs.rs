@@ -10,6 +10,7 @@ use utoipa::openapi::{Content, Header, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::catalogue::{EntryStatus, Page, PageEntry, Reason, StatusOnly, Unavailable};
+use super::events::{EventKind, StreamEvent};
 use super::health::{Health, Readiness};
 use super::prices::Pending;
 use super::problem::Problem;
@@ -44,7 +45,9 @@ use crate::domain::{Comparison, Failure, FailureReason, Quote, Status};
         StatusOnly,
         EntryStatus,
         Unavailable,
-        Reason
+        Reason,
+        StreamEvent,
+        EventKind
     )),
     modifiers(&Shared)
 )]

@@ -44,6 +44,31 @@ use crate::domain::ProductId;
 /// The gauge of open event streams.
 pub const OPEN_STREAMS: &str = "pricefront_open_streams";
 
+/// One event of a stream, as an `EventSource` sees it (the document's schema of each event;
+/// the stream itself is `text/event-stream`).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// What it is: a source's `quote` or `failure`, or the `result`.
+    pub event: EventKind,
+    /// JSON: a `Quote`, a `Failure`, or the `Comparison` (the body of `GET /v1/prices/{product_id}`).
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// Its place in the product's progress log (`<ms>-<seq>`); quotes and failures relayed live
+    /// or read from the log carry one, the result and what the result fills in do not.
+    #[schema(pattern = r"^[0-9]+-[0-9]+$")]
+    pub id: Option<String>,
+}
+
+/// The kinds of events a stream sends (the document's: the stream writes them itself).
+#[allow(dead_code)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Quote,
+    Failure,
+    Result,
+}
+
 /// Watch one product's comparison: each source's quote or failure as it comes, then the result.
 #[utoipa::path(
     get,
@@ -55,7 +80,7 @@ pub const OPEN_STREAMS: &str = "pricefront_open_streams";
             description = "Sent by a reconnecting EventSource: the events up to this id are not sent again"),
     ),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String,
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
             description = "Server-Sent Events, one per line group:\n\n\
 - `event: quote`, `id: <log id>`, `data:` a `Quote` (JSON): a source answered;\n\
 - `event: failure`, `id: <log id>`, `data:` a `Failure` (JSON): a source failed;\n\

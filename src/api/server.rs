@@ -86,7 +86,8 @@ where
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(AtomicU64::new(0));
+        // Active from its accept on (not from the listener's start).
+        let activity = Arc::new(AtomicU64::new(epoch.elapsed().as_millis() as u64));
         let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), epoch });
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -207,6 +208,37 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::AsyncReadExt;
+
+    /// One request over a fresh connection to `address`: what came back.
+    async fn ask(address: SocketAddr) -> Vec<u8> {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_idle_from_its_own_start_not_the_listeners() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_millis(300),
+            max_connections: 4,
+        };
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, app, limits, shutdown.clone()));
+        // Longer than the idle timeout since the listener started: a new connection is served.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let answer = ask(address).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+        shutdown.cancel();
+        served.await.unwrap().unwrap();
+    }
 
     #[test]
     fn the_refusal_is_a_whole_http_answer() {
