@@ -14,7 +14,8 @@
 //! has not shown when the result comes (progress is best effort) is shown from the result,
 //! before it.
 //!
-//! Bounds: at most `producer.max_streams` open per process (past it, 503), each open at most
+//! Bounds: at most `producer.max_streams` open per process (past it, 503) and
+//! `producer.max_streams_per_client` per client (past it, 429), each open at most
 //! `producer.max_stream_secs` without a result (then it ends; an `EventSource` reconnects and
 //! joins again); a comment every 15 s keeps proxies from closing an idle one. A stream costs no
 //! Redis connection (live events come through the process's one subscription), and a client
@@ -92,7 +93,7 @@ A comment line (`:`) comes every 15 s while nothing else does. Without a result 
                 ("cache-control" = String, description = "no-store"),
             )),
         (status = 400, description = "Invalid product id", body = super::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "This client caused too many misses (cold products)", body = super::problem::Problem,
+        (status = 429, description = "This client caused too many misses (cold products), or holds `producer.max_streams_per_client` streams already", body = super::problem::Problem,
             content_type = "application/problem+json", headers(("retry-after" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Redis or the broker is unavailable, or this producer has `producer.max_streams` streams open",
             body = super::problem::Problem, content_type = "application/problem+json",

@@ -112,7 +112,7 @@ fn describe() {
     describe_gauge!("pricefront_open_streams", "Event streams (GET /v1/prices/{id}/events) open now");
     describe_counter!(
         "pricefront_streams_total",
-        "Event streams by how they ended: result, timeout (max_stream_secs), closed (by the client), refused (max_streams)"
+        "Event streams by how they ended: result, timeout (max_stream_secs), closed (by the client), refused (max_streams), refused_client (max_streams_per_client)"
     );
     describe_counter!(
         "pricefront_progress_events_total",
@@ -120,9 +120,12 @@ fn describe() {
     );
     describe_counter!(
         "pricefront_refreshes_total",
-        "Refreshes ahead of expiry by stage: published (producer), done or discarded (consumer)"
+        "Refreshes ahead of expiry by stage: published or refused (the asking client's miss budget, or the producer's publishes; producer), done or discarded (consumer)"
     );
-    describe_counter!("pricefront_waits_total", "Prefer: wait requests by outcome (result, timeout, refused)");
+    describe_counter!(
+        "pricefront_waits_total",
+        "Prefer: wait requests by outcome (result, timeout, refused: no place in all, refused_client: none for this client)"
+    );
     describe_gauge!("pricefront_partition_assigned", "1 while this consumer owns the partition, else 0");
     describe_gauge!(
         "pricefront_dlq_blocked",
@@ -150,6 +153,27 @@ fn describe() {
     );
     describe_histogram!("pricefront_provider_call_duration_seconds", "Price API call latency by provider");
     describe_gauge!("pricefront_circuit_open", "1 while a provider's circuit breaker is open");
+    describe_counter!(
+        "pricefront_limited_total",
+        "Misses (and refreshes) a limit refused, by limit: client_misses (producer.miss_rate_per_client) or publishes (producer.max_publish_rate)"
+    );
+    describe_gauge!("pricefront_fx_rates_age_seconds", "Seconds since the consumer's exchange rates were last loaded from fx.url");
+    describe_counter!("pricefront_fx_refreshes_total", "Loads of the live exchange rates (fx.url) by outcome");
+    describe_gauge!("pricefront_ready", "1 while the producer's last look found Redis, the broker and its announcement subscription ready");
+    describe_gauge!("pricefront_clock_skew_seconds", "Redis's clock minus this process's, as last compared (every minute)");
+    describe_gauge!("pricefront_open_connections", "Connections open on the producer's public port (and its ops port)");
+    describe_counter!(
+        "pricefront_connections_refused_total",
+        "Connections answered 503 and closed because producer.max_connections were open"
+    );
+    describe_counter!(
+        "pricefront_connections_idle_closed_total",
+        "Connections closed because no byte moved for producer.idle_timeout_secs"
+    );
+    describe_counter!(
+        "pricefront_claims_released_late_total",
+        "Claims released once Redis answered again, after their claim's reply was lost"
+    );
     describe_gauge!(
         "pricefront_consumer_lag",
         "Messages behind the partition's high watermark, from librdkafka statistics (watermark-based: wrong against tansu)"
