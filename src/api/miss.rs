@@ -340,11 +340,11 @@ async fn claim_shared(state: &AppState, id: &ProductId, asker: Asker) -> Found {
     const TRIES: usize = 3;
     let span = asker.span("miss", std::slice::from_ref(id));
     for _ in 0..TRIES {
+        // A task of its own (the flights spawn it): a client that hangs up does not cut it short.
         let work = {
             let (state, id, asker) = (state.clone(), id.clone(), asker.clone());
-            // Its own task: a client that hangs up must not cut a claim short.
-            let task = tokio::spawn(async move { claim(state, vec![id], asker).await }.instrument(span.clone()));
-            async move { task.await.expect("claim task does not panic").pop().expect("one product, one entry") }
+            async move { claim(state, vec![id], asker).await.pop().expect("one product, one entry") }
+                .instrument(span.clone())
         };
         let (found, ours) = state.claims.run(id, work).await;
         match &found {
@@ -391,6 +391,7 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         }
     };
     let (mut found, mut publish, mut release) = (Vec::with_capacity(ids.len()), Vec::new(), Vec::new());
+    let mut lost = Vec::new();
     for (i, lookup) in lookups.into_iter().enumerate() {
         found.push(match lookup {
             // Written between the look and the claim.
@@ -414,8 +415,18 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
                     Found::Unavailable(Unavailable::refused(refused))
                 }
             },
-            Err(e) => Found::Unavailable(Unavailable::cache(e, state.retry_after_secs)),
+            Err(e) => {
+                // One node of a cluster did not answer: its claims may have been made.
+                if e.is_unreachable() {
+                    lost.push(claims[i].clone());
+                }
+                Found::Unavailable(Unavailable::cache(e, state.retry_after_secs))
+            }
         });
+    }
+    if !lost.is_empty() {
+        tracing::warn!(products = lost.len(), "Redis did not answer some claims; releasing them when it does");
+        tokio::spawn(release_when_back(state.clone(), lost));
     }
     if !release.is_empty() {
         tracing::debug!(%client, refused = release.len(), "claims refused by a limit; released");
@@ -427,7 +438,7 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
     }
     let batch: Vec<PriceRequest> = publish.iter().map(|&i| requests[i].clone()).collect();
     let delivered = state.publisher.publish_many(&batch, asker.caller()).await;
-    let mut failed = Vec::new();
+    let (mut failed, mut first_error) = (Vec::new(), None);
     for (&i, delivery) in publish.iter().zip(delivered) {
         match delivery {
             Ok(delivery) if ids.len() == 1 => {
@@ -435,7 +446,9 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(product_id = %ids[i], error = %e, "cannot publish the request; released");
+                if first_error.is_none() {
+                    first_error = Some(e.to_string());
+                }
                 let unavailable = Unavailable {
                     reason: Reason::Queue,
                     retry_after_secs: state.retry_after_secs,
@@ -445,6 +458,10 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
                 failed.push(i);
             }
         }
+    }
+    if let Some(error) = first_error {
+        // One line for the page: a broker in trouble fails them all alike.
+        tracing::warn!(failed = failed.len(), first = %ids[failed[0]], %error, "cannot publish requests; released");
     }
     if ids.len() > 1 && failed.len() < publish.len() {
         tracing::info!(published = publish.len() - failed.len(), failed = failed.len(), "requests published");
@@ -464,7 +481,7 @@ async fn release_all(state: &AppState, claims: &[(ProductId, String)], which: &[
     let mut again = Vec::new();
     for (&i, released) in which.iter().zip(futures::future::join_all(releases).await) {
         match released {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(e) if e.is_unreachable() => again.push(claims[i].clone()),
             Err(e) => tracing::warn!(error = %e, "cannot release a pending marker; it expires by itself"),
         }
@@ -482,7 +499,7 @@ const RELEASE_MAX: Duration = Duration::from_secs(2);
 /// claim was made) as soon as Redis answers, trying with back-off until it does or the markers
 /// would have expired anyway (`cache.pending_ttl_secs`). A claim whose answer was lost
 /// therefore holds its product for about as long as Redis was away, not for the whole TTL.
-async fn release_when_back(state: AppState, mut claims: Vec<(ProductId, String)>) {
+pub(super) async fn release_when_back(state: AppState, mut claims: Vec<(ProductId, String)>) {
     let give_up = tokio::time::Instant::now() + state.pending_ttl;
     let mut delay = RELEASE_FIRST;
     while !claims.is_empty() && tokio::time::Instant::now() < give_up {
@@ -492,10 +509,12 @@ async fn release_when_back(state: AppState, mut claims: Vec<(ProductId, String)>
         let mut kept = Vec::new();
         for (claim, outcome) in claims.into_iter().zip(outcomes) {
             match outcome {
-                Ok(()) => {
+                Ok(true) => {
                     metrics::counter!("pricefront_claims_released_late_total").increment(1);
                     tracing::info!(product_id = %claim.0, "released a claim whose answer was lost");
                 }
+                // The claim was never made, or its marker is gone already.
+                Ok(false) => {}
                 Err(e) if e.is_unreachable() => kept.push(claim),
                 Err(e) => {
                     tracing::warn!(product_id = %claim.0, error = %e, "cannot release a pending marker; it expires by itself")

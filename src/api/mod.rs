@@ -148,6 +148,7 @@ impl AppState {
             demo_page: settings.producer.demo_page,
             health: Arc::default(),
             server_limits: server::Limits {
+                listener: "public",
                 header_read_timeout: settings.producer.header_read_timeout,
                 idle_timeout: settings.producer.idle_timeout,
                 max_connections: settings.producer.max_connections,
@@ -266,6 +267,7 @@ pub fn ops_router(state: AppState) -> Router {
 /// timeouts: see [`server`]) until `shutdown` fires, finishes in-flight requests, then flushes
 /// the Kafka producer. Looks at the dependencies in the background for `/readyz`.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    server::raise_file_limit(state.server_limits.max_connections);
     let publisher = state.publisher.clone();
     // Warm the producer's metadata in the background: the first publish to a topic would
     // otherwise spend part of its publish timeout looking the topic up.
@@ -300,6 +302,6 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
 /// Serves [`ops_router`] on `listener` until `shutdown` fires.
 pub async fn serve_ops(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
     // Scrapers and probes are few and known: the public port's limits, looser.
-    let limits = server::Limits { max_connections: 256, ..state.server_limits };
+    let limits = server::Limits { listener: "ops", max_connections: 256, ..state.server_limits };
     server::serve(listener, ops_router(state), limits, shutdown).await
 }

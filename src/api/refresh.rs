@@ -88,6 +88,17 @@ pub fn start(state: &AppState, id: &str, client: IpAddr) {
 /// Claims the marker and publishes a refresh of `id`, within `client`'s miss budget and the
 /// producer's publishes; in the background, after a hit.
 pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
+    let refused = |state: &AppState, limit: &'static str| {
+        tracing::debug!(product_id = %id, %client, limit, "refresh refused by a limit");
+        metrics::counter!("pricefront_refreshes_total", "stage" => "refused").increment(1);
+        metrics::counter!("pricefront_limited_total", "limit" => limit).increment(1);
+        state.refresh.forget(&id);
+    };
+    // A client already refused costs no Redis round trip.
+    if let Some(still) = state.limits.still_refused(client) {
+        refused(&state, still.limit.as_str());
+        return;
+    }
     let request = PriceRequest::refresh(id.clone());
     let token = request.request_id.to_string();
     match state.store.claim_pending(&id, &token, state.pending_ttl).await {
@@ -96,17 +107,16 @@ pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
         Ok(false) => return,
         Err(e) => {
             tracing::debug!(product_id = %id, error = %e, "cannot claim a refresh");
+            if e.is_unreachable() {
+                // The claim may have been made and its answer lost.
+                tokio::spawn(super::miss::release_when_back(state.clone(), vec![(id.clone(), token)]));
+            }
             return;
         }
     }
-    if let Err(refused) = state.limits.miss(client).and_then(|()| state.limits.publish()) {
-        tracing::debug!(product_id = %id, %client, limit = refused.limit.as_str(), "refresh refused by a limit");
-        metrics::counter!("pricefront_refreshes_total", "stage" => "refused").increment(1);
-        metrics::counter!("pricefront_limited_total", "limit" => refused.limit.as_str()).increment(1);
-        state.refresh.forget(&id);
-        if let Err(e) = state.store.release_pending(&id, &token).await {
-            tracing::debug!(error = %e, "cannot release the refresh marker; it expires by itself");
-        }
+    if let Err(limited) = state.limits.miss(client).and_then(|()| state.limits.publish()) {
+        refused(&state, limited.limit.as_str());
+        release(&state, &id, token).await;
         return;
     }
     let published = state.publisher.publish(&request, Caller::default()).await.map(drop).map_err(|e| e.to_string());
@@ -117,10 +127,19 @@ pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
         }
         Err(e) => {
             tracing::info!(product_id = %id, error = %e, "refresh not published; the result expires as it would have");
-            if let Err(e) = state.store.release_pending(&id, &token).await {
-                tracing::debug!(error = %e, "cannot release the refresh marker; it expires by itself");
-            }
+            release(&state, &id, token).await;
         }
+    }
+}
+
+/// Releases the refresh's marker; if Redis does not answer, as soon as it does.
+async fn release(state: &AppState, id: &ProductId, token: String) {
+    match state.store.release_pending(id, &token).await {
+        Ok(_) => {}
+        Err(e) if e.is_unreachable() => {
+            tokio::spawn(super::miss::release_when_back(state.clone(), vec![(id.clone(), token)]));
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot release the refresh marker; it expires by itself"),
     }
 }
 

@@ -12,8 +12,12 @@
 //! - **At most `producer.max_connections`** connections at once. Past it a new connection gets
 //!   `503` with `Retry-After` and is closed at once: it never hangs in a queue.
 //! - Each request carries its peer's address (`ConnectInfo`), as `axum::serve` gives it.
+//! - **HTTP/1.1 only.** hyper's HTTP/2 server has no header-read timeout and multiplexes
+//!   streams past the connection cap, so this port does not speak it (a client asking for h2
+//!   with prior knowledge gets a parse error). A load balancer in front may speak HTTP/2 to
+//!   browsers; it speaks HTTP/1.1 to us.
 //! - **Shutdown** stops accepting, lets open connections finish their requests (bounded by
-//!   [`DRAIN`]), then returns.
+//!   [`DRAIN`]), then closes whatever is left and returns.
 //!
 //! Written here rather than taken from a crate: axum's own `serve` sets none of these, and the
 //! limits need the accept loop (the connection cap) and the socket (the idle timer).
@@ -26,12 +30,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::connect_info::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
@@ -45,6 +50,8 @@ retry-after: 1\r\ncache-control: no-store\r\nconnection: close\r\ncontent-length
 /// The limits one listener serves with.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
+    /// The `listener` label on this listener's connection metrics (`public`, `ops`).
+    pub listener: &'static str,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -60,14 +67,15 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(limits.idle_timeout / 2));
-    let builder = Arc::new(builder);
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     let epoch = Instant::now();
     loop {
+        // Finished connections' tasks are reaped as we go, so the set holds only open ones.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -81,7 +89,7 @@ where
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics::counter!("pricefront_connections_refused_total").increment(1);
+            metrics::counter!("pricefront_connections_refused_total", "listener" => limits.listener).increment(1);
             tokio::spawn(refuse(stream));
             continue;
         };
@@ -94,35 +102,60 @@ where
             request.extensions_mut().insert(ConnectInfo(peer));
             tower::ServiceExt::oneshot(app.clone(), request.map(axum::body::Body::new))
         });
-        let builder = builder.clone();
-        let connection = graceful.watch(builder.serve_connection_with_upgrades(io, service).into_owned());
-        tokio::spawn(async move {
-            metrics::gauge!("pricefront_open_connections").increment(1.0);
+        let connection = graceful.watch(builder.serve_connection(io, service));
+        connections.spawn(async move {
+            // Held for the connection's life, and dropped when its task is aborted too.
+            let _open = Open::new(limits.listener, slot);
             tokio::select! {
                 served = connection => if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 },
                 _ = idle(&activity, epoch, limits.idle_timeout) => {
-                    metrics::counter!("pricefront_connections_idle_closed_total").increment(1);
+                    metrics::counter!("pricefront_connections_idle_closed_total", "listener" => limits.listener)
+                        .increment(1);
                     tracing::debug!(%peer, "connection idle too long; closed");
                 }
             }
-            metrics::gauge!("pricefront_open_connections").decrement(1.0);
-            drop(slot);
         });
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {DRAIN:?}; closing them");
+        tracing::warn!(open = connections.len(), "connections still open after {DRAIN:?}; closing them");
     }
+    // An event stream or a wait does not end by itself: what is left is closed here.
+    connections.shutdown().await;
     Ok(())
+}
+
+/// An open connection: its slot under the cap and its count in the gauge.
+struct Open {
+    listener: &'static str,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(listener: &'static str, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::gauge!("pricefront_open_connections", "listener" => listener).increment(1.0);
+        Self { listener, _slot: slot }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!("pricefront_open_connections", "listener" => self.listener).decrement(1.0);
+    }
 }
 
 /// Tells a connection past the cap to come back, and closes it; never waits long on it.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(TOO_MANY).await?;
-        stream.shutdown().await
+        stream.shutdown().await?;
+        // Read what the client sent until it closes: closing a socket with unread bytes sends
+        // a reset, which may destroy the answer before the client reads it.
+        let mut sink = [0u8; 1024];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
     .await;
 }
@@ -200,6 +233,34 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// File descriptors a producer needs besides its public connections: the ops port's (at most
+/// 256), Redis, the broker, the sources' clients, logs.
+const OTHER_FILES: u64 = 512;
+
+/// Raises this process's open-file limit to its hard limit (many systems start a service
+/// with a soft limit of 1024, which `producer.max_connections` would run into: `accept` then
+/// fails instead of the cap's 503), and warns if even that is too low. The limit it ended at.
+pub fn raise_file_limit(max_connections: usize) -> Option<u64> {
+    let needed = max_connections as u64 + OTHER_FILES;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => {
+            tracing::warn!(
+                limit,
+                needed,
+                "the open-file limit is below producer.max_connections plus {OTHER_FILES}: past it, new \
+                 connections fail to be accepted instead of being answered 503; raise the hard limit \
+                 (ulimit -Hn, LimitNOFILE=) or lower producer.max_connections"
+            );
+            Some(limit)
+        }
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            None
+        }
+    }
+}
+
 /// The peer of a request served here (`None` when the router is driven in process).
 pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
     extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
@@ -208,8 +269,6 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use tokio::io::AsyncReadExt;
 
     /// One request over a fresh connection to `address`: what came back.
     async fn ask(address: SocketAddr) -> Vec<u8> {
@@ -226,14 +285,15 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let limits = Limits {
+            listener: "test",
             header_read_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(1),
             max_connections: 4,
         };
         let shutdown = CancellationToken::new();
         let served = tokio::spawn(serve(listener, app, limits, shutdown.clone()));
         // Longer than the idle timeout since the listener started: a new connection is served.
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
         let answer = ask(address).await;
         assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
         shutdown.cancel();

@@ -15,12 +15,13 @@
 //! they are public code). The API and its event streams may be read from the origins in
 //! `producer.cors_allow_origins` only ([`cors`]).
 
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::ApiError;
@@ -133,19 +134,37 @@ pub const DEMO_METRICS: &str = "/demo/metrics";
 const DEMO_FAMILIES: [&str; 3] =
     ["pricefront_http_requests_total", "pricefront_cache_lookups_total", "pricefront_open_streams"];
 
+/// How long one rendering of `/demo/metrics` is served: rendering every family costs far more
+/// than a hit, and the page is public.
+const DEMO_METRICS_FOR: Duration = Duration::from_secs(1);
+
 /// `GET /demo/metrics` (only with the demo page): the few figures its live panel shows, in the
-/// Prometheus text format, from this producer's metrics.
+/// Prometheus text format, from this producer's metrics, rendered at most once a second.
 pub async fn demo_metrics() -> Response {
-    let all = crate::observability::metrics::render();
-    let shown: String = all
-        .lines()
+    static RENDERED: Mutex<Option<(Instant, Bytes)>> = Mutex::new(None);
+    let shown = {
+        let mut rendered = RENDERED.lock().expect("demo metrics lock");
+        match &*rendered {
+            Some((at, text)) if at.elapsed() < DEMO_METRICS_FOR => text.clone(),
+            _ => {
+                let text = Bytes::from(demo_families(&crate::observability::metrics::render()));
+                *rendered = Some((Instant::now(), text.clone()));
+                text
+            }
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4"), (header::CACHE_CONTROL, "no-store")], shown).into_response()
+}
+
+/// The lines of `all` (a Prometheus text rendering) that belong to the demo's families.
+fn demo_families(all: &str) -> String {
+    all.lines()
         .filter(|line| {
             let name = line.trim_start_matches("# HELP ").trim_start_matches("# TYPE ");
             DEMO_FAMILIES.iter().any(|family| name.starts_with(family))
         })
         .flat_map(|line| [line, "\n"])
-        .collect();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4"), (header::CACHE_CONTROL, "no-store")], shown).into_response()
+        .collect()
 }
 
 /// The CORS layer for the API's routes, or `None` when no origin is allowed (the default:

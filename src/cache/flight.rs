@@ -6,9 +6,10 @@
 //! housekeeping and eviction machinery, about 13,000 instructions per load on the Redis
 //! hit path (callgrind); this is a mutex-guarded map of `futures::future::Shared` runs.
 //!
-//! A run is driven by whoever awaits it: if the caller that started it goes away, the others
-//! drive it on; if everybody goes away, the next caller for the key picks it up where it was.
-//! The run takes itself out of the map as it ends, so an ended run is never joined.
+//! A run is a task of its own: it goes to its end even if every caller goes away (a claim
+//! half made, say, is finished and published, not left in the map for a caller that may never
+//! come). The run takes itself out of the map as it ends, so an ended run is never joined; a
+//! run that panics is taken out too, and its callers panic with it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::task::JoinError;
 
 /// The runs in flight, by key. Cheap to clone.
 pub struct Flights<K, T> {
@@ -39,7 +41,37 @@ impl<K, T> Default for Flights<K, T> {
 struct Run<T> {
     id: u64,
     started: Instant,
-    shared: Shared<BoxFuture<'static, T>>,
+    shared: Shared<BoxFuture<'static, Result<T, Ended>>>,
+}
+
+/// How a run that gave no outcome ended (a `JoinError` is not `Clone`, so every caller gets this).
+#[derive(Clone, Copy, Debug)]
+struct Ended {
+    panicked: bool,
+}
+
+impl From<JoinError> for Ended {
+    fn from(e: JoinError) -> Self {
+        Self { panicked: e.is_panic() }
+    }
+}
+
+/// Takes a run out of the map when its task ends, however it ends.
+struct Remove<K: Hash + Eq, T> {
+    runs: Arc<Mutex<HashMap<K, Run<T>>>>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, T> Drop for Remove<K, T> {
+    fn drop(&mut self) {
+        // Only this run: a later one may be there. A poisoned lock is used as it is (a map
+        // entry holds no invariant a panic elsewhere could break).
+        let mut runs = self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if runs.get(&self.key).is_some_and(|run| run.id == self.id) {
+            runs.remove(&self.key);
+        }
+    }
 }
 
 static NEXT_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -71,23 +103,23 @@ where
                 Some(run) => (run.shared.clone(), false),
                 None => {
                     let id = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (flights, ended) = (self.runs.clone(), key.clone());
-                    let run = async move {
-                        let outcome = work.await;
-                        // Out of the map as it ends (only this run: a later one may be there).
-                        let mut runs = flights.lock().expect("flights lock");
-                        if runs.get(&ended).is_some_and(|run| run.id == id) {
-                            runs.remove(&ended);
-                        }
-                        outcome
-                    };
-                    let shared = run.boxed().shared();
+                    let remove = Remove { runs: self.runs.clone(), key: key.clone(), id };
+                    let task = tokio::spawn(async move {
+                        let _remove = remove;
+                        work.await
+                    });
+                    let shared = task.map(|ended| ended.map_err(Ended::from)).boxed().shared();
                     runs.insert(key.clone(), Run { id, started: Instant::now(), shared: shared.clone() });
                     (shared, true)
                 }
             }
         };
-        (shared.await, started)
+        match shared.await {
+            Ok(outcome) => (outcome, started),
+            Err(Ended { panicked: true }) => panic!("a single-flight run panicked"),
+            // Only a runtime shutting down cancels a spawned run.
+            Err(Ended { panicked: false }) => panic!("a single-flight run was cancelled"),
+        }
     }
 
     /// How many runs are in flight.
@@ -140,6 +172,35 @@ mod tests {
         assert_eq!(flights.run_since(&"k", Some(written), async { "after it" }).await, ("after it", true));
         tx.send(()).unwrap();
         assert_eq!(old.await.unwrap(), ("before the write", true));
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_run_everybody_left_still_ends_and_leaves_the_map() {
+        let flights: Flights<&str, u32> = Flights::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut starter = Box::pin(flights.run(&"k", async move {
+            tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            1
+        }));
+        assert!(futures::poll!(&mut starter).is_pending());
+        drop(starter);
+        rx.await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while flights.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the run ended with nobody awaiting it");
+    }
+
+    #[tokio::test]
+    async fn a_run_that_panics_leaves_the_map() {
+        let flights: Flights<&str, u32> = Flights::default();
+        let call = flights.run(&"k", async { panic!("boom") });
+        assert!(std::panic::AssertUnwindSafe(call).catch_unwind().await.is_err());
         assert_eq!(flights.in_flight(), 0);
     }
 

@@ -98,10 +98,13 @@ impl Markers {
         self.live.insert(id.clone(), (token.to_owned(), until));
     }
 
-    fn release(&mut self, id: &ProductId, token: &str) {
+    /// Whether `token`'s live marker was there to release.
+    fn release(&mut self, id: &ProductId, token: &str) -> bool {
         if self.live.get(id).is_some_and(|(owner, _)| owner == token) {
-            self.live.remove(id);
+            let (_, until) = self.live.remove(id).expect("just seen");
+            return until > Instant::now();
         }
+        false
     }
 }
 
@@ -182,11 +185,8 @@ impl ResultStore for MemoryStore {
         Box::pin(async move { Ok(earlier) })
     }
 
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            self.pending.lock().expect("pending lock").release(id, token);
-            Ok(())
-        })
+    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
+        Box::pin(async move { Ok(self.pending.lock().expect("pending lock").release(id, token)) })
     }
 
     fn claim_pending<'a>(
@@ -337,9 +337,9 @@ mod tests {
         let ttl = Duration::from_secs(30);
         assert!(matches!(store.lookup_or_claim(&id(), "a", ttl).await.unwrap(), Lookup::Claimed));
         assert!(matches!(store.lookup_or_claim(&id(), "b", ttl).await.unwrap(), Lookup::AlreadyPending));
-        store.release_pending(&id(), "b").await.unwrap();
+        assert!(!store.release_pending(&id(), "b").await.unwrap(), "not b's to release");
         assert!(matches!(store.lookup_or_claim(&id(), "c", ttl).await.unwrap(), Lookup::AlreadyPending));
-        store.release_pending(&id(), "a").await.unwrap();
+        assert!(store.release_pending(&id(), "a").await.unwrap());
         assert!(matches!(store.lookup_or_claim(&id(), "c", ttl).await.unwrap(), Lookup::Claimed));
     }
 

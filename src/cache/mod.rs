@@ -61,8 +61,8 @@ pub trait ResultStore: Send + Sync + 'static {
         token: &'a str,
         pending_ttl: Duration,
     ) -> BoxFuture<'a, Result<bool, Error>>;
-    /// Releases the marker if `token` still owns it.
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// Releases the marker if `token` still owns it; whether it did.
+    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
     /// Writes the result to live until its `expires_at` (never longer), keeps its quotes that
     /// outlive it until their own end (see [`Earlier`]), clears the marker and the progress
     /// log, and announces it. If the guarantee has passed by the time the write happens, or a

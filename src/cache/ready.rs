@@ -189,6 +189,10 @@ impl Drop for Waiter {
 
 /// How long to wait before subscribing again after the connection failed.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+/// How often a quiet subscription is asked to answer a `PING`: a connection whose peer is gone
+/// without a word (a node partitioned away, a host that lost power) never ends by itself, and
+/// announcements would stop without anybody noticing.
+const LIVENESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Keeps one subscription to `{prefix}:ready:*` (and `{prefix}:progress:*` once somebody
 /// watches progress) through one of `clients` (each with the address errors name), feeding
@@ -216,6 +220,9 @@ pub async fn subscribe(clients: Vec<(redis::Client, String)>, prefix: String, re
                 ready.announce_all();
                 let (mut sink, mut messages) = pubsub.split();
                 let mut relaying = false;
+                let mut liveness =
+                    tokio::time::interval_at(tokio::time::Instant::now() + LIVENESS_EVERY, LIVENESS_EVERY);
+                liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     if !relaying && ready.progress_wanted() {
                         match tokio::time::timeout(bound, sink.psubscribe(&progress_pattern)).await {
@@ -231,6 +238,14 @@ pub async fn subscribe(clients: Vec<(redis::Client, String)>, prefix: String, re
                     let message = tokio::select! {
                         message = messages.next() => message,
                         _ = ready.progress_wanted.1.notified(), if !relaying => continue,
+                        _ = liveness.tick() => {
+                            match tokio::time::timeout(bound, sink.ping::<redis::Value>()).await {
+                                Ok(Ok(_)) => continue,
+                                Ok(Err(e)) => tracing::warn!(%address, error = %e, "the announcement subscription failed its PING"),
+                                Err(_) => tracing::warn!(%address, "the announcement subscription did not answer its PING in {bound:?}"),
+                            }
+                            break;
+                        }
                     };
                     let Some(message) = message else { break };
                     let channel = message.get_channel_name();

@@ -415,12 +415,12 @@ impl RedisStore {
         Ok(Earlier::read(result.as_ref(), kept.as_deref()))
     }
 
-    /// Releases the marker if `token` still owns it.
-    pub async fn release_pending(&self, id: &ProductId, token: &str) -> Result<(), Error> {
+    /// Releases the marker if `token` still owns it; whether it did.
+    pub async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let mut invocation = self.release_if_owner.key(self.keys.pending(id));
         invocation.arg(token);
-        self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(drop)
+        self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(|deleted| deleted > 0)
     }
 
     /// Writes the result until its `expires_at`, clears the marker and announces it; or, if
@@ -517,7 +517,7 @@ impl super::ResultStore for RedisStore {
         Box::pin(RedisStore::earlier(self, id))
     }
 
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
         Box::pin(RedisStore::release_pending(self, id, token))
     }
 

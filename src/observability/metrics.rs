@@ -157,18 +157,27 @@ fn describe() {
         "pricefront_limited_total",
         "Misses (and refreshes) a limit refused, by limit: client_misses (producer.miss_rate_per_client) or publishes (producer.max_publish_rate)"
     );
-    describe_gauge!("pricefront_fx_rates_age_seconds", "Seconds since the consumer's exchange rates were last loaded from fx.url");
+    describe_gauge!(
+        "pricefront_fx_rates_age_seconds",
+        "Seconds since the consumer's exchange rates were last loaded from fx.url"
+    );
     describe_counter!("pricefront_fx_refreshes_total", "Loads of the live exchange rates (fx.url) by outcome");
-    describe_gauge!("pricefront_ready", "1 while the producer's last look found Redis, the broker and its announcement subscription ready");
-    describe_gauge!("pricefront_clock_skew_seconds", "Redis's clock minus this process's, as last compared (every minute)");
-    describe_gauge!("pricefront_open_connections", "Connections open on the producer's public port (and its ops port)");
+    describe_gauge!(
+        "pricefront_ready",
+        "1 while the producer's last look found Redis, the broker and its announcement subscription ready"
+    );
+    describe_gauge!(
+        "pricefront_clock_skew_seconds",
+        "Redis's clock minus this process's, as last compared (every minute)"
+    );
+    describe_gauge!("pricefront_open_connections", "Connections open on the producer, by listener (public, ops)");
     describe_counter!(
         "pricefront_connections_refused_total",
-        "Connections answered 503 and closed because producer.max_connections were open"
+        "Connections answered 503 and closed because the listener's cap was reached (producer.max_connections on public), by listener"
     );
     describe_counter!(
         "pricefront_connections_idle_closed_total",
-        "Connections closed because no byte moved for producer.idle_timeout_secs"
+        "Connections closed because no byte moved for producer.idle_timeout_secs, by listener"
     );
     describe_counter!(
         "pricefront_claims_released_late_total",

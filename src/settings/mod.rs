@@ -579,11 +579,12 @@ impl Settings {
         if p.header_read_timeout.is_zero() {
             return fail("producer.header_read_timeout_ms must be positive".into());
         }
-        // Quiet on purpose: a held request, and the gap between an event stream's keep-alives.
-        let quiet = p.max_wait.max(Duration::from_secs(15));
-        if p.idle_timeout <= quiet {
+        // Quiet on purpose: a held request, and the gap between an event stream's keep-alives;
+        // 5 s more, for a loaded machine and the network between.
+        let quiet = p.max_wait.max(Duration::from_secs(15)) + Duration::from_secs(5);
+        if p.idle_timeout < quiet {
             return fail(format!(
-                "producer.idle_timeout_secs ({:?}) must exceed producer.max_wait_secs and an event stream's 15 s keep-alive ({quiet:?})",
+                "producer.idle_timeout_secs ({:?}) must be at least 5 s more than producer.max_wait_secs and an event stream's 15 s keep-alive ({quiet:?})",
                 p.idle_timeout
             ));
         }

@@ -121,7 +121,12 @@ async fn a_late_joiner_gets_what_was_gathered_then_the_rest_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_streams_on_one_cold_product_publish_once_and_call_each_source_once() {
-    let env = env().providers(vec![provider("alpha", 200), provider("beta", 400)]).start().await;
+    // Every stream comes from 127.0.0.1: lift the per-client cap (hostile.rs tests the cap).
+    let env = env()
+        .providers(vec![provider("alpha", 200), provider("beta", 400)])
+        .set("producer", "max_streams_per_client", "200")
+        .start()
+        .await;
     let producer = env.spawn_producer().await;
     let consumer = env.spawn_consumer();
     warm_up(&env, &producer.base).await;

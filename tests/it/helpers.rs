@@ -787,6 +787,13 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) the server: stopped, its connections stay open
+    /// and nothing on them is answered, as with a host gone silent.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().expect("kill on PATH");
+        assert!(status.success(), "kill {signal}");
+    }
+
     /// Runs one command with `redis-cli` against this server; its output.
     pub fn redis_cli(&self, args: &[&str]) -> String {
         let output = Command::new("redis-cli")

@@ -54,7 +54,13 @@ async fn contract(store: Arc<dyn ResultStore>) {
     assert_eq!(store.store(&older, "t2").await.unwrap(), StoreOutcome::Superseded);
     assert_eq!(stored(&*store, &id).await.unwrap(), newer, "the newer result stays");
     assert!(store.claim_pending(&id, "t3", Duration::from_secs(30)).await.unwrap(), "the marker was released");
-    store.release_pending(&id, "t3").await.unwrap();
+    assert!(!store.release_pending(&id, "t2").await.unwrap(), "t2's marker went with its store");
+    assert!(store.release_pending(&id, "t3").await.unwrap());
+    // Computed at the same moment (two consumers, one millisecond): the last write wins.
+    let twin = comparison(&id, now, vec![quote("a", 250)]);
+    assert_eq!(store.store(&twin, "t3").await.unwrap(), StoreOutcome::Stored);
+    assert_eq!(stored(&*store, &id).await.unwrap(), twin);
+    let newer = twin;
 
     // A failed result does not replace one that is not.
     let failed =
@@ -88,6 +94,45 @@ async fn contract(store: Arc<dyn ResultStore>) {
 #[tokio::test]
 async fn redis_keeps_the_store_contract() {
     contract(redis_store()).await;
+}
+
+/// A result written before the `#pf1` header existed (its JSON alone) is read by the scripts
+/// too: a failure does not replace an answered one, and an answer replaces it.
+#[tokio::test]
+async fn redis_reads_a_result_written_before_the_header() {
+    let prefix = format!("it-legacy-{}", uuid::Uuid::new_v4().simple());
+    let env: HashMap<String, String> = [
+        ("PRICEFRONT__REDIS__URL".to_owned(), crate::helpers::redis_url()),
+        ("PRICEFRONT__REDIS__KEY_PREFIX".to_owned(), prefix.clone()),
+    ]
+    .into();
+    let settings = Settings::load_from(None, Some(env)).unwrap();
+    let store = RedisStore::connect_lazy(&settings.redis).unwrap();
+    let id = ProductId::parse("legacy-1").unwrap();
+    let now = OffsetDateTime::now_utc();
+    // Computed later than what follows: the header's newest-wins rule cannot see it.
+    let legacy = comparison(&id, now + Duration::from_secs(1), vec![quote("a", 100)]);
+    let mut redis =
+        redis::Client::open(crate::helpers::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:result:{{{id}}}");
+    redis::cmd("SET")
+        .arg(&key)
+        .arg(serde_json::to_vec(&legacy).unwrap())
+        .arg("PX")
+        .arg(60_000)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(stored(&store, &id).await.unwrap(), legacy, "read as it is");
+
+    let failed = comparison(&id, now, vec![Err(Failure::new("a", FailureReason::Timeout, "slow"))]);
+    assert_eq!(store.store(&failed, "t1").await.unwrap(), StoreOutcome::Kept, "its status is read from its JSON");
+    assert_eq!(stored(&store, &id).await.unwrap(), legacy);
+
+    let answered = comparison(&id, now, vec![quote("a", 90)]);
+    assert_eq!(store.store(&answered, "t2").await.unwrap(), StoreOutcome::Stored, "replaced by any answer");
+    assert_eq!(stored(&store, &id).await.unwrap(), answered);
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut redis).await.unwrap();
 }
 
 #[tokio::test]

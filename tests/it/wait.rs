@@ -63,7 +63,12 @@ async fn a_wait_that_runs_out_answers_202_and_the_wait_is_capped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_waiters_on_one_cold_product_get_200_from_one_message_and_one_call_per_source() {
-    let env = env().providers(vec![provider("alpha", 200), provider("beta", 400)]).start().await;
+    // Every waiter comes from 127.0.0.1: lift the per-client cap (hostile.rs tests the cap).
+    let env = env()
+        .providers(vec![provider("alpha", 200), provider("beta", 400)])
+        .set("producer", "max_waiters_per_client", "1000")
+        .start()
+        .await;
     let producer = env.spawn_producer().await;
     let consumer = env.spawn_consumer();
     warm_up(&env, &producer.base).await;
