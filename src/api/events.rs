@@ -146,6 +146,12 @@ async fn open(
         }
     };
     let seen_up_to = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(ProgressId::parse);
+    // Before the look, so a computation this look starts (or one starting meanwhile) logs its
+    // progress: a computation nobody watches logs none. Without it the stream still gets the
+    // result, with every source in it.
+    if let Err(e) = state.store.watch(&id, state.max_stream).await {
+        tracing::debug!(error = %e, "cannot mark the product watched; its progress may not be logged");
+    }
     let found = miss::find(&state, &id, Asking { peer, headers: &headers }, Some(std::time::Instant::now())).await;
     let deadline = Instant::now() + state.max_stream;
     let mut stream = Stream {

@@ -20,6 +20,9 @@ use super::StoredResult;
 pub struct Earlier {
     /// A result is stored now.
     pub has_result: bool,
+    /// Somebody watches the product's event stream ([`super::ResultStore::watch`]): the
+    /// computation's progress is worth logging.
+    pub watched: bool,
     /// Every quote still kept (the result's and those kept beside it), one per source: the one
     /// guaranteed longest.
     pub quotes: Vec<Quote>,
@@ -66,7 +69,7 @@ impl Earlier {
             quoted.is_none_or(|q| q.expires_at < f.expires_at)
         });
         quotes.retain(|q| !not_found.iter().any(|f| f.provider == q.provider));
-        Self { has_result: result.is_some(), quotes, not_found }
+        Self { has_result: result.is_some(), watched: false, quotes, not_found }
     }
 }
 

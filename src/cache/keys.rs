@@ -9,7 +9,7 @@
 use crate::domain::ProductId;
 
 /// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`,
-/// `{prefix}:quotes:{<id>}`, the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`,
+/// `{prefix}:watched:{<id>}`, `{prefix}:quotes:{<id>}`, the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`,
 /// and a source's quota `{prefix}:quota:{<source>}` and pause `{prefix}:pause:{<source>}`.
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -44,6 +44,12 @@ impl Keys {
     /// The computation's progress log (a Redis Stream), one event per source's outcome.
     pub fn progress(&self, id: &ProductId) -> String {
         format!("{}:progress:{{{id}}}", self.prefix)
+    }
+
+    /// Set while somebody watches the product's event stream: a computation logs its progress
+    /// only then (nobody else reads it).
+    pub fn watched(&self, id: &ProductId) -> String {
+        format!("{}:watched:{{{id}}}", self.prefix)
     }
 
     /// Quotes that outlive their result (a result kept briefly for a failure that may pass),

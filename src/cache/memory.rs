@@ -61,6 +61,24 @@ impl Expiry<ProductId, Kept> for UntilKeptEnds {
     }
 }
 
+struct UntilWatchEnds;
+
+impl Expiry<ProductId, Instant> for UntilWatchEnds {
+    fn expire_after_create(&self, _: &ProductId, until: &Instant, now: Instant) -> Option<Duration> {
+        Some(until.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &ProductId,
+        until: &Instant,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(until.saturating_duration_since(now))
+    }
+}
+
 /// One computation's progress, kept until `until` (its marker's end).
 struct Log {
     events: Mutex<Vec<Progress>>,
@@ -115,6 +133,8 @@ pub struct MemoryStore {
     pending: Mutex<Markers>,
     progress: Cache<ProductId, Arc<Log>>,
     kept: Cache<ProductId, Kept>,
+    /// Products somebody watches, until when.
+    watched: Cache<ProductId, Instant>,
     /// The next progress id (`0-<n>`).
     progress_seq: AtomicU64,
     /// A stored result, and each progress event, is announced here directly.
@@ -128,6 +148,7 @@ impl MemoryStore {
             pending: Mutex::default(),
             progress: Cache::builder().max_capacity(max_entries).expire_after(UntilLogEnds).build(),
             kept: Cache::builder().max_capacity(max_entries).expire_after(UntilKeptEnds).build(),
+            watched: Cache::builder().max_capacity(max_entries).expire_after(UntilWatchEnds).build(),
             progress_seq: AtomicU64::new(1),
             ready: Ready::default(),
         }
@@ -182,7 +203,13 @@ impl ResultStore for MemoryStore {
         let now = Instant::now();
         let kept = self.kept.get(id).filter(|k| k.until > now);
         let earlier = Earlier::read(self.live_result(id).as_ref(), kept.as_ref().map(|k| &k.json[..]));
-        Box::pin(async move { Ok(earlier) })
+        let watched = self.watched.get(id).is_some_and(|until| until > now);
+        Box::pin(async move { Ok(Earlier { watched, ..earlier }) })
+    }
+
+    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
+        self.watched.insert(id.clone(), Instant::now() + ttl);
+        Box::pin(async { Ok(()) })
     }
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {

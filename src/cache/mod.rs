@@ -51,8 +51,13 @@ pub trait ResultStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Lookup, Error>>;
     fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>>;
     /// What an earlier computation left: whether a result is stored, and its quotes (those
-    /// kept past a brief result's end too), for a new computation to reuse.
+    /// kept past a brief result's end too), for a new computation to reuse; and whether
+    /// anybody watches the product ([`ResultStore::watch`]).
     fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>>;
+    /// Says for `ttl` that somebody watches `id`'s event stream, so a computation that starts
+    /// meanwhile logs its progress ([`ResultStore::progress`]). Nobody else reads progress:
+    /// a computation nobody watches logs none.
+    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>>;
     /// Claims the pending marker alone (a refresh: the result exists); true if this caller
     /// now owns it.
     fn claim_pending<'a>(

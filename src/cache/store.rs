@@ -397,12 +397,13 @@ impl RedisStore {
         self.bounded(conn.del::<_, i64>(self.keys.result(id))).await.map(drop)
     }
 
-    /// The result and the quotes kept beside it, in one round trip (they share a hash slot).
+    /// The result, the quotes kept beside it and whether anybody watches, in one round trip
+    /// (they share a hash slot).
     pub async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error> {
         let key = self.keys.result(id);
         let mut pipe = redis::pipe();
-        pipe.get(&key).get(self.keys.quotes(id));
-        let (result, kept): (Option<Vec<u8>>, Option<Vec<u8>>) =
+        pipe.get(&key).get(self.keys.quotes(id)).exists(self.keys.watched(id));
+        let (result, kept, watched): (Option<Vec<u8>>, Option<Vec<u8>>, bool) =
             self.bounded(pipe.query_async(&mut self.conn.clone())).await?;
         let result = match result.map(|value| stored(key, value)).transpose() {
             Ok(result) => result,
@@ -412,7 +413,15 @@ impl RedisStore {
                 None
             }
         };
-        Ok(Earlier::read(result.as_ref(), kept.as_deref()))
+        Ok(Earlier { watched, ..Earlier::read(result.as_ref(), kept.as_deref()) })
+    }
+
+    /// `SET {prefix}:watched:{<id>} 1 PX ttl`.
+    pub async fn watch(&self, id: &ProductId, ttl: Duration) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.watched(id)).arg(1).arg("PX").arg(ttl.as_millis().max(1) as u64);
+        self.bounded(set.query_async::<()>(&mut conn)).await
     }
 
     /// Releases the marker if `token` still owns it; whether it did.
@@ -515,6 +524,10 @@ impl super::ResultStore for RedisStore {
 
     fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>> {
         Box::pin(RedisStore::earlier(self, id))
+    }
+
+    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(RedisStore::watch(self, id, ttl))
     }
 
     fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {

@@ -12,8 +12,9 @@
 //! revoked partitions, running work is drained (bounded by `consumer.drain_timeout_ms`), and
 //! its positions are stored and committed before the partitions move; the rest is left for
 //! the next owner. While workers take nothing (all busy, or Redis failing) the channel fills
-//! and the assigned partitions are paused, but polling goes on, so the group session and
-//! rebalances are still served.
+//! (it holds [`HAND_OFF_PER_IN_FLIGHT`] messages per message in flight) and the assigned
+//! partitions are paused until it is half empty, but polling goes on, so the group session
+//! and rebalances are still served.
 //!
 //! Closing is bounded ([`KafkaInbox::close`]): the thread stores what finished, commits and
 //! leaves the group; if the broker does not answer in time the process goes on without it
@@ -38,8 +39,13 @@ use super::{Error, Inbox};
 use crate::settings::KafkaRole;
 use crate::settings::KafkaSettings;
 
-/// Fetched messages waiting for a worker; past it, the partitions are paused.
-const PREFETCH: usize = 64;
+/// Fetched messages that may wait for a worker, per message the worker runs at once
+/// (`consumer.max_in_flight`). When they fill the hand-off, the partitions are paused; they are
+/// resumed once it is half empty. Pausing makes librdkafka drop what it had fetched ahead, and
+/// a resumed partition fetches again only after a pause of its own (about a second, measured
+/// against tansu): the half left must last longer than that, or the workers starve. At 64
+/// per message in flight and 50-ms sources, it lasts 1.6 s at the in-flight bound.
+const HAND_OFF_PER_IN_FLIGHT: usize = 64;
 /// Longest a poll waits for a message; also how soon the thread notices a close.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Poll wait while messages wait for room in the channel: how soon room is noticed.
@@ -148,7 +154,7 @@ pub struct KafkaInbox {
 
 /// Joins `kafka.group_id`, subscribed to `kafka.topic` (the join completes on the thread's
 /// first polls).
-pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration) -> Result<KafkaInbox, Error> {
+pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration, max_in_flight: usize) -> Result<KafkaInbox, Error> {
     let shared = Arc::new(Shared {
         in_flight: Arc::default(),
         closing: AtomicBool::new(false),
@@ -175,7 +181,7 @@ pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration) -> Result<Ka
         .create_with_context(GroupContext { shared: shared.clone() })
         .map_err(|e| creation_error(e, KafkaRole::Consumer))?;
     consumer.subscribe(&[&settings.topic])?;
-    let (sender, messages) = mpsc::channel(PREFETCH);
+    let (sender, messages) = mpsc::channel(max_in_flight.max(1) * HAND_OFF_PER_IN_FLIGHT);
     let (stopped_tx, stopped) = oneshot::channel();
     std::thread::Builder::new()
         .name("kafka-consumer".into())
@@ -188,8 +194,9 @@ pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration) -> Result<Ka
     Ok(KafkaInbox { messages, shared, stopped: Some(stopped) })
 }
 
-/// Polls until the inbox closes, handing messages to the channel and pausing the assigned
-/// partitions while messages wait for room in it.
+/// Polls until the inbox closes, handing messages to the channel. The assigned partitions are
+/// paused once the channel is full, and resumed once it is half empty (see
+/// [`HAND_OFF_PER_IN_FLIGHT`]): a pause costs a refetch, so they are kept rare.
 fn poll_loop(consumer: &BaseConsumer<GroupContext>, sender: &mpsc::Sender<Incoming>) {
     let shared = &consumer.context().shared;
     let mut waiting: VecDeque<Incoming> = VecDeque::new();
@@ -206,11 +213,12 @@ fn poll_loop(consumer: &BaseConsumer<GroupContext>, sender: &mpsc::Sender<Incomi
             }
         }
         let backlog = !waiting.is_empty();
+        let pause = backlog || (paused && sender.capacity() < sender.max_capacity() / 2);
         // A new assignment comes unpaused (revoked partitions are resumed): apply the pause
         // state to it whatever it is.
         let reassigned = shared.reassigned.swap(false, Ordering::AcqRel);
-        if (backlog != paused || reassigned) && set_paused(consumer, backlog) {
-            paused = backlog;
+        if (pause != paused || reassigned) && set_paused(consumer, pause) {
+            paused = pause;
         }
         store_positions(consumer, &shared.topic, &shared.in_flight.take_positions(None));
         match consumer.poll(if backlog { BACKLOG_POLL_WAIT } else { POLL_WAIT }) {

@@ -82,7 +82,8 @@ impl Worker {
         let dead_letters = Arc::new(Publisher::new(&settings.kafka)?);
         // The sources first: a configuration error must stop us before we join the group.
         let processor = Processor::new(settings, Arc::new(store), quotas, dead_letters)?;
-        let inbox = consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout)?;
+        let inbox =
+            consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout, settings.consumer.max_in_flight)?;
         Ok(Self::from_parts(settings, processor, Box::new(inbox)))
     }
 

@@ -215,8 +215,10 @@ impl Processor {
             .collect();
         let answered = |name: &str| reused.iter().any(|o| provider(o) == name);
         let ask = |name: &str| !answered(name);
-        // A refresh has no watchers: the result they would wait for is already there.
-        let fresh = if request.refresh {
+        // Progress is logged only for a product somebody watches (an event stream marked it
+        // before this computation began): nobody else reads it. A refresh has no watchers: the
+        // result they would wait for is already there.
+        let fresh = if request.refresh || !earlier.watched {
             self.sources.fan_out_to(id, &rates, ask, |_| {}).await
         } else {
             self.fan_out_logging_progress(id, &rates, &reused, ask).await

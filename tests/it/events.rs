@@ -237,3 +237,39 @@ async fn streams_get_their_result_across_a_redis_restart() {
     consumer.stop().await;
     producer.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_logged_only_for_a_product_somebody_watches() {
+    let env = env().providers(vec![provider("alpha", 30), provider("beta", 300)]).start().await;
+    let producer = env.spawn_producer().await;
+    let consumer = env.spawn_consumer();
+    warm_up(&env, &producer.base).await;
+    // Every progress announcement of this test's products, as the producers would hear them.
+    let client = redis::Client::open(env.settings.redis.url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.psubscribe(format!("{}:progress:*", env.settings.redis.key_prefix)).await.unwrap();
+    let mut announced = pubsub.into_on_message();
+
+    // Asked for with a plain GET (or waited for): nobody watches, nothing is logged.
+    let plain = env.product("plain");
+    let (status, _, _) = get(&env.http, &format!("{}/v1/prices/{plain}", producer.base)).await;
+    assert_eq!(status, 202);
+    env.wait_result(&plain, Duration::from_secs(20)).await;
+    // Watched: each source's answer is logged and announced.
+    let watched = env.product("watched");
+    let events =
+        SseStream::open(&env.http, &format!("{}/v1/prices/{watched}/events", producer.base), &[]).await.rest().await;
+    assert_eq!(by_provider(&events).len(), 2, "{events:?}");
+    assert!(events[..2].iter().all(|e| e.id.is_some()), "live events, from the log: {events:?}");
+
+    let mut channels = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(1), futures::StreamExt::next(&mut announced)).await
+    {
+        channels.push(message.get_channel_name().to_owned());
+    }
+    assert!(!channels.iter().any(|c| c.ends_with(&format!(":{plain}"))), "{channels:?}");
+    assert_eq!(channels.iter().filter(|c| c.ends_with(&format!(":{watched}"))).count(), 2, "{channels:?}");
+    consumer.stop().await;
+    producer.stop().await;
+}

@@ -95,8 +95,9 @@ async fn requests_published_while_no_consumer_runs_are_processed_on_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlogged_consumer_keeps_every_partition_flowing_across_rebalances() {
-    // One message at a time and a backlog far beyond the 64 the consumer prefetches: its
-    // partitions are paused while the work waits, then a member joins and leaves again.
+    // One message at a time and a backlog far beyond the 64 the consumer hands off per message
+    // in flight: its partitions are paused while the work waits, then a member joins and
+    // leaves again.
     let env = env().providers(vec![provider("alpha", 20)]).set("consumer", "max_in_flight", "1").start().await;
     let mut first = env.spawn_consumer_process();
     wait_all_assigned(&env.http, &[&first]).await;

@@ -68,6 +68,13 @@ async fn contract(store: Arc<dyn ResultStore>) {
     assert_eq!(store.store(&failed, "t4").await.unwrap(), StoreOutcome::Kept);
     assert_eq!(stored(&*store, &id).await.unwrap(), newer);
 
+    // A product is watched while its mark lasts, and only then.
+    assert!(!store.earlier(&id).await.unwrap().watched, "nobody watches yet");
+    store.watch(&id, Duration::from_millis(300)).await.unwrap();
+    assert!(store.earlier(&id).await.unwrap().watched);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!store.earlier(&id).await.unwrap().watched, "the mark ended with its time");
+
     // A result past its guarantee is not stored.
     let gone = ProductId::parse(&format!("gone-{}", uuid::Uuid::new_v4().simple())).unwrap();
     let stale = comparison(&gone, now - Duration::from_secs(400), vec![quote("a", 100)]);
