@@ -1,6 +1,7 @@
 //! A consumer-group member: fans each request out to the price APIs and caches the result.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use pricefront::settings::{self, Settings};
@@ -31,7 +32,18 @@ async fn run(settings: Settings, worker: Worker) -> anyhow::Result<()> {
     let listen = settings.consumer.metrics_listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(listen = %listener.local_addr()?, "metrics listening");
-    let metrics = tokio::spawn(observability::metrics::serve(listener, shutdown.clone()));
+    // Ready while it holds partitions: a member the group has not given any (yet, or because
+    // there are more consumers than partitions) takes no work.
+    let assigned = worker.assigned();
+    let ready: observability::metrics::Readiness = Arc::new(move || {
+        let partitions = assigned.as_ref().map(|a| a.partitions()).unwrap_or_default();
+        if partitions.is_empty() {
+            Err(serde_json::json!({"status": "not_ready", "partitions": partitions}))
+        } else {
+            Ok(serde_json::json!({"status": "ready", "partitions": partitions}))
+        }
+    });
+    let metrics = tokio::spawn(observability::metrics::serve(listener, shutdown.clone(), ready));
     let consumed = worker.run(shutdown.clone()).await;
     shutdown.cancel();
     metrics.await.context("metrics task")?.context("serving metrics")?;

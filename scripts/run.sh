@@ -37,6 +37,16 @@ done
 
 ready() { curl -fsS "http://$listen/readyz" >/dev/null 2>&1; }
 wait_until 60 "the producer at $listen" ready || { tail -n 20 "$RUN_DIR"/logs/*.log; exit 1; }
+# A consumer is ready while it holds a partition: until then, a cold product waits in the topic.
+consumers_ready() {
+  local i
+  for i in $(seq 1 "$partitions"); do
+    curl -fsS "http://127.0.0.1:$((9100 + i))/readyz" >/dev/null 2>&1 || return 1
+  done
+}
+# A fresh group forms in seconds on tansu; one whose members just left can take 30 s or more.
+wait_until 120 "every consumer to hold a partition" consumers_ready ||
+  log "not every consumer holds a partition yet (http://127.0.0.1:9101/readyz …); cold products wait until one does"
 
 cat <<TXT
 

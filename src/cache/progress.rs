@@ -5,7 +5,9 @@
 //! Stream capped at [`MAX_EVENTS`], expiring with the pending marker, deleted when the result is
 //! stored) and announces it on `{prefix}:progress:<id>`, with the event in the message. A
 //! producer reads the log for a watcher that joins late and relays the announcements live,
-//! through its one subscription ([`super::Ready`]).
+//! through its one subscription ([`super::Ready`]). Only a product somebody watches is logged:
+//! an event stream marks it first (`{prefix}:watched:{<id>}`, [`super::ResultStore::watch`]),
+//! and the consumer reads the mark with the earlier result.
 //!
 //! Events are at-least-once (a redelivered request is computed again and appends again), so a
 //! reader keeps one event per provider. An event's id orders it in its log.

@@ -9,11 +9,11 @@
 //! Names are `pricefront_*`; every label value is bounded (routes, provider names, outcomes,
 //! partitions), never an id from a request.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -85,11 +85,25 @@ pub async fn endpoint() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render())
 }
 
-/// The consumer's metrics listener: `GET /metrics` and `GET /healthz`.
-pub async fn serve(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Whether a process is ready, with details for the operator: `Ok` answers 200, `Err` 503.
+pub type Readiness = Arc<dyn Fn() -> Result<serde_json::Value, serde_json::Value> + Send + Sync>;
+
+/// The consumer's metrics listener: `GET /metrics`, `GET /healthz` (the process runs) and
+/// `GET /readyz` (as `ready` says).
+pub async fn serve(listener: TcpListener, shutdown: CancellationToken, ready: Readiness) -> std::io::Result<()> {
+    let readyz = move || {
+        let ready = ready.clone();
+        async move {
+            match ready() {
+                Ok(details) => (StatusCode::OK, axum::Json(details)),
+                Err(details) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(details)),
+            }
+        }
+    };
     let app = Router::new()
         .route("/metrics", get(endpoint))
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz));
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 

@@ -51,9 +51,26 @@ const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Poll wait while messages wait for room in the channel: how soon room is noticed.
 const BACKLOG_POLL_WAIT: Duration = Duration::from_millis(5);
 
+/// The partitions this member holds now, kept by the rebalance callbacks: the consumer's
+/// readiness (`/readyz`). Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Assigned(Arc<std::sync::Mutex<std::collections::BTreeSet<i32>>>);
+
+impl Assigned {
+    /// The partitions held, in order.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.lock().iter().copied().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<i32>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// State shared by the inbox, its thread and the rebalance callbacks.
 struct Shared {
     in_flight: Arc<InFlight>,
+    assigned: Assigned,
     closing: AtomicBool,
     /// Set by each assignment, so the poll loop re-applies a pause to the new partitions.
     reassigned: AtomicBool,
@@ -94,6 +111,11 @@ impl ConsumerContext for GroupContext {
                     tracing::debug!(error = %e, "nothing committed on revoke");
                 }
                 shared.in_flight.forget(&partitions);
+                let mut assigned = shared.assigned.lock();
+                partitions.iter().for_each(|p| {
+                    assigned.remove(p);
+                });
+                drop(assigned);
                 // librdkafka keeps a partition paused across unassign and assign: resume it now,
                 // so that whoever gets it next (this member again, maybe) fetches it.
                 if let Err(e) = consumer.resume(tpl) {
@@ -117,6 +139,7 @@ impl ConsumerContext for GroupContext {
             for p in &partitions {
                 metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(1.0);
             }
+            self.shared.assigned.lock().extend(&partitions);
             self.shared.reassigned.store(true, Ordering::Release);
             tracing::info!(partitions = ?partitions, assigned = partitions.len(), "partitions assigned");
         }
@@ -157,6 +180,7 @@ pub struct KafkaInbox {
 pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration, max_in_flight: usize) -> Result<KafkaInbox, Error> {
     let shared = Arc::new(Shared {
         in_flight: Arc::default(),
+        assigned: Assigned::default(),
         closing: AtomicBool::new(false),
         reassigned: AtomicBool::new(false),
         topic: settings.topic.clone(),
@@ -276,6 +300,13 @@ fn convert(m: &BorrowedMessage<'_>) -> Message {
     }
 }
 
+impl KafkaInbox {
+    /// The partitions this member holds, as the rebalances go.
+    pub fn assigned(&self) -> Assigned {
+        self.shared.assigned.clone()
+    }
+}
+
 impl Inbox for KafkaInbox {
     fn next(&mut self) -> BoxFuture<'_, Option<Incoming>> {
         Box::pin(async move {
@@ -291,6 +322,8 @@ impl Inbox for KafkaInbox {
 
     fn close(&mut self, within: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Stopping: no longer ready, though the partitions are held until the leave.
+            self.shared.assigned.lock().clear();
             self.shared.in_flight.close();
             self.shared.closing.store(true, Ordering::Release);
             self.messages.close();

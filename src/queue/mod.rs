@@ -26,7 +26,7 @@ use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
 
 pub use ack::Ack;
-pub use consumer::KafkaInbox;
+pub use consumer::{Assigned, KafkaInbox};
 pub use envelope::{Caller, DecodeError, PriceRequest};
 pub use memory::{MemoryInbox, MemoryQueue};
 pub use message::{Headers, Incoming, Message, Origin};

@@ -33,7 +33,7 @@ use crate::cache::{RedisStore, ResultStore};
 use crate::observability::traces;
 use crate::providers::Quotas;
 use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
-use crate::queue::{Inbox, Incoming, Publisher, RequestQueue, consumer};
+use crate::queue::{Assigned, Inbox, Incoming, Publisher, RequestQueue, consumer};
 use crate::settings::Settings;
 
 pub use health::Health;
@@ -69,6 +69,8 @@ impl BuildError {
 pub struct Worker {
     processor: Arc<Processor>,
     inbox: Box<dyn Inbox>,
+    /// The partitions held (a Kafka group member's), for readiness.
+    assigned: Option<Assigned>,
     max_in_flight: usize,
     drain_timeout: Duration,
 }
@@ -84,7 +86,8 @@ impl Worker {
         let processor = Processor::new(settings, Arc::new(store), quotas, dead_letters)?;
         let inbox =
             consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout, settings.consumer.max_in_flight)?;
-        Ok(Self::from_parts(settings, processor, Box::new(inbox)))
+        let assigned = inbox.assigned();
+        Ok(Self { assigned: Some(assigned), ..Self::from_parts(settings, processor, Box::new(inbox)) })
     }
 
     /// A consumer over any store, quotas and queue (the standalone demo's in-memory ones).
@@ -102,9 +105,16 @@ impl Worker {
         Self {
             processor: Arc::new(processor),
             inbox,
+            assigned: None,
             max_in_flight: settings.consumer.max_in_flight,
             drain_timeout: settings.consumer.drain_timeout,
         }
+    }
+
+    /// The partitions this consumer holds, as the group's rebalances go (none for an
+    /// in-process queue): it is ready while it holds some.
+    pub fn assigned(&self) -> Option<Assigned> {
+        self.assigned.clone()
     }
 
     pub fn counters(&self) -> &Counters {

@@ -119,3 +119,42 @@ async fn a_backlogged_consumer_keeps_every_partition_flowing_across_rebalances()
     println!("{:?}: all results", started.elapsed());
     assert!(first.terminate().success());
 }
+
+/// A consumer process's `/readyz`: its status and body.
+async fn readiness(http: &reqwest::Client, consumer: &crate::helpers::ConsumerProcess) -> (u16, serde_json::Value) {
+    let url = consumer.metrics.replace("/metrics", "/readyz");
+    match http.get(url).send().await {
+        Ok(res) => (res.status().as_u16(), res.json().await.unwrap_or_default()),
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_is_ready_only_while_it_holds_partitions() {
+    // One partition, two members: one holds it, the other has nothing to do.
+    let env = env().set("kafka", "partitions", "1").start().await;
+    let first = env.spawn_consumer_process();
+    wait_all_assigned(&env.http, &[&first]).await;
+    assert_eq!(readiness(&env.http, &first).await, (200, serde_json::json!({"status": "ready", "partitions": [0]})));
+    let second = env.spawn_consumer_process();
+    wait_for("the second consumer to answer, not ready", Duration::from_secs(30), || async {
+        match readiness(&env.http, &second).await {
+            (503, body) => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Whichever holds the partition after the group's rebalance is ready, the other is not.
+    let (a, b) = wait_for("one member ready, the other not", Duration::from_secs(60), || async {
+        let (a, b) = (readiness(&env.http, &first).await, readiness(&env.http, &second).await);
+        let statuses = [a.0, b.0];
+        if statuses.contains(&200) && statuses.contains(&503) { Ok((a, b)) } else { Err(format!("{a:?} {b:?}")) }
+    })
+    .await;
+    assert!([&a, &b].iter().any(|(_, body)| body["partitions"] == serde_json::json!([0])), "{a:?} {b:?}");
+    assert!([&a, &b].iter().any(|(_, body)| body["status"] == "not_ready"), "{a:?} {b:?}");
+    // (That the other takes the partition over when the holder leaves is not asserted: tansu
+    // did not reassign a one-partition group's partition within 120 s.)
+    let (mut first, mut second) = (first, second);
+    assert!(first.terminate().success() && second.terminate().success());
+}
