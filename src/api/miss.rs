@@ -346,7 +346,7 @@ async fn claim_shared(state: &AppState, id: &ProductId, asker: Asker) -> Found {
             async move { claim(state, vec![id], asker).await.pop().expect("one product, one entry") }
                 .instrument(span.clone())
         };
-        let (found, ours) = state.claims.run(id, work).await;
+        let (found, ours) = state.claims.run_detached(id, work).await;
         match &found {
             Found::Unavailable(Unavailable { reason: Reason::MissLimit, .. }) if !ours => continue,
             _ => return found,

@@ -6,10 +6,13 @@
 //! housekeeping and eviction machinery, about 13,000 instructions per load on the Redis
 //! hit path (callgrind); this is a mutex-guarded map of `futures::future::Shared` runs.
 //!
-//! A run is a task of its own: it goes to its end even if every caller goes away (a claim
-//! half made, say, is finished and published, not left in the map for a caller that may never
-//! come). The run takes itself out of the map as it ends, so an ended run is never joined; a
-//! run that panics is taken out too, and its callers panic with it.
+//! Two kinds of run. [`Flights::run`] is driven by its callers, as a read should be: if the
+//! caller that started it goes away the others drive it on, and once every caller has gone it
+//! is dropped (the map holds it weakly) and leaves the map. [`Flights::run_detached`] is a task
+//! of its own, as a write should be: it goes to its end even if every caller goes away (a
+//! claim half made is finished and published, not abandoned), at the cost of a spawn, which
+//! the hit path's reads do not pay. Either takes itself out of the map as it ends, so an ended
+//! run is never joined; a run that panics is taken out too, and its callers panic with it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, Shared, WeakShared};
 use tokio::task::JoinError;
 
 /// The runs in flight, by key. Cheap to clone.
@@ -38,13 +41,17 @@ impl<K, T> Default for Flights<K, T> {
     }
 }
 
+type Outcome<T> = Shared<BoxFuture<'static, Result<T, Ended>>>;
+
 struct Run<T> {
     id: u64,
     started: Instant,
-    shared: Shared<BoxFuture<'static, Result<T, Ended>>>,
+    /// Weak: the callers own the run; the map only finds it for the next one.
+    shared: WeakShared<BoxFuture<'static, Result<T, Ended>>>,
 }
 
-/// How a run that gave no outcome ended (a `JoinError` is not `Clone`, so every caller gets this).
+/// How a detached run that gave no outcome ended (a `JoinError` is not `Clone`, so every
+/// caller gets this).
 #[derive(Clone, Copy, Debug)]
 struct Ended {
     panicked: bool,
@@ -56,7 +63,7 @@ impl From<JoinError> for Ended {
     }
 }
 
-/// Takes a run out of the map when its task ends, however it ends.
+/// Takes a run out of the map when it ends or is dropped, however (a panic's unwinding too).
 struct Remove<K: Hash + Eq, T> {
     runs: Arc<Mutex<HashMap<K, Run<T>>>>,
     key: K,
@@ -81,8 +88,8 @@ where
     K: Hash + Eq + Clone + Send + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    /// `work`'s outcome, run once for every concurrent caller for `key`; the flag is true for
-    /// the caller whose `work` ran (the others' is dropped unrun).
+    /// `work`'s outcome, run once for every concurrent caller for `key`, driven by them; the
+    /// flag is true for the caller whose `work` ran (the others' is dropped unrun).
     pub async fn run<F>(&self, key: &K, work: F) -> (T, bool)
     where
         F: Future<Output = T> + Send + 'static,
@@ -97,23 +104,56 @@ where
     where
         F: Future<Output = T> + Send + 'static,
     {
-        let (shared, started) = {
-            let mut runs = self.runs.lock().expect("flights lock");
-            match runs.get(key).filter(|run| since.is_none_or(|since| run.started >= since)) {
-                Some(run) => (run.shared.clone(), false),
-                None => {
-                    let id = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let remove = Remove { runs: self.runs.clone(), key: key.clone(), id };
-                    let task = tokio::spawn(async move {
-                        let _remove = remove;
-                        work.await
-                    });
-                    let shared = task.map(|ended| ended.map_err(Ended::from)).boxed().shared();
-                    runs.insert(key.clone(), Run { id, started: Instant::now(), shared: shared.clone() });
-                    (shared, true)
-                }
+        let start = |remove: Remove<K, T>| {
+            async move {
+                let _remove = remove;
+                Ok(work.await)
             }
+            .boxed()
         };
+        let (shared, started) = self.join_or_start(key, since, start);
+        Self::outcome(shared, started).await
+    }
+
+    /// [`Self::run`], as a task of its own: it runs to its end even if every caller goes away.
+    pub async fn run_detached<F>(&self, key: &K, work: F) -> (T, bool)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let start = |remove: Remove<K, T>| {
+            let task = tokio::spawn(async move {
+                let _remove = remove;
+                work.await
+            });
+            task.map(|ended| ended.map_err(Ended::from)).boxed()
+        };
+        let (shared, started) = self.join_or_start(key, None, start);
+        Self::outcome(shared, started).await
+    }
+
+    /// The run in flight for `key` (started at or after `since`), or a new one from `start`.
+    fn join_or_start(
+        &self,
+        key: &K,
+        since: Option<Instant>,
+        start: impl FnOnce(Remove<K, T>) -> BoxFuture<'static, Result<T, Ended>>,
+    ) -> (Outcome<T>, bool) {
+        let mut runs = self.runs.lock().expect("flights lock");
+        let joined = runs
+            .get(key)
+            .filter(|run| since.is_none_or(|since| run.started >= since))
+            .and_then(|run| run.shared.upgrade());
+        if let Some(shared) = joined {
+            return (shared, false);
+        }
+        let id = NEXT_RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = start(Remove { runs: self.runs.clone(), key: key.clone(), id }).shared();
+        let weak = shared.downgrade().expect("a run not polled yet has not ended");
+        runs.insert(key.clone(), Run { id, started: Instant::now(), shared: weak });
+        (shared, true)
+    }
+
+    async fn outcome(shared: Outcome<T>, started: bool) -> (T, bool) {
         match shared.await {
             Ok(outcome) => (outcome, started),
             Err(Ended { panicked: true }) => panic!("a single-flight run panicked"),
@@ -176,10 +216,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_run_everybody_left_still_ends_and_leaves_the_map() {
+    async fn a_detached_run_everybody_left_still_ends_and_leaves_the_map() {
         let flights: Flights<&str, u32> = Flights::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let mut starter = Box::pin(flights.run(&"k", async move {
+        let mut starter = Box::pin(flights.run_detached(&"k", async move {
             tx.send(()).unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
             1
@@ -197,9 +237,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_everybody_left_is_dropped_and_leaves_the_map() {
+        let flights: Flights<&str, u32> = Flights::default();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct Count(Arc<AtomicUsize>);
+        impl Drop for Count {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Count(dropped.clone());
+        let mut starter = Box::pin(flights.run(&"k", async move {
+            let _count = count;
+            std::future::pending::<u32>().await
+        }));
+        assert!(futures::poll!(&mut starter).is_pending());
+        assert_eq!(flights.in_flight(), 1);
+        drop(starter);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "the work was dropped with its last caller");
+        assert_eq!(flights.in_flight(), 0);
+        assert_eq!(flights.run(&"k", async { 2 }).await, (2, true), "the next caller starts afresh");
+    }
+
+    #[tokio::test]
     async fn a_run_that_panics_leaves_the_map() {
         let flights: Flights<&str, u32> = Flights::default();
         let call = flights.run(&"k", async { panic!("boom") });
+        assert!(std::panic::AssertUnwindSafe(call).catch_unwind().await.is_err());
+        assert_eq!(flights.in_flight(), 0);
+        let call = flights.run_detached(&"k", async { panic!("boom") });
         assert!(std::panic::AssertUnwindSafe(call).catch_unwind().await.is_err());
         assert_eq!(flights.in_flight(), 0);
     }
@@ -212,9 +278,10 @@ mod tests {
             7
         });
         let joiner = flights.run(&"k", async { unreachable!("joins the run in flight") });
-        let (mut starter, joiner) = (Box::pin(starter), Box::pin(joiner));
-        // The starter registers the run, then goes away.
+        let (mut starter, mut joiner) = (Box::pin(starter), Box::pin(joiner));
+        // The starter registers the run, the joiner joins it, then the starter goes away.
         assert!(futures::poll!(&mut starter).is_pending());
+        assert!(futures::poll!(&mut joiner).is_pending());
         drop(starter);
         assert_eq!(joiner.await, (7, false));
         assert_eq!(flights.in_flight(), 0);
