@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use pricefront::api::{AppState, router};
 use tower::ServiceExt;
 
-use crate::helpers::{RedisServer, env, free_port, get, spawn_producer};
+use crate::helpers::{env, free_port, get, producer_on_private_redis, spawn_producer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_product_ids_get_400_problem_json_and_touch_nothing() {
@@ -57,11 +57,7 @@ async fn bad_product_ids_get_400_problem_json_and_touch_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_means_a_quick_503() {
     let env = env().start().await;
-    let server = RedisServer::start(&[]).await;
-    let mut settings = env.settings.clone();
-    settings.redis.url = server.url();
-    let producer = spawn_producer(&settings).await;
-    producer.wait_ready(&env.http).await;
+    let (server, _, producer) = producer_on_private_redis(&env).await;
     let (status, _, _) = get(&env.http, &format!("{}/v1/prices/{}", producer.base, env.product("up"))).await;
     assert_eq!(status, 202, "works while Redis is up");
 

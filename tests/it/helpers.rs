@@ -736,14 +736,21 @@ pub async fn warm_up(env: &TestEnv, base: &str) {
 /// A producer and a consumer in process on a private `redis-server` of their own (to stop and
 /// restart while they work), warmed up.
 pub async fn on_private_redis(env: &TestEnv) -> (RedisServer, ProducerHandle, ConsumerHandle) {
+    let (redis, settings, producer) = producer_on_private_redis(env).await;
+    let consumer = spawn_consumer(&settings);
+    warm_up(env, &producer.base).await;
+    (redis, producer, consumer)
+}
+
+/// A private `redis-server`, the test's settings pointed at it, and a ready in-process producer
+/// on them.
+pub async fn producer_on_private_redis(env: &TestEnv) -> (RedisServer, Settings, ProducerHandle) {
     let redis = RedisServer::start(&[]).await;
     let mut settings = env.settings.clone();
     settings.redis.url = redis.url();
     let producer = spawn_producer(&settings).await;
     producer.wait_ready(&env.http).await;
-    let consumer = spawn_consumer(&settings);
-    warm_up(env, &producer.base).await;
-    (redis, producer, consumer)
+    (redis, settings, producer)
 }
 
 /// A private `redis-server` on a free port, killed on drop.

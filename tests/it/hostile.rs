@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{RedisServer, env, get, spawn_producer, wait_for};
+use crate::helpers::{env, get, producer_on_private_redis, wait_for};
 
 /// Reads until the server closes the connection (`Ok` with what it sent), or `deadline` passes.
 async fn closed_within(stream: &mut TcpStream, deadline: Duration) -> Result<Vec<u8>, String> {
@@ -219,11 +219,7 @@ async fn one_client_cannot_hold_every_stream_or_wait() {
 async fn a_claim_whose_reply_redis_lost_does_not_strand_its_product() {
     // A marker lives two minutes: a stranded product would be stuck far past this test's wait.
     let env = env().set("cache", "pending_ttl_secs", "120").start().await;
-    let server = RedisServer::start(&[]).await;
-    let mut settings = env.settings.clone();
-    settings.redis.url = server.url();
-    let producer = spawn_producer(&settings).await;
-    producer.wait_ready(&env.http).await;
+    let (server, settings, producer) = producer_on_private_redis(&env).await;
     let consumer = crate::helpers::spawn_consumer(&settings);
     let product = env.product("lost-reply");
     let url = format!("{}/v1/prices/{product}", producer.base);
@@ -251,11 +247,7 @@ async fn a_claim_whose_reply_redis_lost_does_not_strand_its_product() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_to_a_server_gone_silent_is_noticed_and_made_again() {
     let env = env().start().await;
-    let server = RedisServer::start(&[]).await;
-    let mut settings = env.settings.clone();
-    settings.redis.url = server.url();
-    let producer = spawn_producer(&settings).await;
-    producer.wait_ready(&env.http).await;
+    let (server, _, producer) = producer_on_private_redis(&env).await;
     let announcements = || async {
         let (_, _, details) = get(&env.http, &format!("{}/readyz", producer.ops)).await;
         details["announcements"].as_str().unwrap_or_default().to_owned()
