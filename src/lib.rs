@@ -30,7 +30,9 @@
 //! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), catalogue
 //!   pages (many products in one request), event streams (SSE), one miss path for all three
 //!   (look, claim, the limits on misses, publish, `Prefer: wait`), refresh ahead, per-route metrics, errors as problem+json, `X-Request-Id` on every
-//!   answer (handed on to the consumer with a miss); the comparison widget
+//!   answer (handed on to the consumer with a miss); the comparison widget; the HTTP/1.1 server
+//!   with the public port's limits (header-read and idle timeouts, a connection cap) and the
+//!   ops port (`/metrics`, health with details)
 //!   and the demo page (files from `web/`, compiled in) and CORS for pages on other origins.
 //! - [`worker`]: the consume-process-store loop, written once for every queue.
 //! - [`mock`]: simulated price APIs for local runs and tests.
