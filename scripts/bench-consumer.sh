@@ -68,13 +68,7 @@ config=$RUN_DIR/bench-consumer.toml
   echo "partitions = $PARTITIONS"
   echo "[mock]"
   echo "listen = \"$MOCK\""
-  for i in $(seq 1 "$SOURCES"); do
-    printf '[[mock.providers]]\nname = "src%d"\nlatency_ms = %d\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = "EUR"\n' \
-      "$i" "$SOURCE_MS"
-  done
-  for i in $(seq 1 "$SOURCES"); do
-    printf '[[providers]]\nname = "src%d"\nurl = "http://%s/src%d/prices/{product_id}"\nmax_concurrency = %d\n' "$i" "$MOCK" "$i" "$max_concurrency"
-  done
+  fixed_sources "$SOURCES" "$SOURCE_MS" "$MOCK" "$max_concurrency"
 } >"$config"
 export PRICEFRONT_CONFIG=$config
 unset RUST_LOG
@@ -107,17 +101,8 @@ ticks() { local t=0 pid; for pid; do t=$((t + $(awk '{ print $14 + $15 }' "/proc
 redis_pid=$(pid_on_port "$(port_of "$redis_url" 6379)")
 broker_pid=$(pid_on_port "$(port_of "$BROKER" 9092)")
 
-# assigned N: the partitions the first N consumers hold.
-assigned() {
-  local n=0 i c
-  for i in $(seq 1 "$1"); do
-    c=$(curl -fsS --max-time 2 "http://127.0.0.1:$((METRICS_FROM + i - 1))/metrics" 2>/dev/null |
-      grep -cE '^pricefront_partition_assigned\{[^}]*\} 1(\.0)?$' || true)
-    n=$((n + ${c:-0}))
-  done
-  echo "$n"
-}
-settled() { (($(assigned "$1") == PARTITIONS)); }
+# Every partition held by the first N consumers.
+settled() { (($(partitions_held "$METRICS_FROM" "$1") == PARTITIONS)); }
 
 results=()
 # burst TAG CONSUMERS IN_FLIGHT

@@ -95,13 +95,7 @@ mock_listen=$("$bin/admin" get mock.listen)
     echo "[kafka.consumer_options]"
     echo "\"fetch.wait.max.ms\" = \"$FETCH_WAIT_MS\""
   fi
-  for i in $(seq 1 "$SOURCES"); do
-    printf '[[mock.providers]]\nname = "src%d"\nlatency_ms = %d\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = "EUR"\n' \
-      "$i" "$SLOWEST_MS"
-  done
-  for i in $(seq 1 "$SOURCES"); do
-    printf '[[providers]]\nname = "src%d"\nurl = "http://%s/src%d/prices/{product_id}"\n' "$i" "$mock_listen" "$i"
-  done
+  fixed_sources "$SOURCES" "$SLOWEST_MS" "$mock_listen"
 } >"$config"
 export PRICEFRONT_CONFIG=$config
 # The clients log their effective librdkafka configuration at debug level: read back below.

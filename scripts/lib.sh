@@ -205,15 +205,37 @@ stack_failed() {
   exit 1
 }
 
-# Every partition owned by one of run.sh's consumers (PARTITIONS of them): the group has settled.
-stack_assigned() {
-  local n=0 i c
+# fixed_sources N MS MOCK [MAX_CONCURRENCY]: TOML for N mock sources src1 … srcN answering
+# after exactly MS ms (no jitter, no faults) and the N price sources that ask them at MOCK
+# (host:port), each with MAX_CONCURRENCY calls at once if given. For the benchmarks' configs.
+fixed_sources() {
+  local i
   for i in $(seq 1 "$1"); do
-    c=$(curl -fsS --max-time 2 "http://127.0.0.1:$((9100 + i))/metrics" 2>/dev/null |
+    printf '[[mock.providers]]\nname = "src%d"\nlatency_ms = %d\njitter_ms = 0\nerror_rate = 0.0\nhang_rate = 0.0\ncurrency = "EUR"\n' \
+      "$i" "$2"
+  done
+  for i in $(seq 1 "$1"); do
+    printf '[[providers]]\nname = "src%d"\nurl = "http://%s/src%d/prices/{product_id}"\n' "$i" "$3" "$i"
+    [[ -z ${4:-} ]] || printf 'max_concurrency = %d\n' "$4"
+  done
+}
+
+# partitions_held FIRST_PORT N: how many partitions the N consumers whose metrics listen on
+# 127.0.0.1:FIRST_PORT, FIRST_PORT+1, … hold now.
+partitions_held() {
+  local n=0 i c
+  for i in $(seq 0 $(($2 - 1))); do
+    c=$(curl -fsS --max-time 2 "http://127.0.0.1:$(($1 + i))/metrics" 2>/dev/null |
       grep -cE '^pricefront_partition_assigned\{[^}]*\} 1(\.0)?$' || true)
     n=$((n + ${c:-0}))
   done
-  stack_alive && ((n == $1))
+  echo "$n"
+}
+
+# Every partition owned by one of run.sh's consumers (PARTITIONS of them, on 9101 …): the group
+# has settled.
+stack_assigned() {
+  stack_alive && (($(partitions_held 9101 "$1") == $1))
 }
 
 # start_release_stack BIN LOG: starts scripts/run.sh in the background (its output in LOG) and
