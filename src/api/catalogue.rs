@@ -23,7 +23,6 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -31,7 +30,7 @@ use serde::Serialize;
 
 pub use super::miss::Reason;
 use super::miss::{self, Asking, Found, Wait};
-use super::prices::{self, X_CACHE};
+use super::prices::X_CACHE;
 use super::{ApiError, AppState};
 use crate::domain::{Comparison, ProductId, Status};
 
@@ -110,7 +109,7 @@ pub struct Unavailable {
 )]
 pub async fn get_prices(State(state): State<AppState>, request: Request) -> Response {
     let (request, _) = request.into_parts();
-    let peer = request.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    let peer = super::server::peer(&request.extensions);
     match respond(&state, request.uri.query(), &request.headers, peer).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -220,7 +219,7 @@ fn page(state: &AppState, ids: &[ProductId], entries: &[Found]) -> Response {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         None => {
-            headers.insert(header::CACHE_CONTROL, prices::cache_control(max_age, None));
+            headers.insert(header::CACHE_CONTROL, super::timed::cache_control(max_age, None));
         }
     }
     response

@@ -25,8 +25,6 @@ use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use axum::Extension;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -104,13 +102,13 @@ pub async fn price_events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    extensions: axum::http::Extensions,
 ) -> Result<Response, Response> {
     // A stream is long and rare: worth a span for whatever it logs.
     let span = prices::current_or(|| {
         super::request_span(&axum::http::Method::GET, "/v1/prices/{product_id}/events", &headers)
     });
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let peer = super::server::peer(&extensions);
     open(state, path, headers, peer).instrument(span.clone()).await.map_err(|error| {
         // Converted under the span, so a 5xx's cause is logged with it.
         let _entered = span.enter();

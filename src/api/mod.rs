@@ -7,6 +7,7 @@
 //! `request_id`).
 
 mod catalogue;
+mod dispatch;
 mod docs;
 mod events;
 mod health;
@@ -17,6 +18,7 @@ mod problem;
 mod refresh;
 pub mod request_id;
 pub mod server;
+mod timed;
 mod track;
 mod wait;
 mod web;
@@ -157,9 +159,12 @@ impl AppState {
     }
 }
 
-/// The producer's routes, wrapped so every answer carries its `X-Request-Id`.
-pub fn router(state: AppState) -> request_id::RequestIds<Router> {
-    tower::Layer::layer(&request_id::RequestIdLayer, routes(state))
+/// The producer's routes, wrapped so every answer carries its `X-Request-Id`, with the price
+/// route's way past the router when no layer needs to see its requests ([`dispatch`]).
+pub fn router(state: AppState) -> request_id::RequestIds<dispatch::Dispatch> {
+    let layered = traces::exporting() || !state.cors_allow_origins.is_empty();
+    let direct = (!layered).then(|| state.clone());
+    tower::Layer::layer(&request_id::RequestIdLayer, dispatch::Dispatch { direct, router: routes(state) })
 }
 
 fn routes(state: AppState) -> Router {

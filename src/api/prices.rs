@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use axum::body::Body;
-use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use super::miss::{self, Asking, Found, HITS_L1, Wait};
 use super::problem::Problem;
 use super::refresh;
+use super::timed;
 use super::track::RouteMetrics;
 use super::{ApiError, AppState};
 use crate::cache::StoredResult;
@@ -26,6 +26,11 @@ use crate::domain::{Comparison, ProductId, Status};
 /// The route, and where the id starts in its path.
 pub(super) const ROUTE: &str = "/v1/prices/{product_id}";
 const ROUTE_PREFIX: &str = "/v1/prices/";
+/// Whether `path` is this route's: `/v1/prices/` and a non-empty segment, valid or not (the
+/// handler answers an invalid id).
+pub(super) fn is_route(path: &str) -> bool {
+    path.strip_prefix(ROUTE_PREFIX).is_some_and(|id| !id.is_empty() && !id.contains('/'))
+}
 static METRICS: RouteMetrics = RouteMetrics::new(ROUTE);
 /// Header names, made once (a name given as `&str` is parsed on every use).
 pub(super) static PREFER: HeaderName = HeaderName::from_static("prefer");
@@ -140,7 +145,7 @@ async fn respond(state: AppState, request: Request) -> Response {
 /// are exported): the claim makes one, and so does an error, where something is logged.
 async fn answer(state: AppState, request: axum::http::request::Parts) -> Response {
     let raw = request.uri.path().strip_prefix(ROUTE_PREFIX).unwrap_or_default();
-    let peer = request.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr);
+    let peer = super::server::peer(&request.extensions);
     match slow_path(&state, raw, &request.headers, peer).await {
         Ok(response) => response,
         // A 5xx logs its cause: under the request's span, made now if there is none (a span
@@ -210,13 +215,13 @@ async fn slow_path(
 fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap, now: Instant) -> Response {
     // Whole seconds, rounded down: never more than its guarantee has left.
     let max_age = stored.ttl_left_at(now).as_secs();
-    let age = HeaderValue::from(stored.age_secs(SystemTime::now()));
+    let age = timed::age(stored.age_secs(SystemTime::now()));
     if stored.status == Status::NotFound {
         let id = ProductId::parse(id).expect("a stored result's id is valid");
         let mut response = ApiError::ProductNotFound(id).into_response();
         let headers = response.headers_mut();
         headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
-        headers.insert(header::CACHE_CONTROL, cache_control(max_age, None));
+        headers.insert(header::CACHE_CONTROL, timed::cache_control(max_age, None));
         headers.insert(header::AGE, age);
         headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
         return response;
@@ -224,7 +229,7 @@ fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap, n
     let not_modified = headers.get(header::IF_NONE_MATCH).is_some_and(|tags| stored.matches(tags.as_bytes()));
     // The fixed headers were made with the result; only what changes with time is added.
     let mut out = stored.headers.clone();
-    out.insert(header::CACHE_CONTROL, cache_control(max_age, state.refresh.window_secs(stored)));
+    out.insert(header::CACHE_CONTROL, timed::cache_control(max_age, state.refresh.window_secs(stored)));
     out.insert(header::AGE, age);
     let mut response = if not_modified {
         out.remove(header::CONTENT_TYPE);
@@ -236,18 +241,6 @@ fn hit(state: &AppState, stored: &StoredResult, id: &str, headers: &HeaderMap, n
     };
     *response.headers_mut() = out;
     response
-}
-
-/// `public, max-age=N[, stale-while-revalidate=W]`.
-pub(super) fn cache_control(max_age: u64, stale_while_revalidate: Option<u64>) -> HeaderValue {
-    let mut value = String::with_capacity(56);
-    value.push_str("public, max-age=");
-    value.push_str(itoa::Buffer::new().format(max_age));
-    if let Some(window) = stale_while_revalidate {
-        value.push_str(", stale-while-revalidate=");
-        value.push_str(itoa::Buffer::new().format(window));
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).expect("ascii")
 }
 
 fn accepted(id: &ProductId, retry_after_secs: u64) -> Response {

@@ -12,7 +12,9 @@
 //!   (`producer.max_wait_secs`) and the 15 s between an event stream's keep-alive comments.
 //! - **At most `producer.max_connections`** connections at once. Past it a new connection gets
 //!   `503` with `Retry-After` and is closed at once: it never hangs in a queue.
-//! - Each request carries its peer's address (`ConnectInfo`), as `axum::serve` gives it.
+//! - Each connection's task knows its peer's address ([`peer`], a task-local), for the few
+//!   answers that need it (a miss's per-client limits): not `ConnectInfo` in every request's
+//!   extensions, as `axum::serve` does, which costs every hit an allocation and a hash-map insert.
 //! - **HTTP/1.1 only.** hyper's HTTP/2 server has no header-read timeout and multiplexes
 //!   streams past the connection cap, so this port does not speak it (a client asking for h2
 //!   with prior knowledge gets a parse error). A load balancer in front may speak HTTP/2 to
@@ -98,12 +100,12 @@ where
         let activity = Arc::new(AtomicU64::new(0));
         let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             tower::ServiceExt::oneshot(app.clone(), request.map(axum::body::Body::new))
         });
         let connection = graceful.watch(builder.serve_connection(io, service));
-        connections.spawn(async move {
+        // HTTP/1.1 serves a connection's requests inside its task: they all see its peer.
+        connections.spawn(PEER.scope(peer, async move {
             // Held for the connection's life, and dropped when its task is aborted too.
             let _open = Open::new(limits.listener, slot);
             tokio::select! {
@@ -116,7 +118,7 @@ where
                     tracing::debug!(%peer, "connection idle too long; closed");
                 }
             }
-        });
+        }));
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
@@ -271,9 +273,18 @@ pub fn raise_file_limit(max_connections: usize) -> Option<u64> {
     }
 }
 
-/// The peer of a request served here (`None` when the router is driven in process).
+tokio::task_local! {
+    /// The peer of the connection this task serves.
+    static PEER: SocketAddr;
+}
+
+/// The peer of a request: its connection's, when [`serve`] serves it; else what `ConnectInfo`
+/// says (a router served by `axum::serve` with connect info); `None` when the router is driven
+/// in process.
 pub fn peer(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
+    PEER.try_with(|peer| *peer)
+        .ok()
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr))
 }
 
 #[cfg(test)]

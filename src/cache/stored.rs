@@ -9,9 +9,11 @@
 //! The entity tag is strong: the result's `computed_at` and an xxh3 hash of its bytes, made
 //! once, when the result is written.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+
 use bytes::Bytes;
 use time::OffsetDateTime;
 
@@ -71,9 +73,9 @@ impl StoredResult {
             return Self::from_json(value, now);
         }
         let newline = value.iter().position(|&b| b == b'\n').ok_or(Malformed::Header)?;
-        let header = std::str::from_utf8(&value[..newline]).map_err(|_| Malformed::Header)?;
-        let mut words = header.split(' ');
-        let (Some(MAGIC), Some(computed), Some(expires), Some(status), Some(tag), None) =
+        // Split as bytes: `str::split` with a pattern cost the Redis hit path ~800 instructions.
+        let mut words = value[..newline].split(|&b| b == b' ').map(std::str::from_utf8);
+        let (Some(Ok(MAGIC)), Some(Ok(computed)), Some(Ok(expires)), Some(Ok(status)), Some(Ok(tag)), None) =
             (words.next(), words.next(), words.next(), words.next(), words.next(), words.next())
         else {
             return Err(Malformed::Header);
@@ -163,15 +165,18 @@ fn etag(computed_at_ms: i64, json: &[u8]) -> String {
     format!("{computed_at_ms:x}-{:016x}", xxhash_rust::xxh3::xxh3_64(json))
 }
 
-/// Room for what [`StoredResult::headers`] holds and an answer adds (`Cache-Control`, `Age`).
-const ANSWER_HEADERS: usize = 8;
-
 fn answer_headers(etag: &HeaderValue) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(ANSWER_HEADERS);
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(HeaderName::from_static("x-cache"), HeaderValue::from_static("HIT"));
+    // Cloned from one made once, and the tag set: half the cost of building it (callgrind).
+    static FIXED: LazyLock<HeaderMap> = LazyLock::new(|| {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(HeaderName::from_static("x-cache"), HeaderValue::from_static("HIT"));
+        headers.insert(header::ETAG, HeaderValue::from_static("\"\""));
+        headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
+        headers
+    });
+    let mut headers = FIXED.clone();
     headers.insert(header::ETAG, etag.clone());
-    headers.insert(header::VARY, HeaderValue::from_static("Prefer"));
     headers
 }
 
