@@ -27,7 +27,8 @@
 //!   environment, tokens that renew themselves, JSON Pointer response mapping with offer lists,
 //!   not-found, quotas and `Retry-After`, a breaker that counts only what says a source is
 //!   unwell) and the concurrent fan-out.
-//! - [`api`]: the producer's HTTP router, the hit path, HTTP caching (ETag, 304), catalogue
+//! - [`api`]: the producer's HTTP router (the price route's hits dispatched past it), the hit
+//!   path and its time-dependent headers, HTTP caching (ETag, 304), catalogue
 //!   pages (many products in one request), event streams (SSE), one miss path for all three
 //!   (look, claim, the limits on misses, publish, `Prefer: wait`), refresh ahead, per-route metrics, errors as problem+json, `X-Request-Id` on every
 //!   answer (handed on to the consumer with a miss); the comparison widget; the HTTP/1.1 server
