@@ -70,10 +70,9 @@ ensure_redis_server_binary() {
   command -v redis-server >/dev/null || apt_install redis-server
 }
 
-# What the suite's TLS tests run: openssl makes throwaway certificates, socat terminates TLS in
-# front of a private broker (tansu has no TLS listener of its own).
+# What the suite's TLS tests run: socat terminates TLS in front of a private broker (tansu has
+# no TLS listener of its own). The certificates are made in the tests (rcgen).
 ensure_tls_tools() {
-  command -v openssl >/dev/null || apt_install openssl
   command -v socat >/dev/null || apt_install socat
 }
 

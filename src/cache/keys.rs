@@ -46,9 +46,15 @@ impl Keys {
         self.tagged("pending", id.as_str())
     }
 
-    /// The pub/sub channel announced when a result is written.
+    /// The pub/sub channel announced when a result is written: [`Self::ready_channels`] and the id.
     pub fn ready_channel(&self, id: &ProductId) -> String {
-        format!("{}:ready:{id}", self.prefix)
+        self.ready_channels() + id.as_str()
+    }
+
+    /// What every result announcement's channel starts with, `{prefix}:ready:` (the id, untagged,
+    /// follows): the one place the channel's name is spelled.
+    pub fn ready_channels(&self) -> String {
+        format!("{}:ready:", self.prefix)
     }
 
     /// The computation's progress log (a Redis Stream), one event per source's outcome.
@@ -79,9 +85,15 @@ impl Keys {
         self.tagged("pause", source)
     }
 
-    /// The pub/sub channel each progress event is announced on, with the event.
+    /// The pub/sub channel each progress event is announced on, with the event:
+    /// [`Self::progress_channels`] and the id.
     pub fn progress_channel(&self, id: &ProductId) -> String {
-        format!("{}:progress:{id}", self.prefix)
+        self.progress_channels() + id.as_str()
+    }
+
+    /// What every progress channel starts with, `{prefix}:progress:` (the id, untagged, follows).
+    pub fn progress_channels(&self) -> String {
+        format!("{}:progress:", self.prefix)
     }
 }
 

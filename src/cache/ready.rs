@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::{Notify, broadcast, watch};
 
+use super::Keys;
 use super::progress::Progress;
 use crate::domain::ProductId;
 
@@ -199,11 +200,9 @@ const LIVENESS_EVERY: Duration = Duration::from_secs(5);
 /// `ready`, until the process ends. When the subscription cannot be made or ends, the next
 /// client is tried (on a cluster: another seed node, so one node's failure does not end the
 /// announcements). `connect_timeout` bounds each attempt.
-pub async fn subscribe(clients: Vec<(redis::Client, String)>, prefix: String, ready: Ready, connect_timeout: Duration) {
-    let ready_pattern = format!("{prefix}:ready:*");
-    let progress_pattern = format!("{prefix}:progress:*");
-    let ready_prefix = format!("{prefix}:ready:");
-    let progress_prefix = format!("{prefix}:progress:");
+pub async fn subscribe(clients: Vec<(redis::Client, String)>, keys: Keys, ready: Ready, connect_timeout: Duration) {
+    let (ready_prefix, progress_prefix) = (keys.ready_channels(), keys.progress_channels());
+    let (ready_pattern, progress_pattern) = (format!("{ready_prefix}*"), format!("{progress_prefix}*"));
     let bound = connect_timeout * 2;
     ready.subscribed(Err("subscribing".into()));
     for (client, address) in clients.iter().cycle() {

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use redis::cluster_routing::Slot;
 use redis::{AsyncCommands, Script};
 
 use super::connection::Connection;
@@ -376,9 +377,10 @@ impl RedisStore {
         if !matches!(self.conn, Connection::Cluster(_)) {
             return vec![(0..items.len()).collect()];
         }
-        let mut groups: std::collections::BTreeMap<u16, Vec<usize>> = Default::default();
+        let mut groups: std::collections::HashMap<Slot, Vec<usize>> = Default::default();
         for (i, item) in items.iter().enumerate() {
-            groups.entry(hash_slot(id(item))).or_default().push(i);
+            // The id is the keys' hash tag: its slot is theirs.
+            groups.entry(Slot::for_key(id(item).as_str())).or_default().push(i);
         }
         groups.into_values().collect()
     }
@@ -494,11 +496,6 @@ impl RedisStore {
     }
 }
 
-/// The Redis Cluster hash slot of a product's keys: CRC16 (XMODEM) of their hash tag, the id.
-fn hash_slot(id: &ProductId) -> u16 {
-    crc16::State::<crc16::XMODEM>::calculate(id.as_str().as_bytes()) % 16384
-}
-
 /// A result read at `key`.
 fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
     StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
@@ -604,12 +601,8 @@ impl RedisStore {
     /// one); until it is up, a waiter is woken when it is, to look again.
     fn subscribe(&self) {
         self.subscribed.get_or_init(|| {
-            let subscription = ready::subscribe(
-                self.announcements.clone(),
-                self.keys.prefix().to_owned(),
-                self.ready.clone(),
-                self.timeout,
-            );
+            let subscription =
+                ready::subscribe(self.announcements.clone(), self.keys.clone(), self.ready.clone(), self.timeout);
             tokio::spawn(subscription);
         });
     }
@@ -620,9 +613,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hash_slots_are_redis_clusters() {
+    fn a_products_keys_share_the_slot_of_its_id() {
         // `CLUSTER KEYSLOT foo` and `CLUSTER KEYSLOT somekey`.
-        let slot = |id| hash_slot(&ProductId::parse(id).unwrap());
-        assert_eq!((slot("foo"), slot("somekey")), (12182, 11058));
+        let keys = Keys::new("pf");
+        for (id, slot) in [("foo", 12182), ("somekey", 11058)] {
+            let id = ProductId::parse(id).unwrap();
+            let slot = Slot::new(slot).unwrap();
+            for key in [keys.result(&id), keys.pending(&id), keys.progress(&id), keys.quotes(&id)] {
+                assert_eq!(Slot::for_key(&key), slot, "{key}");
+            }
+            assert_eq!(Slot::for_key(id.as_str()), slot);
+        }
     }
 }

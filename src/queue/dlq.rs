@@ -31,6 +31,14 @@ pub const IDLE: Duration = Duration::from_secs(3);
 const REPLAY_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header a replayed copy carries: `topic/partition/offset` of its dead letter.
 pub const REPLAYED_FROM: &str = "dlq.replayed_from";
+/// The headers a dead letter carries besides the original's (written by the worker, read here
+/// and by `admin dlq`): why, the error, where the original was, and when it failed.
+pub const REASON: &str = "dlq.reason";
+pub const ERROR: &str = "dlq.error";
+pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+pub const FAILED_AT: &str = "dlq.failed_at";
 
 /// One message of the DLQ topic.
 #[derive(Debug)]
@@ -61,16 +69,16 @@ impl DeadLetter {
 
     /// Why it was dead-lettered (`dlq.reason`: `invalid_json`, `processing_failed`, …).
     pub fn reason(&self) -> &str {
-        self.headers.get_str("dlq.reason").unwrap_or("unknown")
+        self.headers.get_str(REASON).unwrap_or("unknown")
     }
 
     pub fn error(&self) -> &str {
-        self.headers.get_str("dlq.error").unwrap_or_default()
+        self.headers.get_str(ERROR).unwrap_or_default()
     }
 
     /// When it failed (`dlq.failed_at`), else when the broker got it.
     pub fn failed_at(&self) -> Option<OffsetDateTime> {
-        let header = self.headers.get_str("dlq.failed_at").and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
+        let header = self.headers.get_str(FAILED_AT).and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok());
         header.or_else(|| OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.timestamp_ms?) * 1_000_000).ok())
     }
 

@@ -35,7 +35,7 @@ use crate::domain::{Comparison, Failure, FailureReason, ProductId, Quote, Rates,
 use crate::fx::Fx;
 use crate::providers::{PriceSources, Quotas};
 use crate::queue::envelope::CALLER_HEADERS;
-use crate::queue::{Headers, Message, PriceRequest, RequestQueue};
+use crate::queue::{Headers, Message, PriceRequest, RequestQueue, dlq};
 use crate::settings::Settings;
 
 /// Disagreement between our clock and Redis's that is worth a warning.
@@ -446,10 +446,10 @@ fn dead_letter_headers(message: &Message, kind: &str, error: &str) -> Headers {
     message
         .headers
         .kept(&CALLER_HEADERS)
-        .with("dlq.reason", kind)
-        .with("dlq.error", error)
-        .with("dlq.source.topic", &message.origin.topic)
-        .with("dlq.source.partition", message.origin.partition.to_string())
-        .with("dlq.source.offset", message.origin.offset.to_string())
-        .with("dlq.failed_at", failed_at)
+        .with(dlq::REASON, kind)
+        .with(dlq::ERROR, error)
+        .with(dlq::SOURCE_TOPIC, &message.origin.topic)
+        .with(dlq::SOURCE_PARTITION, message.origin.partition.to_string())
+        .with(dlq::SOURCE_OFFSET, message.origin.offset.to_string())
+        .with(dlq::FAILED_AT, failed_at)
 }

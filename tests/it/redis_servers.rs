@@ -2,7 +2,7 @@
 //! [`crate::helpers::RedisServer`]:
 //!
 //! - [`TlsRedis`]: a `redis-server` that only speaks TLS (`rediss://localhost:PORT`), with a
-//!   throwaway CA, server certificate and client certificate made with the `openssl` CLI at
+//!   throwaway CA, server certificate and client certificate made with `rcgen` (see `certs`) at
 //!   test time; optionally requiring client certificates (mTLS). It can create ACL users, and
 //!   be stopped and restarted on the same port with the same certificates.
 //! - [`RedisCluster`]: a three-master, no-replica Redis Cluster on free ports. Any master can

@@ -3,8 +3,8 @@
 //! tansu cannot serve TLS itself, so a private plain tansu sits behind `socat`, which terminates
 //! TLS (and, with mTLS, demands a client certificate signed by the test CA). tansu advertises
 //! the proxy's address, so every connection a client opens after the bootstrap one goes
-//! through TLS too. The certificates are made with the `openssl` CLI in a temp dir of its own:
-//! a throwaway CA, a server leaf for `localhost`/`127.0.0.1` and a client leaf.
+//! through TLS too. The certificates are made with `rcgen` (see `certs`) in a temp dir of its
+//! own: a throwaway CA, a server leaf for `localhost`/`127.0.0.1` and a client leaf.
 
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
