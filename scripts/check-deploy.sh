@@ -30,6 +30,7 @@
 # Tools go into a project-local venv, .venv-check/ (PyPI only, plus promtool from Debian's
 # package); a second run reuses it.
 # Prints what it checked; exits non-zero if any check fails.
+# The Python checks are scripts/check_deploy/*.py (run with the venv's python); the shell orchestrates.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -112,70 +113,7 @@ check_compose_cli() {
 # pricefront's own rules, on the parsed file (YAML merge keys resolved).
 check_compose_rules() {
     local out
-    if out=$("$VENV/bin/python" - "$COMPOSE_FILE" <<'PY' 2>&1
-import sys
-from ruamel.yaml import YAML
-
-doc = YAML(typ="safe").load(open(sys.argv[1]))
-services = doc["services"]
-errors = []
-def need(cond, msg):
-    if not cond:
-        errors.append(msg)
-
-def env(svc):
-    e = svc.get("environment") or {}
-    if isinstance(e, list):
-        e = dict(item.split("=", 1) if "=" in item else (item, None) for item in e)
-    return e
-
-want = {"kafka", "redis", "create-topics", "mock-providers", "producer", "consumer", "kafka-ui", "k6",
-        "jaeger", "prometheus", "grafana"}
-need(want <= services.keys(), f"missing services: {sorted(want - services.keys())}")
-ours = [n for n, s in services.items() if str(s.get("image", "")).startswith("pricefront")]
-need(set(ours) >= {"create-topics", "mock-providers", "producer", "consumer"}, f"pricefront services: {ours}")
-for n in ours:
-    need(env(services[n]).get("PRICEFRONT_CONFIG") == "/app/config/docker.toml",
-         f"{n}: PRICEFRONT_CONFIG must be /app/config/docker.toml")
-    need("entrypoint" not in services[n] and services[n].get("command"), f"{n}: pick the binary with command:")
-need(str(services["kafka"].get("image", "")).startswith("apache/kafka:"), "kafka: use the apache/kafka image")
-need("zookeeper" not in services, "no ZooKeeper")
-for n in ("kafka", "redis", "mock-providers", "producer"):
-    need("healthcheck" in services.get(n, {}), f"{n}: needs a healthcheck")
-dep = lambda n: services.get(n, {}).get("depends_on") or {}
-need(dep("create-topics").get("kafka", {}).get("condition") == "service_healthy", "create-topics waits for a healthy kafka")
-for n in ("producer", "consumer"):
-    need(dep(n).get("create-topics", {}).get("condition") == "service_completed_successfully",
-         f"{n}: waits for create-topics to complete")
-    need(dep(n).get("redis", {}).get("condition") == "service_healthy", f"{n}: waits for a healthy redis")
-replicas = services.get("consumer", {}).get("deploy", {}).get("replicas")
-need(services.get("kafka-ui", {}).get("profiles") == ["ui"], "kafka-ui: profile ui")
-need(services.get("k6", {}).get("profiles") == ["loadtest"], "k6: profile loadtest")
-need("BASE_URL=http://producer:8080" in (services.get("k6", {}).get("environment") or []), "k6: BASE_URL=http://producer:8080")
-# Client identity: the producer trusts the k6 container's fixed address alone.
-k6_address = ((services.get("k6", {}).get("networks") or {}).get("default") or {}).get("ipv4_address")
-need(k6_address, "k6: a fixed ipv4_address on the default network (the producer trusts it alone)")
-need(env(services.get("producer", {})).get("PRICEFRONT__PRODUCER__TRUSTED_PROXIES") == k6_address,
-     f"producer: PRICEFRONT__PRODUCER__TRUSTED_PROXIES is the k6 container's address ({k6_address}) alone")
-# The mock's fault API is for this host only.
-for port in services.get("mock-providers", {}).get("ports") or []:
-    need(str(port).startswith("127.0.0.1:"), f"mock-providers: publishes {port} beyond 127.0.0.1")
-for n in ("jaeger", "prometheus", "grafana"):
-    need(services.get(n, {}).get("profiles") == ["observability"], f"{n}: profile observability")
-for n, s in services.items():
-    image = str(s.get("image", ""))
-    if not image.startswith("pricefront"):
-        tag = image.rpartition(":")[2] if ":" in image.rpartition("/")[2] else ""
-        need(tag and tag != "latest", f"{n}: pin the image's version ({image!r})")
-for n in ("producer", "consumer"):
-    # Passed through from the host; empty (the default) turns span export off.
-    need(env(services[n]).get("OTEL_EXPORTER_OTLP_ENDPOINT") == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}",
-         f"{n}: environment OTEL_EXPORTER_OTLP_ENDPOINT: ${{OTEL_EXPORTER_OTLP_ENDPOINT:-}}")
-if errors:
-    sys.exit("\n".join(errors))
-print(f"consumer replicas={replicas}")
-PY
-    ); then
+    if out=$("$VENV/bin/python" scripts/check_deploy/compose_rules.py "$COMPOSE_FILE" 2>&1); then
         local replicas=${out##*replicas=} partitions
         if partitions=$(admin_get kafka.partitions 2>/dev/null) && [[ "$replicas" =~ ^[0-9]+$ ]] && ((replicas >= 1 && replicas <= partitions)); then
             pass "$COMPOSE_FILE: services, PRICEFRONT_CONFIG, health-ordered depends_on, profiles, pinned images, OTLP pass-through; consumer replicas $replicas <= kafka.partitions $partitions"
@@ -232,26 +170,7 @@ check_config() {
         [[ "$got" == "$want" ]] || { note "$key = $got, expected $want"; bad=1; }
     done
     # [[providers]] in the file replaces the default list: same sources, in-network URLs.
-    if ! out=$("$VENV/bin/python" - <<'PY' 2>&1
-import sys, tomllib
-def in_network(value):
-    """A default source as compose reaches it: every 127.0.0.1:9100 URL at mock-providers:9100."""
-    if isinstance(value, dict):
-        return {k: in_network(v) for k, v in value.items()}
-    if isinstance(value, str):
-        return value.replace("http://127.0.0.1:9100/", "http://mock-providers:9100/")
-    return value
-default = tomllib.load(open("config/default.toml", "rb"))["providers"]
-docker = tomllib.load(open("config/docker.toml", "rb"))["providers"]
-errs = []
-if [p["name"] for p in docker] != [p["name"] for p in default]:
-    errs.append(f"providers {[p['name'] for p in docker]} differ from config/default.toml's {[p['name'] for p in default]}")
-for d, p in zip(default, docker):
-    if p != in_network(d):
-        errs.append(f"provider {p['name']}: {p} is not config/default.toml's at mock-providers:9100")
-sys.exit("\n".join(errs) or None)
-PY
-    ); then
+    if ! out=$("$VENV/bin/python" scripts/check_deploy/docker_providers.py 2>&1); then
         note "$out"
         bad=1
     fi
@@ -311,305 +230,27 @@ check_prometheus_config() {
 check_observability_rules() {
     local out producer_listen consumer_listen
     # `admin get` has no consumer.metrics_listen (yet): then the files, docker.toml over default.toml.
-    consumer_listen=$(admin_get consumer.metrics_listen 2>/dev/null) || consumer_listen=$("$VENV/bin/python" -c '
-import tomllib
-for f in ("config/docker.toml", "config/default.toml"):
-    listen = tomllib.load(open(f, "rb")).get("consumer", {}).get("metrics_listen")
-    if listen:
-        print(listen)
-        break
-' 2>&1)
+    consumer_listen=$(admin_get consumer.metrics_listen 2>/dev/null) || consumer_listen=$("$VENV/bin/python" scripts/check_deploy/consumer_listen.py 2>&1)
     if ! producer_listen=$(admin_get producer.ops_listen 2>&1) || [[ ! "$consumer_listen" =~ :[0-9]+$ ]]; then
         fail "$OBS: cannot read producer.ops_listen / consumer.metrics_listen for config/docker.toml" \
             && note "$producer_listen" && note "$consumer_listen"
         return 0
     fi
-    if out=$("$VENV/bin/python" - "$COMPOSE_FILE" "$OBS" "${producer_listen##*:}" "${consumer_listen##*:}" <<'PY' 2>&1
-import glob, os, sys
-from ruamel.yaml import YAML
-
-compose_file, obs, producer_port, consumer_port = sys.argv[1:]
-load = lambda path: YAML(typ="safe").load(open(path))
-services = load(compose_file)["services"]
-errors = []
-def need(cond, msg):
-    if not cond:
-        errors.append(msg)
-
-def binds(svc):
-    """{container path: host path} of a service's bind mounts, host paths relative to the repo."""
-    out = {}
-    for v in services.get(svc, {}).get("volumes") or []:
-        if isinstance(v, dict):
-            src, dst = v.get("source", ""), v.get("target", "")
-        else:
-            src, dst = v.split(":")[:2]
-        if src.startswith((".", "/")):
-            out[dst.rstrip("/")] = os.path.normpath(src)
-    return out
-
-def env(svc):
-    e = services.get(svc, {}).get("environment") or {}
-    if isinstance(e, list):
-        e = dict(item.split("=", 1) if "=" in item else (item, None) for item in e)
-    return {k: str(v) if v is not None else None for k, v in e.items()}
-
-# Every bind-mounted file or folder is in the repository.
-for name in services:
-    for dst, src in binds(name).items():
-        need(os.path.exists(src), f"{name}: mounts {src} at {dst}, which does not exist")
-
-# Prometheus: its config file is ours, mounted where --config.file points.
-prom_cfg = os.path.join(obs, "prometheus.yml")
-args = services.get("prometheus", {}).get("command") or []
-config_path = next((a.split("=", 1)[1] for a in args if a.startswith("--config.file=")), "/etc/prometheus/prometheus.yml")
-need(binds("prometheus").get(config_path) == os.path.normpath(prom_cfg),
-     f"prometheus: mount {prom_cfg} at {config_path} (--config.file)")
-prom_port = next((a.rsplit(":", 1)[1] for a in args if a.startswith("--web.listen-address=")), "9090")
-
-# The producer and every consumer replica are scraped where config/docker.toml makes them
-# listen. A replicated service needs DNS discovery (type A: one record per container); a
-# static target would reach one replica at random.
-jobs = load(prom_cfg).get("scrape_configs") or []
-def scraped(service, port):
-    replicas = (services.get(service, {}).get("deploy") or {}).get("replicas", 1)
-    for job in jobs:
-        if job.get("metrics_path", "/metrics") != "/metrics":
-            continue
-        for sd in job.get("dns_sd_configs") or []:
-            if service in sd.get("names", []) and sd.get("type") == "A" and str(sd.get("port")) == port:
-                return True
-        if replicas == 1:
-            for sc in job.get("static_configs") or []:
-                if f"{service}:{port}" in sc.get("targets", []):
-                    return True
-    return False
-for service, port in (("producer", producer_port), ("consumer", consumer_port)):
-    need(scraped(service, port), f"{prom_cfg}: no job scrapes every {service} at :{port}/metrics (dns_sd_configs, type A)")
-
-# Grafana: our provisioning folders mounted over the image's, a Prometheus datasource that is
-# the compose service, and a dashboard provider whose path is where the dashboards are mounted.
-g = os.path.join(obs, "grafana")
-gb = binds("grafana")
-for sub in sorted(os.listdir(os.path.join(g, "provisioning"))):
-    need(gb.get(f"/etc/grafana/provisioning/{sub}") == os.path.join(g, "provisioning", sub),
-         f"grafana: mount {g}/provisioning/{sub} at /etc/grafana/provisioning/{sub}")
-sources = [d for f in sorted(glob.glob(os.path.join(g, "provisioning/datasources/*.y*ml")))
-           for d in load(f).get("datasources") or []]
-proms = [d for d in sources if d.get("type") == "prometheus"]
-need(len(proms) == 1 and proms[0].get("uid"), "grafana: one Prometheus datasource, with a fixed uid")
-for d in proms:
-    need(d.get("url") == f"http://prometheus:{prom_port}", f"grafana datasource {d.get('name')}: url {d.get('url')}, expected http://prometheus:{prom_port}")
-providers = [p for f in sorted(glob.glob(os.path.join(g, "provisioning/dashboards/*.y*ml")))
-             for p in load(f).get("providers") or []]
-need(providers, "grafana: no dashboard provider")
-for p in providers:
-    path = (p.get("options") or {}).get("path", "").rstrip("/")
-    need(gb.get(path) == os.path.join(g, "dashboards"), f"grafana: provider {p.get('name')} reads {path}, where {g}/dashboards is not mounted")
-e = env("grafana")
-need(e.get("GF_AUTH_ANONYMOUS_ENABLED") == "true" and e.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Viewer",
-     "grafana: anonymous access on, as Viewer")
-home = e.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH")
-if home:
-    folder, file = os.path.split(home)
-    need(folder in gb and os.path.isfile(os.path.join(gb[folder], file)), f"grafana: home dashboard {home} is not a mounted file")
-need("3000:3000" in (services.get("grafana", {}).get("ports") or []), "grafana: publish 3000")
-
-# Jaeger: takes OTLP/HTTP on 4318 in the network (the image's default listeners), UI published.
-need(str(services.get("jaeger", {}).get("image", "")).startswith(("jaegertracing/jaeger:", "jaegertracing/all-in-one:")),
-     "jaeger: jaegertracing/jaeger (v2) or jaegertracing/all-in-one image")
-need("16686:16686" in (services.get("jaeger", {}).get("ports") or []), "jaeger: publish the UI, 16686")
-
-if errors:
-    sys.exit("\n".join(errors))
-print(f"prometheus scrapes producer :{producer_port} and every consumer replica :{consumer_port} (DNS A), "
-      f"config mounted at {config_path}; grafana datasource uid {proms[0]['uid']} -> http://prometheus:{prom_port}, "
-      f"dashboards mounted where provisioned, anonymous Viewer; jaeger UI :16686")
-PY
-    ); then
+    if out=$("$VENV/bin/python" scripts/check_deploy/observability_rules.py "$COMPOSE_FILE" "$OBS" "${producer_listen##*:}" "${consumer_listen##*:}" 2>&1); then
         pass "$OBS: $out"
     else
         fail "$OBS: compose, Prometheus and Grafana rules" && note "$out"
     fi
 }
 
-# The dashboard's queries, parsed by a real PromQL parser. Modes:
+# The dashboard's queries, parsed by a real PromQL parser: scripts/check_deploy/dashboard.py. Modes:
 #   static DASHBOARD DATASOURCES_DIR         JSON, datasource, PromQL, names, required panels
 #   scrape DASHBOARD DATASOURCES_DIR URL...  every selector and grouping label in the scrapes
-read -r -d '' DASHBOARD_PY <<'PY' || true
-import glob, json, os, re, sys, urllib.request
-import promql_parser as pq
-from ruamel.yaml import YAML
-
-mode, dashboard, ds_dir, *urls = sys.argv[1:]
-errors = []
-NAME = re.compile(r"pricefront_[a-z][a-z0-9_]*[a-z0-9]")  # the project's names (Prometheus-valid)
-TARGET_LABELS = {"instance", "job"}  # added by Prometheus at scrape time, not in /metrics
-# Grafana's interval macros, as Prometheus would receive them.
-MACROS = {"__rate_interval": "1m", "__interval": "15s", "__range": "30m", "__range_s": "1800",
-          "__range_ms": "1800000", "__interval_ms": "15000"}
-# What issue 9 asks the dashboard to show: (what, metric, equality matchers, grouped by).
-WANTED = [
-    ("request rate by status", "pricefront_http_requests_total", {}, "status"),
-    ("hit ratio by tier", "pricefront_cache_lookups_total", {}, "tier"),
-    ("miss-to-result latency", "pricefront_miss_to_result_seconds_bucket", {}, "le"),
-    ("provider latency", "pricefront_provider_call_duration_seconds_bucket", {}, "provider"),
-    ("provider errors", "pricefront_provider_calls_total", {}, "provider"),
-    ("circuit state", "pricefront_circuit_open", {}, "provider"),
-    ("consumer in-flight", "pricefront_messages_in_flight", {}, None),
-    ("consumer lag", "pricefront_consumer_lag", {}, "partition"),
-    ("DLQ rate", "pricefront_messages_total", {"outcome": "dead_lettered"}, None),
-]
-
-try:
-    dash = json.load(open(dashboard))
-except (OSError, ValueError) as e:
-    sys.exit(f"{dashboard}: {e}")
-
-uids = {d.get("uid") for f in glob.glob(os.path.join(ds_dir, "*.y*ml"))
-        for d in YAML(typ="safe").load(open(f)).get("datasources") or [] if d.get("type") == "prometheus"}
-
-def panels(items):
-    for p in items:
-        if p.get("type") == "row":
-            yield from panels(p.get("panels") or [])  # a collapsed row holds its panels
-        else:
-            yield p
-
-def selectors(expr):
-    found = []
-    pq.walk(expr, lambda n: found.append(n) if isinstance(n, pq.VectorSelector) else None)
-    return found
-
-def positive(sel):
-    """Matchers that a series must satisfy to be selected at all: = and =~ not matching ''."""
-    out = []
-    for m in sel.matchers.matchers:
-        if m.op == pq.MatchOp.Equal and m.value != "":
-            out.append((m.name, lambda v, x=m.value: v == x, f'{m.name}="{m.value}"'))
-        elif m.op == pq.MatchOp.Re and not re.fullmatch(m.value, ""):
-            out.append((m.name, lambda v, x=re.compile(m.value): bool(x.fullmatch(v)), f'{m.name}=~"{m.value}"'))
-    return out
-
-# (panel title, query) -> its selectors and the labels it groups or matches by.
-queries = []
-ids = set()
-for p in panels(dash.get("panels") or []):
-    title = p.get("title") or f"panel id {p.get('id')}"
-    if p.get("id") in ids:
-        errors.append(f"{title}: duplicate panel id {p.get('id')}")
-    ids.add(p.get("id"))
-    if (p.get("datasource") or {}).get("uid") not in uids:
-        errors.append(f"{title}: datasource {p.get('datasource')} is not the provisioned Prometheus ({sorted(uids)})")
-    targets = [t for t in p.get("targets") or [] if not t.get("hide")]
-    if not targets:
-        errors.append(f"{title}: no query")
-    for t in targets:
-        if "datasource" in t and (t["datasource"] or {}).get("uid") not in uids:
-            errors.append(f"{title} {t.get('refId')}: datasource {t['datasource']} is not the provisioned Prometheus")
-        raw = t.get("expr") or ""
-        if not raw.strip():
-            errors.append(f"{title} {t.get('refId')}: empty expr")
-            continue
-        unknown = [v for v in re.findall(r"\$\{?(\w+)", raw) if v not in MACROS]
-        if unknown:
-            errors.append(f"{title}: unknown Grafana variables {unknown} in {raw}")
-            continue
-        expr = re.sub(r"\$\{?(\w+)\}?", lambda m: MACROS[m.group(1)], raw)
-        try:
-            ast = pq.parse(expr)
-        except Exception as e:
-            errors.append(f"{title}: does not parse as PromQL: {raw}\n  {e}")
-            continue
-        sels = selectors(ast)
-        for s in sels:
-            if s.name is None or not NAME.fullmatch(s.name):
-                errors.append(f"{title}: metric name {s.name!r} is not a pricefront_* name ({raw})")
-        uses = []  # (labels, selectors of the subtree they apply to)
-        def visit(n):
-            if isinstance(n, pq.AggregateExpr) and n.modifier is not None:
-                uses.append((list(n.modifier.labels), selectors(n.expr)))
-            elif isinstance(n, pq.BinaryExpr) and n.modifier is not None:
-                labels = list(n.modifier.matching.labels) if n.modifier.matching else []
-                labels += list(n.modifier.group_labels or [])  # group_left (…) / group_right (…)
-                if labels:
-                    uses.append((labels, selectors(n.lhs) + selectors(n.rhs)))
-        pq.walk(ast, visit)
-        queries.append((title, raw, sels, uses))
-
-for what, metric, eq, by in WANTED:
-    def shows(q):
-        _, _, sels, uses = q
-        hit = [s for s in sels if s.name == metric
-               and eq.items() <= {(m.name, m.value) for m in s.matchers.matchers if m.op == pq.MatchOp.Equal}]
-        return hit and (by is None or any(by in labels and any(s.name == metric for s in ss) for labels, ss in uses))
-    if not any(shows(q) for q in queries):
-        matchers = ",".join(f'{k}="{v}"' for k, v in eq.items())
-        errors.append(f"no panel shows {what}: {metric}{{{matchers}}}" + (f" by {by}" if by else ""))
-
-if mode == "static":
-    if errors:
-        sys.exit("\n".join(errors))
-    names = sorted({s.name for _, _, sels, _ in queries for s in sels})
-    print(f"{len(set(q[0] for q in queries))} panels, {len(queries)} PromQL queries over {len(names)} metrics "
-          f"({', '.join(n.removeprefix('pricefront_') for n in names)}); every panel the issue asks for")
-    sys.exit()
-if errors:
-    sys.exit("the dashboard itself fails its checks (see above)")
-
-# --- scrape: the union of the given /metrics pages ---
-series = {}  # name -> [labels]
-LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+\S+")
-LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-for url in urls:
-    try:
-        text = urllib.request.urlopen(url, timeout=10).read().decode()
-    except Exception as e:
-        errors.append(f"cannot scrape {url}: {e}")
-        continue
-    for line in text.splitlines():
-        m = LINE.match(line)
-        if m and not line.startswith("#"):
-            labels = {k: re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1), v)
-                      for k, v in LABEL.findall(m.group(2) or "")}
-            series.setdefault(m.group(1), []).append(labels)
-if errors:
-    sys.exit("\n".join(errors))
-
-missing, unmatched, ungrouped = {}, {}, {}
-for title, raw, sels, uses in queries:
-    for s in sels:
-        if s.name not in series:
-            missing.setdefault(s.name, set()).add(title)
-            continue
-        pos = positive(s)
-        if pos and not any(all(n in lab and ok(lab[n]) for n, ok, _ in pos) for lab in series[s.name]):
-            key = f"{s.name}{{{','.join(text for _, _, text in pos)}}}"
-            unmatched.setdefault(key, set()).add(title)
-    for labels, ss in uses:
-        present = [s for s in ss if s.name in series]
-        if len(present) < len(ss):
-            continue  # already reported as missing
-        for label in labels:
-            if label in TARGET_LABELS:
-                continue
-            if not any(label in lab for s in present for lab in series[s.name]):
-                key = f"{label} (on {', '.join(sorted({s.name for s in present}))})"
-                ungrouped.setdefault(key, set()).add(title)
-for what, found in (("metric not in any scrape", missing), ("no series for selector", unmatched),
-                    ("grouping/matching label on no series", ungrouped)):
-    for key, titles in sorted(found.items()):
-        errors.append(f"{what}: {key}  [panels: {'; '.join(sorted(titles))}]")
-if errors:
-    sys.exit("\n".join(errors))
-names = {s.name for _, _, sels, _ in queries for s in sels}
-print(f"all {len(names)} metrics and every selector of {len(queries)} queries found in "
-      f"{sum(map(len, series.values()))} series from {len(urls)} scrapes")
-PY
+DASHBOARD_PY=scripts/check_deploy/dashboard.py
 
 check_dashboard() {
     local out
-    if out=$("$VENV/bin/python" -c "$DASHBOARD_PY" static "$DASHBOARD" "$OBS/grafana/provisioning/datasources" 2>&1); then
+    if out=$("$VENV/bin/python" "$DASHBOARD_PY" static "$DASHBOARD" "$OBS/grafana/provisioning/datasources" 2>&1); then
         pass "$DASHBOARD: JSON parses; $out (promql-parser $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("promql-parser"))'))"
     else
         fail "$DASHBOARD: panels and queries" && note "$out"
@@ -623,7 +264,7 @@ check_dashboard_metrics() {
         return 0
     fi
     IFS=, read -r -a urls <<<"$METRICS_URLS"
-    if out=$("$VENV/bin/python" -c "$DASHBOARD_PY" scrape "$DASHBOARD" "$OBS/grafana/provisioning/datasources" "${urls[@]}" 2>&1); then
+    if out=$("$VENV/bin/python" "$DASHBOARD_PY" scrape "$DASHBOARD" "$OBS/grafana/provisioning/datasources" "${urls[@]}" 2>&1); then
         pass "$DASHBOARD: $out (${urls[*]})"
     else
         fail "$DASHBOARD: panel metrics against ${urls[*]}" && note "$out"

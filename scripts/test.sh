@@ -5,8 +5,9 @@
 # OpenAPI document (schemathesis), then runs the whole cargo suite
 # (unit tests, and tests/it against the real services; the widget's tests in headless Chromium,
 # installed from Debian's chromium and chromium-driver if missing).
+# First of all, the Markdown's relative links and anchors are checked (scripts/check-links.py).
 #
-# With arguments, only `cargo test ARGS…` runs (after the services are up), e.g.
+# With arguments, only the link check and `cargo test ARGS…` run (after the services are up), e.g.
 #   scripts/test.sh -- chaos --nocapture
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,9 @@ stop_all() {
   stop_started
 }
 trap stop_all EXIT
+
+log "checking the Markdown links (README.md, docs/, loadtest/README.md)"
+python3 scripts/check-links.py
 
 cargo build --quiet --bin admin
 redis_url=$("$TARGET_DIR/debug/admin" get redis.url)
