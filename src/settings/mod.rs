@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Deserializer, Serializer};
+use serde::{Deserialize, Deserializer};
+use serde_with::{DurationMilliSeconds, DurationSeconds, serde_as};
 
 use crate::domain::{Currency, TtlPolicy};
 
@@ -61,6 +62,7 @@ pub struct Settings {
     pub fx: FxSettings,
 }
 
+#[serde_as]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProducerSettings {
@@ -79,14 +81,16 @@ pub struct ProducerSettings {
     /// second at most (burst of the same size); past it, misses answer 503.
     pub max_publish_rate: u32,
     /// `PRICEFRONT__PRODUCER__MAX_WAIT_SECS`: the longest a `Prefer: wait=N` request is held.
-    #[serde(rename = "max_wait_secs", deserialize_with = "secs")]
+    #[serde(rename = "max_wait_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub max_wait: Duration,
     /// `PRICEFRONT__PRODUCER__MAX_WAITERS`: requests held at once per producer; past it, a
     /// `Prefer: wait` miss answers 202 at once.
     pub max_waiters: usize,
     /// `PRICEFRONT__PRODUCER__MAX_STREAM_SECS`: the longest a `/v1/prices/{id}/events` stream
     /// stays open without a result; then it ends (an `EventSource` reconnects by itself).
-    #[serde(rename = "max_stream_secs", deserialize_with = "secs")]
+    #[serde(rename = "max_stream_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub max_stream: Duration,
     /// `PRICEFRONT__PRODUCER__MAX_STREAMS`: event streams open at once per producer; past it,
     /// a new one answers 503 with `Retry-After`.
@@ -111,11 +115,13 @@ pub struct ProducerSettings {
     pub max_connections: usize,
     /// `PRICEFRONT__PRODUCER__HEADER_READ_TIMEOUT_MS`: a request's head must arrive within
     /// this, and a kept-alive connection waiting this long for its next request is closed.
-    #[serde(rename = "header_read_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "header_read_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub header_read_timeout: Duration,
     /// `PRICEFRONT__PRODUCER__IDLE_TIMEOUT_SECS`: a connection that moves no byte for this long
     /// is closed; longer than `max_wait_secs` and than an event stream's 15 s keep-alive.
-    #[serde(rename = "idle_timeout_secs", deserialize_with = "secs")]
+    #[serde(rename = "idle_timeout_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub idle_timeout: Duration,
     /// `PRICEFRONT__PRODUCER__MAX_STREAMS_PER_CLIENT`: event streams one client may hold open;
     /// past it, 429.
@@ -135,6 +141,7 @@ pub struct RateSettings {
 
 /// Where Redis is and how to reach it. `url` and `cluster_nodes` may hold `${NAME}` (read when
 /// a client is built) and `user:password@`; shown anywhere, the password is redacted.
+#[serde_as]
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
@@ -156,7 +163,8 @@ pub struct RedisSettings {
     /// `PRICEFRONT__REDIS__KEY_PREFIX`: every key is `{key_prefix}:…`.
     pub key_prefix: String,
     /// `PRICEFRONT__REDIS__TIMEOUT_MS`: bound on one connect or one response.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub timeout: Duration,
 }
 
@@ -233,6 +241,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+#[serde_as]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
@@ -249,13 +258,15 @@ pub struct KafkaSettings {
     /// `PRICEFRONT__KAFKA__REPLICATION_FACTOR`
     pub replication_factor: i32,
     /// `PRICEFRONT__KAFKA__PUBLISH_TIMEOUT_MS`: a publish not confirmed by then answers 503.
-    #[serde(rename = "publish_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "publish_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub publish_timeout: Duration,
     /// `PRICEFRONT__KAFKA__PRODUCER_QUEUE_MAX_MESSAGES`: unsent messages a producer holds
     /// while the broker is slow or away; past it, publishing fails at once (503).
     pub producer_queue_max_messages: u32,
     /// `PRICEFRONT__KAFKA__SESSION_TIMEOUT_MS`: how long before a dead consumer's partitions move.
-    #[serde(rename = "session_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "session_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub session_timeout: Duration,
     /// `[kafka.options]`: librdkafka properties for every client (security, tuning); values
     /// may hold `${NAME}`. See [`KafkaOptions`] for what is refused and what is redacted.
@@ -330,6 +341,7 @@ impl TelemetrySettings {
 }
 
 /// `[fx]`: the currency quotes are compared in, and the exchange rates into it.
+#[serde_as]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FxSettings {
@@ -345,7 +357,8 @@ pub struct FxSettings {
     #[serde(default)]
     pub url: Option<String>,
     /// `PRICEFRONT__FX__REFRESH_SECS`: how often the live rates are loaded again.
-    #[serde(rename = "refresh_secs", deserialize_with = "secs")]
+    #[serde(rename = "refresh_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub refresh: Duration,
 }
 
@@ -378,31 +391,38 @@ fn rates<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Currency, rust_deci
         .collect()
 }
 
+#[serde_as]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheSettings {
     /// `PRICEFRONT__CACHE__TTL_SECS`: the price guarantee window.
-    #[serde(rename = "ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub ttl: Duration,
     /// `PRICEFRONT__CACHE__PARTIAL_TTL_SECS`: the longest a result is kept while it holds a
     /// failure that may pass (a timeout, a connection error, a 5xx, `rate_limited`,
     /// `auth_failed`, `circuit_open`), so the sources that failed are asked again soon.
-    #[serde(rename = "partial_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "partial_ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub partial_ttl: Duration,
     /// `PRICEFRONT__CACHE__FAILED_TTL_SECS`: TTL of a result where no source answered.
-    #[serde(rename = "failed_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "failed_ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub failed_ttl: Duration,
     /// `PRICEFRONT__CACHE__NOT_FOUND_TTL_SECS`: TTL of a result where every source said it
     /// does not sell the product.
-    #[serde(rename = "not_found_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "not_found_ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub not_found_ttl: Duration,
     /// `PRICEFRONT__CACHE__L1_TTL_MS`: longest an in-process entry lives.
-    #[serde(rename = "l1_ttl_ms", deserialize_with = "millis")]
+    #[serde(rename = "l1_ttl_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub l1_ttl: Duration,
     /// `PRICEFRONT__CACHE__L1_MAX_ENTRIES`
     pub l1_max_entries: u64,
     /// `PRICEFRONT__CACHE__PENDING_TTL_SECS`: lifetime of the "being computed" marker.
-    #[serde(rename = "pending_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "pending_ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
     pub pending_ttl: Duration,
     /// `PRICEFRONT__CACHE__REFRESH_AHEAD`: a hit served in the last this fraction of its
     /// result's guarantee window starts a background refresh (0 turns it off).
@@ -420,6 +440,7 @@ impl CacheSettings {
     }
 }
 
+#[serde_as]
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerSettings {
@@ -428,13 +449,15 @@ pub struct ConsumerSettings {
     /// `PRICEFRONT__CONSUMER__MAX_IN_FLIGHT`: messages processed concurrently per consumer.
     pub max_in_flight: usize,
     /// `PRICEFRONT__CONSUMER__PROVIDER_TIMEOUT_MS`: bound on one provider call.
-    #[serde(rename = "provider_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "provider_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub provider_timeout: Duration,
     /// `PRICEFRONT__CONSUMER__MAX_ATTEMPTS`: tries before a message whose processing keeps
     /// failing (Redis answering with an error) goes to the DLQ. An unreachable Redis is waited out instead.
     pub max_attempts: u32,
     /// `PRICEFRONT__CONSUMER__DRAIN_TIMEOUT_MS`: bound on finishing in-flight work at shutdown.
-    #[serde(rename = "drain_timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "drain_timeout_ms")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub drain_timeout: Duration,
 }
 
@@ -711,17 +734,8 @@ fn unique_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<
     Ok(())
 }
 
-fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
-}
 
-fn opt_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
-}
 
-fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_secs)
-}
 
 /// Defaults, then `file`, then env, merged (not yet typed).
 fn layers(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Config, Error> {
@@ -786,16 +800,7 @@ fn origins<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .collect()
 }
 
-fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
-}
 
-fn ser_opt_millis<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => ser_millis(d, s),
-        None => s.serialize_none(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

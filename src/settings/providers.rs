@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Secret, millis, opt_millis, ser_millis, ser_opt_millis, template};
+use serde_with::{DurationMilliSeconds, serde_as};
+
+use super::{Secret, template};
 use crate::domain::Currency;
 
 /// One price source: how to ask it, how to read its answer, and how it is protected. Only
 /// `name` and `url` are required. `url`, `headers` and `body` are templates: `{product_id}`
 /// is the requested id (percent-encoded in `url`, JSON-escaped in `body`) and `${NAME}` the
 /// environment variable NAME, read when the consumer starts (see `providers::Request`).
+#[serde_as]
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -38,24 +41,16 @@ pub struct ProviderSettings {
     pub quota: Option<QuotaSettings>,
     /// Bound on one attempt; the whole call (retries included) stays within
     /// `consumer.provider_timeout_ms`. Default: that whole budget (so a hang is not retried).
-    #[serde(
-        rename = "attempt_timeout_ms",
-        default,
-        deserialize_with = "opt_millis",
-        serialize_with = "ser_opt_millis"
-    )]
+    #[serde(rename = "attempt_timeout_ms", default)]
+    #[serde_as(as = "Option<DurationMilliSeconds<u64>>")]
     pub attempt_timeout: Option<Duration>,
     /// Extra attempts after a retryable failure (connect, timeout, 502/503/504), made only
     /// while the time budget allows.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     /// First back-off before a retry; doubles with jitter.
-    #[serde(
-        rename = "retry_backoff_ms",
-        default = "defaults::retry_backoff",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
+    #[serde(rename = "retry_backoff_ms", default = "defaults::retry_backoff")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub retry_backoff: Duration,
     /// Bulkhead: most calls in flight to this provider from one consumer.
     #[serde(default = "defaults::max_concurrency")]
@@ -64,12 +59,8 @@ pub struct ProviderSettings {
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
     /// How long an open circuit refuses calls before one probe is let through.
-    #[serde(
-        rename = "breaker_cooldown_ms",
-        default = "defaults::breaker_cooldown",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
+    #[serde(rename = "breaker_cooldown_ms", default = "defaults::breaker_cooldown")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub breaker_cooldown: Duration,
 }
 
