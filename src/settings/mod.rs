@@ -526,12 +526,6 @@ impl Settings {
         Ok(value)
     }
 
-    /// For mains: loads the settings, or prints why not and exits with status 2 (a usage
-    /// error), before anything starts.
-    pub fn load_or_exit() -> Self {
-        Self::load().unwrap_or_else(|e| exit_invalid(e))
-    }
-
     /// Loads defaults, then `file`, then env: the process environment, or `env` when given
     /// (keys like `PRICEFRONT__KAFKA__TOPIC`), so tests build settings the way mains do.
     pub fn load_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<Self, Error> {
@@ -712,12 +706,6 @@ fn name_the_variable(error: config::ConfigError, variables: &[String]) -> config
             names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
         )),
     }
-}
-
-/// Prints a configuration error with each cause once and exits with status 2 (a usage error).
-pub fn exit_invalid(error: impl Into<anyhow::Error>) -> ! {
-    eprintln!("pricefront: {:#}", error.into());
-    std::process::exit(2)
 }
 
 fn unique_names<'a>(what: &str, names: impl Iterator<Item = &'a str>) -> Result<(), Error> {
