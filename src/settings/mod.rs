@@ -94,7 +94,8 @@ impl Settings {
 
     /// Every setting as layered (defaults, `PRICEFRONT_CONFIG`, env) and validated, as JSON,
     /// with secrets `<redacted>`: Redis URL passwords, librdkafka properties that are secrets
-    /// ([`is_secret`]), price sources' header values. What `admin get` prints from.
+    /// ([`is_secret`]), price sources' header values, and every [`Secret`] (an `auth` table
+    /// is shown as its type serializes it, defaults included). What `admin get` prints from.
     pub fn shown() -> Result<serde_json::Value, Error> {
         let file = std::env::var_os(CONFIG_FILE_ENV);
         Self::shown_from(file.as_deref().map(Path::new), None)
@@ -102,8 +103,9 @@ impl Settings {
 
     /// [`Self::shown`] from `file` and `env` (see [`Self::load_from`]).
     pub fn shown_from(file: Option<&Path>, env: Option<HashMap<String, String>>) -> Result<serde_json::Value, Error> {
-        Self::load_from(file, env.clone())?;
+        let settings = Self::load_from(file, env.clone())?;
         let mut value: serde_json::Value = layers(file, env)?.try_deserialize()?;
+        let shown_error = |e: serde_json::Error| Error::Invalid(format!("showing settings: {e}"));
         let redis = &mut value["redis"];
         if let Some(url) = redis["url"].as_str() {
             redis["url"] = redact_url(url).into();
@@ -118,17 +120,20 @@ impl Settings {
                 }
             }
         }
-        for provider in value["providers"].as_array_mut().into_iter().flatten() {
+        // The lists are in load order, so the typed entry at an index is the shown one's.
+        for (provider, typed) in value["providers"].as_array_mut().into_iter().flatten().zip(&settings.providers) {
             for v in provider["headers"].as_object_mut().into_iter().flatten().map(|(_, v)| v) {
                 *v = REDACTED.into();
             }
-            if let Some(secret) = provider.get_mut("auth").and_then(|auth| auth.get_mut("client_secret")) {
-                *secret = REDACTED.into();
+            if let Some(auth) = &typed.auth {
+                provider["auth"] = serde_json::to_value(auth).map_err(shown_error)?;
             }
         }
-        for mock in value["mock"]["providers"].as_array_mut().into_iter().flatten() {
-            if let Some(secret) = mock.get_mut("auth").and_then(|auth| auth.get_mut("client_secret")) {
-                *secret = REDACTED.into();
+        for (mock, typed) in
+            value["mock"]["providers"].as_array_mut().into_iter().flatten().zip(&settings.mock.providers)
+        {
+            if let Some(auth) = &typed.auth {
+                mock["auth"] = serde_json::to_value(auth).map_err(shown_error)?;
             }
         }
         Ok(value)
