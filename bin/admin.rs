@@ -17,7 +17,10 @@ use pricefront::{observability, settings::Settings, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => return shutdown::invalid_config(e),
+    };
     shutdown::exit_code(run(settings).await)
 }
 

@@ -4,19 +4,25 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pricefront::settings::{self, Settings};
+use pricefront::settings::Settings;
 use pricefront::{observability, shutdown, worker::Worker};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
-    let exporter = observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-consumer")
-        .unwrap_or_else(|e| settings::exit_invalid(anyhow::Error::new(e).context("telemetry.otlp_endpoint")));
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => return shutdown::invalid_config(e),
+    };
+    let exporter =
+        match observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-consumer") {
+            Ok(exporter) => exporter,
+            Err(e) => return shutdown::invalid_config(anyhow::Error::new(e).context("telemetry.otlp_endpoint")),
+        };
     // Before any port is bound or message taken: a price source whose credentials are not
     // in the environment is a configuration error (exit 2).
     let worker = match Worker::build(&settings) {
         Ok(worker) => worker,
-        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) if e.is_configuration() => return shutdown::invalid_config(e),
         Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building the consumer"))),
     };
     let outcome = run(settings, worker).await;

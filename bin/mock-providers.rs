@@ -3,13 +3,19 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pricefront::settings::{self, Settings};
+use pricefront::settings::Settings;
 use pricefront::{mock, observability, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
-    let mock = mock::Mock::new(&settings.mock.providers).unwrap_or_else(|e| settings::exit_invalid(e));
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => return shutdown::invalid_config(e),
+    };
+    let mock = match mock::Mock::new(&settings.mock.providers) {
+        Ok(mock) => mock,
+        Err(e) => return shutdown::invalid_config(e),
+    };
     observability::logs::init(&settings.log);
     shutdown::exit_code(run(settings, mock).await)
 }

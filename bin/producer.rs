@@ -3,18 +3,24 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pricefront::settings::{self, Settings};
+use pricefront::settings::Settings;
 use pricefront::{api, observability, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
-    let exporter = observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-producer")
-        .unwrap_or_else(|e| settings::exit_invalid(anyhow::Error::new(e).context("telemetry.otlp_endpoint")));
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => return shutdown::invalid_config(e),
+    };
+    let exporter =
+        match observability::logs::init_with_export(&settings.log, &settings.telemetry, "pricefront-producer") {
+            Ok(exporter) => exporter,
+            Err(e) => return shutdown::invalid_config(anyhow::Error::new(e).context("telemetry.otlp_endpoint")),
+        };
     // Before any port is bound: Kafka options or a Redis URL that cannot work exit 2.
     let state = match api::AppState::build(&settings) {
         Ok(state) => state,
-        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) if e.is_configuration() => return shutdown::invalid_config(e),
         Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building clients"))),
     };
     let outcome = run(settings, state).await;

@@ -4,17 +4,20 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use pricefront::settings::{self, Settings};
+use pricefront::settings::Settings;
 use pricefront::standalone::Standalone;
 use pricefront::{observability, shutdown};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings = Settings::load_or_exit();
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => return shutdown::invalid_config(e),
+    };
     observability::logs::init(&settings.log);
     let system = match Standalone::build(&settings) {
         Ok(system) => system,
-        Err(e) if e.is_configuration() => settings::exit_invalid(e),
+        Err(e) if e.is_configuration() => return shutdown::invalid_config(e),
         Err(e) => return shutdown::exit_code(Err(anyhow::Error::new(e).context("building"))),
     };
     shutdown::exit_code(run(settings, system).await)

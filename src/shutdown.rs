@@ -24,7 +24,7 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
 }
 
 /// Exit status 0, or 1 after printing the error with each cause once (configuration errors
-/// exit earlier, with 2: [`crate::settings::exit_invalid`]).
+/// exit earlier, with 2: [`invalid_config`]).
 pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -34,4 +34,12 @@ pub fn exit_code(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exit status 2 (a usage error) after printing a configuration error with each cause once:
+/// what a main returns when settings, or clients built from them, cannot work, before
+/// anything starts.
+pub fn invalid_config(error: impl Into<anyhow::Error>) -> ExitCode {
+    eprintln!("pricefront: {:#}", error.into());
+    ExitCode::from(2)
 }

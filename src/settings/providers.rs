@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Secret, millis, opt_millis, ser_millis, ser_opt_millis, template};
+use serde_with::{DurationMilliSeconds, serde_as};
+
+use super::{Secret, template};
 use crate::domain::Currency;
 
 /// One price source: how to ask it, how to read its answer, and how it is protected. Only
 /// `name` and `url` are required. `url`, `headers` and `body` are templates: `{product_id}`
 /// is the requested id (percent-encoded in `url`, JSON-escaped in `body`) and `${NAME}` the
 /// environment variable NAME, read when the consumer starts (see `providers::Request`).
+#[serde_as]
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -38,24 +41,16 @@ pub struct ProviderSettings {
     pub quota: Option<QuotaSettings>,
     /// Bound on one attempt; the whole call (retries included) stays within
     /// `consumer.provider_timeout_ms`. Default: that whole budget (so a hang is not retried).
-    #[serde(
-        rename = "attempt_timeout_ms",
-        default,
-        deserialize_with = "opt_millis",
-        serialize_with = "ser_opt_millis"
-    )]
+    #[serde(rename = "attempt_timeout_ms", default)]
+    #[serde_as(as = "Option<DurationMilliSeconds<u64>>")]
     pub attempt_timeout: Option<Duration>,
     /// Extra attempts after a retryable failure (connect, timeout, 502/503/504), made only
     /// while the time budget allows.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     /// First back-off before a retry; doubles with jitter.
-    #[serde(
-        rename = "retry_backoff_ms",
-        default = "defaults::retry_backoff",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
+    #[serde(rename = "retry_backoff_ms", default = "defaults::retry_backoff")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub retry_backoff: Duration,
     /// Bulkhead: most calls in flight to this provider from one consumer.
     #[serde(default = "defaults::max_concurrency")]
@@ -64,12 +59,8 @@ pub struct ProviderSettings {
     #[serde(default = "defaults::breaker_failures")]
     pub breaker_failures: u32,
     /// How long an open circuit refuses calls before one probe is let through.
-    #[serde(
-        rename = "breaker_cooldown_ms",
-        default = "defaults::breaker_cooldown",
-        deserialize_with = "millis",
-        serialize_with = "ser_millis"
-    )]
+    #[serde(rename = "breaker_cooldown_ms", default = "defaults::breaker_cooldown")]
+    #[serde_as(as = "DurationMilliSeconds<u64>")]
     pub breaker_cooldown: Duration,
 }
 
@@ -416,5 +407,139 @@ impl QuotaSettings {
     /// The time between two calls at the average rate.
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.per_second)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::testing::{env, with_provider};
+    use crate::settings::{REDACTED, Settings};
+
+    #[test]
+    fn a_real_api_source_loads_with_its_mapping() {
+        let s = with_provider(
+            r#"url = "https://api.example.com/search?gtin={product_id}&limit=1"
+headers = { Authorization = "Bearer ${EBAY_TOKEN}", "X-Marketplace" = "EBAY_DE" }
+[providers.response]
+price = "/itemSummaries/0/price/value"
+currency = "/itemSummaries/0/price/currency"
+default_currency = "USD"
+price_unit = "micros"
+product_id = "/itemSummaries/0/gtin"
+not_found = [404]
+"#,
+        )
+        .unwrap();
+        let p = &s.providers[0];
+        assert_eq!(p.headers.len(), 2);
+        let r = p.response();
+        assert_eq!((r.price_unit, r.not_found.as_slice()), (PriceUnit::Micros, &[404][..]));
+        assert_eq!(ProviderSettings::new("y", "http://h/{product_id}").response(), ResponseSettings::flat());
+    }
+
+    #[test]
+    fn bad_sources_fail_at_load_naming_the_problem() {
+        let cases = [
+            ("url = \"https://h/no-id\"", "{product_id}"),
+            ("url = \"https://h/{product_id}\"\nbody = \"{}\"", "body is for method = \"POST\" only"),
+            ("url = \"https://h/{product_id}?k=${BAD-NAME}\"", "not a variable name"),
+            ("url = \"https://h/{product_id}\"\nheaders = { \"Bad Name\" = \"v\" }", "header name"),
+            (
+                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"items.0\"\ndefault_currency = \"EUR\"",
+                "JSON Pointer",
+            ),
+            ("url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"", "default_currency"),
+            (
+                "url = \"https://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nnot_found = [503]",
+                "not a 4xx status",
+            ),
+            ("url = \"https://h/{product_id}\"\nmethod = \"PUT\"", "PUT"),
+        ];
+        for (toml, expected) in cases {
+            let err = format!("{:#}", anyhow::Error::new(with_provider(toml).unwrap_err()));
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        let post = "url = \"https://h/q\"\nmethod = \"POST\"\nbody = '{\"ids\": [\"{product_id}\"]}'";
+        assert!(with_provider(post).is_ok(), "the id may be in the body only");
+    }
+
+    #[test]
+    fn marketplace_sources_load_with_auth_offers_and_a_quota() {
+        let s = with_provider(
+            r#"url = "https://api.example.com/search?gtin={product_id}"
+[providers.auth]
+kind = "oauth2_client_credentials"
+token_url = "https://api.example.com/identity/v1/oauth2/token"
+client_id = "${EBAY_CLIENT_ID}"
+client_secret = "s3cret-literal"
+scope = "https://api.ebay.com/oauth/api_scope"
+[providers.quota]
+per_second = 0.5
+burst = 3
+[providers.response]
+items = "/itemSummaries"
+match = { "/conditionId" = "1000", "/buyingOptions~10" = true }
+select = "first"
+price = "/price/value"
+currency = "/price/currency"
+offer_id = "/itemId"
+offer_url = "/itemWebUrl"
+"#,
+        )
+        .unwrap();
+        let p = &s.providers[0];
+        let r = p.response();
+        assert_eq!(r.items.as_deref(), Some("/itemSummaries"));
+        assert_eq!(r.select, Select::First);
+        // Keys keep their case: they are pointers into a source's answer.
+        assert_eq!(r.matches["/conditionId"], serde_json::json!("1000"));
+        assert_eq!(r.matches["/buyingOptions~10"], serde_json::json!(true));
+        assert_eq!(p.quota.unwrap().burst, 3);
+        assert!(matches!(p.auth, Some(AuthSettings::Oauth2ClientCredentials { client_auth: ClientAuth::Basic, .. })));
+        assert!(!format!("{s:?}").contains("s3cret-literal"), "Debug redacts the client secret");
+        let shown = serde_json::to_string(p).unwrap();
+        assert!(!shown.contains("s3cret-literal") && shown.contains(REDACTED), "{shown}");
+    }
+
+    #[test]
+    fn a_bad_source_is_named_by_place_and_name() {
+        let path = std::env::temp_dir().join(format!("pricefront-bad-{}.toml", uuid::Uuid::new_v4()));
+        let quota = "[[providers]]\nname = \"fine\"\nurl = \"http://h/{product_id}\"\n[[providers]]\nname = \"quota\"\nurl = \"http://h/{product_id}\"\n[providers.quota]\nper_second = 0\n";
+        std::fs::write(&path, quota).unwrap();
+        let err = Settings::load_from(Some(&path), env(&[])).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("providers[1] (quota): quota: per_second (0) must be"), "{err}");
+        for (toml, expected) in [
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nprice = \"/a~2b\"\ndefault_currency = \"EUR\"",
+                "~ must be followed by 0 or 1",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nprice = \"/p\"\ndefault_currency = \"EUR\"\nmatch = { \"/c\" = \"NEW\" }",
+                "set items",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.response]\nitems = \"/i\"\nprice = \"/p\"\ndefault_currency = \"EUR\"\nmatch = { \"/c\" = [1] }",
+                "only a string",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"ftp://h\"\nclient_id = \"a\"\nclient_secret = \"b\"",
+                "token_url",
+            ),
+            (
+                "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"jwt_bearer\"\nkey_file = \"k.json\"\nscope = \"s\"\nextra = 1",
+                "extra",
+            ),
+            ("url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"basic\"", "basic"),
+        ] {
+            let err = format!("{:#}", anyhow::Error::new(with_provider(toml).unwrap_err()));
+            assert!(err.contains(expected), "{toml}: {err}");
+        }
+        let leaky = "url = \"http://h/{product_id}\"\n[providers.auth]\nkind = \"oauth2_client_credentials\"\ntoken_url = \"http://h/t\"\nclient_id = \"a\"\nclient_secret = \"p${ss-w0rd\"";
+        let err = format!("{:#}", anyhow::Error::new(with_provider(leaky).unwrap_err()));
+        assert!(err.contains("client_secret") && !err.contains("w0rd"), "{err}");
+        assert!(json_pointer("/a~0b~1c").is_ok() && json_pointer("").is_ok());
+        assert!(json_pointer("/a~").is_err() && json_pointer("a").is_err());
     }
 }
