@@ -6,12 +6,13 @@
 //! ends (`expires_at`, an absolute expiry).
 //!
 //! # Layout
-//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env),
-//!   `${NAME}` templates, the rules for librdkafka options (refused, redacted), secrets in one
-//!   redacting wrapper; price sources and the mock in files of their own.
+//! - [`settings`]: typed, layered configuration (defaults, `PRICEFRONT_CONFIG`, env), one file
+//!   per section with its own rules, `${NAME}` templates, the rules for librdkafka options
+//!   (refused, redacted), secrets in one redacting wrapper.
 //! - [`observability`]: logs and spans, OTLP span export and `traceparent` across the queue,
-//!   the Prometheus recorder and `/metrics`, error chains.
-//! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token.
+//!   the Prometheus recorder and `/metrics`.
+//! - [`shutdown`]: SIGINT/SIGTERM as a cancellation token, and the exit status a main returns
+//!   (2 for an invalid configuration).
 //! - [`domain`]: `ProductId`, `Currency` (ISO 4217), `Quote`, `Comparison`, exchange `Rates`;
 //!   validated, no I/O.
 //! - [`fx`]: the rates a consumer converts with: configured, overlaid by the ECB's daily XML.

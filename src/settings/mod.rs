@@ -461,16 +461,16 @@ mod tests {
     }
 
     /// `config/examples/` for secured Kafka and Redis load (librdkafka accepts every property
-    /// name and value), and the README shows each verbatim.
+    /// name and value), and the operations guide shows each verbatim.
     #[test]
-    fn connectivity_examples_load_and_the_readme_shows_them() {
-        let readme = include_str!("../../README.md");
+    fn connectivity_examples_load_and_the_guide_shows_them() {
+        let guide = include_str!("../../docs/operations.md");
         for name in ["kafka-sasl-scram", "kafka-mtls", "redis-tls", "redis-cluster"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/examples/{name}.toml"));
             let settings = Settings::load_from(Some(&path), env(&[])).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(!format!("{settings:?}").contains("${REDIS_PASSWORD}@"), "{name}: the URL password is redacted");
             let text = std::fs::read_to_string(&path).unwrap();
-            assert!(readme.contains(text.trim()), "README.md shows config/examples/{name}.toml verbatim");
+            assert!(guide.contains(text.trim()), "docs/operations.md shows config/examples/{name}.toml verbatim");
         }
     }
 }

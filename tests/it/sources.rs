@@ -278,12 +278,12 @@ async fn past_the_producers_publish_rate_misses_answer_503() {
     .await;
 }
 
-/// The README's example sources, with their hosts swapped for the mock's: a configuration
-/// written from the README quotes from sources that speak none of the mock's default shape,
+/// The price-source guide's example sources, with their hosts swapped for the mock's: a configuration
+/// written from the guide quotes from sources that speak none of the mock's default shape,
 /// with the credentials each needs (an OAuth client, a service account's key, a key in the URL).
 #[tokio::test]
-async fn the_readme_examples_quote_from_their_shapes() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+async fn the_guides_examples_quote_from_their_shapes() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/price-sources.md")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let key_file = crate::helpers::service_account_key(&format!("{base}/merchant/token"));
@@ -323,7 +323,7 @@ async fn the_readme_examples_quote_from_their_shapes() {
     for (name, host, currency) in examples {
         let path = format!("{}/config/examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(readme.contains(text.trim()), "README.md shows config/examples/{name}.toml verbatim");
+        assert!(guide.contains(text.trim()), "docs/price-sources.md shows config/examples/{name}.toml verbatim");
         let local = std::env::temp_dir().join(format!("example-{name}-{}.toml", uuid::Uuid::new_v4()));
         std::fs::write(&local, text.replace(host, &format!("{base}/{name}"))).unwrap();
         let settings = Settings::load_from(Some(&local), Some(Default::default())).unwrap();
