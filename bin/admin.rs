@@ -1,4 +1,4 @@
-//! One-off administration:
+//! One-off administration (`admin --help`, arguments by clap):
 //! - `admin create-topics`: creates the request topic and its DLQ with `kafka.partitions` partitions.
 //! - `admin get KEY`: prints one effective setting (after file and env layering), or a table of
 //!   them (`admin get cache`), for scripts; secrets `<redacted>`. A price source's by name,
@@ -7,47 +7,84 @@
 //!   id (if its payload decodes) and error, oldest first per partition (default limit 1000).
 //! - `admin dlq replay [--since TIME] [--reason R]`: re-publishes the decodable dead letters to
 //!   the request topic, once (the group `{kafka.group_id}.dlq-replay` remembers what it read);
-//!   TIME is RFC 3339 or an age like `30m`, `2h`, `1d`.
+//!   TIME is RFC 3339 or an age like `30m`, `2h`, `1d` (humantime).
 
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
 use pricefront::queue::{admin, dlq};
 use pricefront::{observability, settings::Settings, shutdown};
 
+/// pricefront's one-off administration, with the settings in force (`config/default.toml`,
+/// then `PRICEFRONT_CONFIG`, then `PRICEFRONT__SECTION__KEY`).
+#[derive(Parser)]
+#[command(name = "admin", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates the request topic and its DLQ with `kafka.partitions` partitions.
+    CreateTopics,
+    /// Prints one effective setting (`cache.l1_ttl_ms`), or a table of them (`cache`), for
+    /// scripts; secrets `<redacted>`. A price source's by name, defaults filled in:
+    /// `providers.NAME.FIELD[.FIELD…]` (e.g. `providers.ebay.response.price`).
+    Get { key: String },
+    /// The dead-letter topic.
+    Dlq {
+        #[command(subcommand)]
+        command: Dlq,
+    },
+}
+
+#[derive(Subcommand)]
+enum Dlq {
+    /// Each dead letter's partition and offset, age, reason, product id (if its payload
+    /// decodes) and error, oldest first per partition.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Re-publishes the decodable dead letters to the request topic, once (the group
+    /// `{kafka.group_id}.dlq-replay` remembers what it read).
+    Replay {
+        /// Only those that failed since TIME: RFC 3339, or an age like `90s`, `30m`, `2h`, `1d`.
+        #[arg(long, value_name = "TIME", value_parser = since)]
+        since: Option<time::OffsetDateTime>,
+        /// Only those dead-lettered for this reason (`invalid_json`, `processing_failed`, …).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before the settings: `--help` and a wrong argument need no valid configuration.
+    let cli = Cli::parse();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => return shutdown::invalid_config(e),
     };
-    shutdown::exit_code(run(settings).await)
+    shutdown::exit_code(run(settings, cli.command).await)
 }
 
-async fn run(settings: Settings) -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["create-topics"] => {
+async fn run(settings: Settings, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CreateTopics => {
             observability::logs::init(&settings.log);
             admin::ensure_topics(&settings.kafka).await.context("creating topics")?;
             tracing::info!(topic = %settings.kafka.topic, dlq = %settings.kafka.dlq_topic, partitions = settings.kafka.partitions, "topics ready");
         }
-        ["get", key] => println!("{}", get(&settings, key)?),
+        Command::Get { key } => println!("{}", get(&settings, &key)?),
         // No logs: stdout is the listing, for scripts (errors still reach stderr).
-        ["dlq", "list", rest @ ..] => {
-            let limit = match rest {
-                [] => 1000,
-                ["--limit", n] => n.parse().with_context(|| format!("--limit {n:?} is not a count"))?,
-                _ => bail!("usage: admin dlq list [--limit N]"),
-            };
-            dlq_list(&settings, limit).await?;
+        Command::Dlq { command: Dlq::List { limit } } => dlq_list(&settings, limit).await?,
+        Command::Dlq { command: Dlq::Replay { since, reason } } => {
+            dlq_replay(&settings, dlq::Filter { since, reason }).await?;
         }
-        ["dlq", "replay", rest @ ..] => {
-            dlq_replay(&settings, replay_filter(rest)?).await?;
-        }
-        _ => bail!(
-            "usage: admin create-topics | admin get KEY | admin dlq list [--limit N] | admin dlq replay [--since TIME] [--reason R]"
-        ),
     }
     Ok(())
 }
@@ -91,35 +128,15 @@ async fn dlq_replay(settings: &Settings, filter: dlq::Filter) -> anyhow::Result<
     Ok(())
 }
 
-fn replay_filter(args: &[&str]) -> anyhow::Result<dlq::Filter> {
-    let mut filter = dlq::Filter::default();
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args.next().with_context(|| format!("{flag} needs a value"))?;
-        match *flag {
-            "--since" => filter.since = Some(since(value)?),
-            "--reason" => filter.reason = Some(value.to_string()),
-            _ => bail!("usage: admin dlq replay [--since TIME] [--reason R]"),
-        }
-    }
-    Ok(filter)
-}
-
-/// RFC 3339, or an age: `90s`, `30m`, `2h`, `1d`.
-fn since(text: &str) -> anyhow::Result<time::OffsetDateTime> {
+/// RFC 3339, or an age (`90s`, `30m`, `2h`, `1d`, `1h 30m`: humantime's durations) before now.
+fn since(text: &str) -> Result<time::OffsetDateTime, String> {
     if let Ok(at) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
         return Ok(at);
     }
-    let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("--since {text:?}: an RFC 3339 time or an age like 30m, 2h, 1d"),
-    };
-    let n: i64 = n.parse().with_context(|| format!("--since {text:?}: an RFC 3339 time or an age like 30m"))?;
-    Ok(time::OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(secs)))
+    let age =
+        humantime::parse_duration(text).map_err(|e| format!("an RFC 3339 time or an age like 30m, 2h, 1d ({e})"))?;
+    let age = time::Duration::try_from(age).map_err(|e| e.to_string())?;
+    Ok(time::OffsetDateTime::now_utc() - age)
 }
 
 fn age(secs: i64) -> String {
