@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -296,21 +296,18 @@ impl TestEnv {
         self.spawn_producer_process_with(&[]).await
     }
 
-    /// [`Self::spawn_producer_process`] with more environment (which wins over ours).
+    /// [`Self::spawn_producer_process`] with more environment (which wins over ours). It
+    /// binds port 0 for both listeners (unless `env` names them) and says in its log which
+    /// ports it got: no port is picked here and freed for it, which another process may take.
     pub async fn spawn_producer_process_with(&self, env: &[(&str, String)]) -> ProducerProcess {
-        let (port, ops) = (free_port(), free_port());
         let mut vars = vec![
-            ("PRICEFRONT__PRODUCER__LISTEN", format!("127.0.0.1:{port}")),
-            ("PRICEFRONT__PRODUCER__OPS_LISTEN", format!("127.0.0.1:{ops}")),
+            ("PRICEFRONT__PRODUCER__LISTEN", "127.0.0.1:0".to_owned()),
+            ("PRICEFRONT__PRODUCER__OPS_LISTEN", "127.0.0.1:0".to_owned()),
         ];
         vars.extend(env.iter().cloned());
         let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars, None);
-        let producer = ProducerProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            ops: format!("http://127.0.0.1:{ops}"),
-            log,
-        };
+        let [listen, ops] = logged_addresses(&log, "producer listening", ["listen", "ops"]).await;
+        let producer = ProducerProcess { child, base: format!("http://{listen}"), ops: format!("http://{ops}"), log };
         let url = format!("{}/readyz", producer.base);
         wait_for("the producer process to be ready", Duration::from_secs(60), || async {
             match self.http.get(&url).send().await {
@@ -713,6 +710,26 @@ pub async fn get(http: &reqwest::Client, url: &str) -> (u16, reqwest::header::He
     let (status, headers) = (res.status().as_u16(), res.headers().clone());
     let body = res.bytes().await.unwrap();
     (status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The addresses a child process logged it listens on: the `fields` of the first line of its
+/// JSON log whose message is `message` (the binaries log what they bound, port 0 included).
+pub async fn logged_addresses<const N: usize>(log: &Path, message: &str, fields: [&str; N]) -> [String; N] {
+    wait_for(&format!("{message:?} in {}", log.display()), Duration::from_secs(60), || async {
+        let text = std::fs::read_to_string(log).map_err(|e| e.to_string())?;
+        let line = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == message)
+            .ok_or_else(|| format!("no {message:?} line yet"))?;
+        let field = |name: &str| line[name].as_str().map(str::to_owned).ok_or_else(|| format!("no {name} in {line}"));
+        let mut out = Vec::with_capacity(N);
+        for name in fields {
+            out.push(field(name)?);
+        }
+        Ok(out.try_into().expect("N fields"))
+    })
+    .await
 }
 
 pub fn free_port() -> u16 {
