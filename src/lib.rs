@@ -1,7 +1,7 @@
 //! pricefront: a cache-fronted price comparison engine.
 //!
-//! A shop asks `GET /v1/prices/{product_id}`; the producer answers from cache (moka, then
-//! Redis) or publishes one request to Kafka and answers 202. Consumers in one group fan out
+//! A shop asks `GET /v1/prices/{product_id}`; the producer answers from cache (L1 in
+//! process, then Redis) or publishes one request to Kafka and answers 202. Consumers in one group fan out
 //! to every price API, aggregate, and write the result to Redis until its price guarantee
 //! ends (`expires_at`, an absolute expiry).
 //!
@@ -20,7 +20,8 @@
 //!   Redis (one server or a cluster, TLS, ACL users), results behind a one-line header, the
 //!   hash-tagged key scheme, pending markers, waiting for a result to be announced, each
 //!   computation's progress, quotes kept past a brief result for the next computation, the
-//!   fleet's quota limiters.
+//!   fleet's quota limiters. The store is a trait per role (results and markers, progress,
+//!   announcements), held by one contract suite in both implementations.
 //! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
 //!   group member on its own thread, the acknowledgement that alone moves offsets, topics,
 //!   listing and replaying dead letters; the in-memory queue.

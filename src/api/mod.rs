@@ -39,7 +39,7 @@ pub use problem::ApiError;
 
 use std::sync::Arc;
 
-use crate::cache::{Flights, L1, RedisStore, ResultStore};
+use crate::cache::{Flights, L1, RedisStore, Store};
 use crate::domain::ProductId;
 use crate::observability::traces;
 use crate::queue::{Publisher, RequestQueue};
@@ -64,7 +64,7 @@ pub struct Shared {
     /// Single flight for claims: concurrent claimants of one product share one claim.
     pub claims: Flights<ProductId, miss::Found>,
     pub limits: Arc<Limits>,
-    pub store: Arc<dyn ResultStore>,
+    pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn RequestQueue>,
     pub pending_ttl: Duration,
     pub retry_after_secs: u64,
@@ -119,7 +119,7 @@ impl AppState {
     }
 
     /// The state over any store and queue (the standalone demo's in-memory ones).
-    pub fn with(settings: &Settings, store: Arc<dyn ResultStore>, publisher: Arc<dyn RequestQueue>) -> Self {
+    pub fn with(settings: &Settings, store: Arc<dyn Store>, publisher: Arc<dyn RequestQueue>) -> Self {
         Self(Arc::new(Shared {
             l1: L1::new(settings.cache.l1_ttl, settings.cache.l1_max_entries),
             claims: Flights::default(),

@@ -20,7 +20,7 @@ use super::StoredResult;
 pub struct Earlier {
     /// A result is stored now.
     pub has_result: bool,
-    /// Somebody watches the product's event stream ([`super::ResultStore::watch`]): the
+    /// Somebody watches the product's event stream ([`super::ProgressLog::watch`]): the
     /// computation's progress is worth logging.
     pub watched: bool,
     /// Every quote still kept (the result's and those kept beside it), one per source: the one

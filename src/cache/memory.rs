@@ -13,15 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::sync::Cache;
 
 use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{Ready, Waiter};
-use super::{Error, Lookup, Peek, ResultStore, StoreOutcome, StoredResult};
-use crate::domain::{Comparison, Failure, ProductId, Quote, Status};
+use super::{Announcements, Error, Lookup, Peek, ProgressLog, ResultStore, StoreOutcome, StoredResult};
+use crate::domain::{Comparison, Failure, ProductId, Quote};
 
 struct UntilExpiry;
 
@@ -159,142 +158,107 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl ResultStore for MemoryStore {
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>> {
+    async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
         let pending = self.pending.lock().expect("pending lock");
-        let found = match self.live_result(id) {
+        Ok(match self.live_result(id) {
             Some(s) => Peek::Hit(Box::new(s)),
             None if pending.live.get(id).is_some_and(|(_, until)| *until > Instant::now()) => Peek::Pending,
             None => Peek::Absent,
-        };
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn lookup_or_claim<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<Lookup, Error>> {
-        Box::pin(async move {
-            let mut pending = self.pending.lock().expect("pending lock");
-            if let Some(s) = self.live_result(id) {
-                return Ok(Lookup::Hit(Box::new(s)));
-            }
-            let now = Instant::now();
-            match pending.live.get(id) {
-                Some((_, until)) if *until > now => Ok(Lookup::AlreadyPending),
-                _ => {
-                    pending.claim(id, token, now + pending_ttl, now);
-                    Ok(Lookup::Claimed)
-                }
-            }
         })
     }
 
-    fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(async move {
-            self.results.invalidate(id);
-            Ok(())
-        })
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        if let Some(s) = self.live_result(id) {
+            return Ok(Lookup::Hit(Box::new(s)));
+        }
+        let now = Instant::now();
+        match pending.live.get(id) {
+            Some((_, until)) if *until > now => Ok(Lookup::AlreadyPending),
+            _ => {
+                pending.claim(id, token, now + pending_ttl, now);
+                Ok(Lookup::Claimed)
+            }
+        }
     }
 
-    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>> {
+    async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
+        self.results.invalidate(id);
+        Ok(())
+    }
+
+    async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error> {
         let now = Instant::now();
         let kept = self.kept.get(id).filter(|k| k.until > now);
         let earlier = Earlier::read(self.live_result(id).as_ref(), kept.as_ref().map(|k| &k.json[..]));
         let watched = self.watched.get(id).is_some_and(|until| until > now);
-        Box::pin(async move { Ok(Earlier { watched, ..earlier }) })
+        Ok(Earlier { watched, ..earlier })
     }
 
-    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
+    async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error> {
+        Ok(self.pending.lock().expect("pending lock").release(id, token))
+    }
+
+    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
+        let mut pending = self.pending.lock().expect("pending lock");
+        let now = Instant::now();
+        if pending.live.get(id).is_some_and(|(_, until)| *until > now) {
+            return Ok(false);
+        }
+        pending.claim(id, token, now + pending_ttl, now);
+        Ok(true)
+    }
+
+    async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error> {
+        let id = &comparison.product_id;
+        let mut pending = self.pending.lock().expect("pending lock");
+        // Its computation is over, whatever becomes of the result.
+        self.progress.invalidate(id);
+        let old = self.live_result(id).map(|old| (old.computed_at_ms, old.status));
+        let outcome = StoreOutcome::judge(
+            unix_ms(time::OffsetDateTime::now_utc()),
+            unix_ms(comparison.computed_at),
+            unix_ms(comparison.expires_at),
+            comparison.status,
+            old,
+        );
+        if outcome != StoreOutcome::Stored {
+            pending.release(id, token);
+            return Ok(outcome);
+        }
+        // The same bytes and tag as Redis would keep.
+        let encoded = Bytes::from(StoredResult::encode(comparison));
+        let stored = StoredResult::decode(encoded, SystemTime::now()).expect("what encode writes, decode reads");
+        self.results.insert(id.clone(), stored);
+        match earlier::outliving(comparison) {
+            Some((json, until_ms)) => {
+                let left = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
+                    .map_or(Duration::ZERO, |end| (end - time::OffsetDateTime::now_utc()).try_into().unwrap_or_default());
+                self.kept.insert(id.clone(), Kept { json: Bytes::from(json), until: Instant::now() + left });
+            }
+            None => self.kept.invalidate(id),
+        }
+        pending.live.remove(id);
+        drop(pending);
+        self.ready.announce(id);
+        Ok(StoreOutcome::Stored)
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProgressLog for MemoryStore {
+    async fn watch(&self, id: &ProductId, ttl: Duration) -> Result<(), Error> {
         self.watched.insert(id.clone(), Instant::now() + ttl);
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(async move { Ok(self.pending.lock().expect("pending lock").release(id, token)) })
-    }
-
-    fn claim_pending<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(async move {
-            let mut pending = self.pending.lock().expect("pending lock");
-            let now = Instant::now();
-            if pending.live.get(id).is_some_and(|(_, until)| *until > now) {
-                return Ok(false);
-            }
-            pending.claim(id, token, now + pending_ttl, now);
-            Ok(true)
-        })
-    }
-
-    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {
-        Box::pin(async move {
-            let id = &comparison.product_id;
-            let mut pending = self.pending.lock().expect("pending lock");
-            // Its computation is over, whatever becomes of the result.
-            self.progress.invalidate(id);
-            let left = comparison.expires_at - time::OffsetDateTime::now_utc();
-            if !left.is_positive() {
-                pending.release(id, token);
-                return Ok(StoreOutcome::Expired);
-            }
-            // The newest computation wins.
-            if self.live_result(id).is_some_and(|old| old.computed_at_ms > unix_ms(comparison.computed_at)) {
-                pending.release(id, token);
-                return Ok(StoreOutcome::Superseded);
-            }
-            // A failed result does not replace one that is not (a refresh whose sources failed).
-            if comparison.status == Status::Failed
-                && self.live_result(id).is_some_and(|old| old.status != Status::Failed)
-            {
-                pending.release(id, token);
-                return Ok(StoreOutcome::Kept);
-            }
-            // The same bytes and tag as Redis would keep.
-            let encoded = Bytes::from(StoredResult::encode(comparison));
-            let stored = StoredResult::decode(encoded, SystemTime::now()).expect("what encode writes, decode reads");
-            self.results.insert(id.clone(), stored);
-            match earlier::outliving(comparison) {
-                Some((json, until_ms)) => {
-                    let left = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
-                        .map_or(Duration::ZERO, |end| {
-                            (end - time::OffsetDateTime::now_utc()).try_into().unwrap_or_default()
-                        });
-                    self.kept.insert(id.clone(), Kept { json: Bytes::from(json), until: Instant::now() + left });
-                }
-                None => self.kept.invalidate(id),
-            }
-            pending.live.remove(id);
-            drop(pending);
-            self.ready.announce(id);
-            Ok(StoreOutcome::Stored)
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn waiter(&self, id: &ProductId) -> Waiter {
-        self.ready.waiter(id)
-    }
-
-    fn watcher(&self, id: &ProductId) -> Waiter {
-        self.ready.watcher(id)
-    }
-
-    fn progress<'a>(
-        &'a self,
-        id: &'a ProductId,
-        outcome: &'a Result<Quote, Failure>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), Error>> {
+    async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error> {
         let (kind, data) = Progress::encode(outcome);
         let seq = self.progress_seq.fetch_add(1, Ordering::Relaxed);
         let event = Progress::decode(ProgressId { ms: 0, seq }, kind.as_str().as_bytes(), &data)
@@ -313,12 +277,21 @@ impl ResultStore for MemoryStore {
             events.push(event.clone());
         }
         self.ready.progress(id, event);
-        Box::pin(async { Ok(()) })
+        Ok(())
     }
 
-    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>> {
-        let events = self.progress.get(id).map(|log| log.events.lock().expect("log lock").clone()).unwrap_or_default();
-        Box::pin(async { Ok(events) })
+    async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error> {
+        Ok(self.progress.get(id).map(|log| log.events.lock().expect("log lock").clone()).unwrap_or_default())
+    }
+}
+
+impl Announcements for MemoryStore {
+    fn waiter(&self, id: &ProductId) -> Waiter {
+        self.ready.waiter(id)
+    }
+
+    fn watcher(&self, id: &ProductId) -> Waiter {
+        self.ready.watcher(id)
     }
 }
 

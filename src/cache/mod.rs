@@ -32,109 +32,106 @@ pub use stored::{Malformed, StoredResult, etag_listed};
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use crate::domain::{Comparison, Failure, ProductId, Quote, Status};
 
-use crate::domain::{Comparison, Failure, ProductId, Quote};
+/// The shared store (L2), in its three roles: results and their pending markers
+/// ([`ResultStore`]), each computation's progress ([`ProgressLog`]), and waiting for what is
+/// announced ([`Announcements`]). Redis ([`RedisStore`]) in production, [`MemoryStore`] in the
+/// standalone demo; one contract suite (`tests/it/stores.rs`) runs against both.
+pub trait Store: ResultStore + ProgressLog + Announcements {}
 
-/// The shared result store (L2): what the API and the worker need of it, and nothing more.
-/// Implementations keep the pending-marker semantics: claims are exclusive, and a marker is
-/// released only by the token that claimed it.
+impl<T: ResultStore + ProgressLog + Announcements> Store for T {}
+
+/// Results and their pending markers. Implementations keep the pending-marker semantics:
+/// claims are exclusive, and a marker is released only by the token that claimed it.
+#[async_trait::async_trait]
 pub trait ResultStore: Send + Sync + 'static {
     /// The result if there is one, else whether a request for it is pending.
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>>;
+    async fn lookup(&self, id: &ProductId) -> Result<Peek, Error>;
     /// The result if there is one, else an attempt to claim the pending marker, atomically.
-    fn lookup_or_claim<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<Lookup, Error>>;
-    fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>>;
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error>;
+    /// Deletes a result (one found corrupt, so it is computed again).
+    async fn delete_result(&self, id: &ProductId) -> Result<(), Error>;
     /// What an earlier computation left: whether a result is stored, and its quotes (those
     /// kept past a brief result's end too), for a new computation to reuse; and whether
-    /// anybody watches the product ([`ResultStore::watch`]).
-    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>>;
-    /// Says for `ttl` that somebody watches `id`'s event stream, so a computation that starts
-    /// meanwhile logs its progress ([`ResultStore::progress`]). Nobody else reads progress:
-    /// a computation nobody watches logs none.
-    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>>;
+    /// anybody watches the product ([`ProgressLog::watch`]).
+    async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error>;
     /// Claims the pending marker alone (a refresh: the result exists); true if this caller
     /// now owns it.
-    fn claim_pending<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>>;
+    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error>;
     /// Releases the marker if `token` still owns it; whether it did.
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>>;
+    async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error>;
     /// Writes the result to live until its `expires_at` (never longer), keeps its quotes that
     /// outlive it until their own end (see [`Earlier`]), clears the marker and the progress
     /// log, and announces it. If the guarantee has passed by the time the write happens, or a
     /// result computed later is there, or the result is `failed` and a better one is still
-    /// there, writes nothing and releases the marker if `token` still owns it.
-    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>>;
-    fn ping(&self) -> BoxFuture<'_, Result<(), Error>>;
+    /// there, writes nothing and releases the marker if `token` still owns it
+    /// ([`StoreOutcome::judge`] says which).
+    async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error>;
+    async fn ping(&self) -> Result<(), Error>;
     /// The store's clock, which judges expiry (`None`: it has none of its own, it is ours).
-    fn clock(&self) -> BoxFuture<'_, Result<Option<std::time::SystemTime>, Error>> {
-        Box::pin(async { Ok(None) })
+    async fn clock(&self) -> Result<Option<std::time::SystemTime>, Error> {
+        Ok(None)
     }
-    /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
-    /// then wait on the waiter.
-    fn waiter(&self, id: &ProductId) -> Waiter;
-    /// A waiter that also yields `id`'s progress events announced from now on: register, then
-    /// look, then read [`ResultStore::progress_log`], then follow the watcher.
-    fn watcher(&self, id: &ProductId) -> Waiter;
-    /// The state of what feeds waiters (an announcement subscription), for readiness: `None`
-    /// when there is none to watch (none started yet, or a store that announces directly).
-    fn announcements(&self) -> Option<Result<(), String>> {
-        None
-    }
-    /// Appends one source's outcome to `id`'s progress log and announces it. The log expires
-    /// with the pending marker (after `ttl` when there is none), holds at most about
-    /// [`MAX_EVENTS`], and is deleted when the result is stored.
-    fn progress<'a>(
-        &'a self,
-        id: &'a ProductId,
-        outcome: &'a Result<Quote, Failure>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), Error>>;
-    /// `id`'s progress log so far, oldest first.
-    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>>;
 
     /// [`ResultStore::lookup`] for many products in one round trip (on a cluster, one per hash
     /// slot, concurrently), in `ids`' order. The outer error is Redis failing for all of them;
     /// a product's own is its lookup's (a value that is not a result: [`Error::Corrupt`]; on a
     /// cluster, its slot's failure). By default, one lookup after another.
-    fn lookup_many<'a>(&'a self, ids: &'a [ProductId]) -> BoxFuture<'a, Result<Vec<Result<Peek, Error>>, Error>> {
-        Box::pin(async move {
-            let mut peeks = Vec::with_capacity(ids.len());
-            for id in ids {
-                peeks.push(self.lookup(id).await);
-            }
-            Ok(peeks)
-        })
+    async fn lookup_many(&self, ids: &[ProductId]) -> Result<Vec<Result<Peek, Error>>, Error> {
+        let mut peeks = Vec::with_capacity(ids.len());
+        for id in ids {
+            peeks.push(self.lookup(id).await);
+        }
+        Ok(peeks)
     }
 
     /// [`ResultStore::lookup_or_claim`] for many products (each with its own token) in one
     /// round trip (on a cluster, one per hash slot, concurrently), in `claims`' order; errors
     /// as for [`ResultStore::lookup_many`]. A product whose claim failed is not claimed; the
     /// others' claims stand. By default, one claim after another.
-    fn lookup_or_claim_many<'a>(
-        &'a self,
-        claims: &'a [(ProductId, String)],
+    async fn lookup_or_claim_many(
+        &self,
+        claims: &[(ProductId, String)],
         pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<Result<Lookup, Error>>, Error>> {
-        Box::pin(async move {
-            let mut lookups = Vec::with_capacity(claims.len());
-            for (id, token) in claims {
-                lookups.push(self.lookup_or_claim(id, token, pending_ttl).await);
-            }
-            Ok(lookups)
-        })
+    ) -> Result<Vec<Result<Lookup, Error>>, Error> {
+        let mut lookups = Vec::with_capacity(claims.len());
+        for (id, token) in claims {
+            lookups.push(self.lookup_or_claim(id, token, pending_ttl).await);
+        }
+        Ok(lookups)
     }
 }
 
+/// Each computation's progress, for event streams: one event per source, logged and announced.
+/// Nobody but an event stream reads it, so a computation nobody watches logs none.
+#[async_trait::async_trait]
+pub trait ProgressLog: Send + Sync + 'static {
+    /// Says for `ttl` that somebody watches `id`'s event stream, so a computation that starts
+    /// meanwhile logs its progress ([`ProgressLog::progress`]).
+    async fn watch(&self, id: &ProductId, ttl: Duration) -> Result<(), Error>;
+    /// Appends one source's outcome to `id`'s progress log and announces it. The log expires
+    /// with the pending marker (after `ttl` when there is none), holds at most about
+    /// [`MAX_EVENTS`], and is deleted when the result is stored.
+    async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error>;
+    /// `id`'s progress log so far, oldest first.
+    async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error>;
+}
+
+/// Waiting for what the store announces: a stored result, a progress event.
+pub trait Announcements: Send + Sync + 'static {
+    /// Registers interest in `id`'s next stored result (see [`Ready`]): register, then look,
+    /// then wait on the waiter.
+    fn waiter(&self, id: &ProductId) -> Waiter;
+    /// A waiter that also yields `id`'s progress events announced from now on: register, then
+    /// look, then read [`ProgressLog::progress_log`], then follow the watcher.
+    fn watcher(&self, id: &ProductId) -> Waiter;
+    /// The state of what feeds waiters (an announcement subscription), for readiness: `None`
+    /// when there is none to watch (none started yet, or a store that announces directly).
+    fn announcements(&self) -> Option<Result<(), String>> {
+        None
+    }
+}
 impl Error {
     /// Whether the configuration is at fault (exit status 2 at start-up).
     pub fn is_configuration(&self) -> bool {
@@ -168,6 +165,24 @@ pub enum StoreOutcome {
     /// A result computed later is stored (this computation was slow, or redelivered): the
     /// newer one stays, the marker is released.
     Superseded,
+}
+
+impl StoreOutcome {
+    /// The store's rules, in the order they apply, for a result computed at `computed_at_ms`
+    /// that expires at `expires_at_ms` (ms since the Unix epoch), written at `now_ms` over
+    /// `old` (the stored result's `computed_at_ms` and status, if there is one). The memory
+    /// store applies them through this; Redis applies the same rules inside `STORE_UNTIL`
+    /// (`store.rs`), and the contract suite holds both to them.
+    pub fn judge(now_ms: i64, computed_at_ms: i64, expires_at_ms: i64, status: Status, old: Option<(i64, Status)>) -> Self {
+        if now_ms >= expires_at_ms {
+            return StoreOutcome::Expired;
+        }
+        match old {
+            Some((old_computed, _)) if old_computed > computed_at_ms => StoreOutcome::Superseded,
+            Some((_, old_status)) if status == Status::Failed && old_status != Status::Failed => StoreOutcome::Kept,
+            _ => StoreOutcome::Stored,
+        }
+    }
 }
 
 /// Where Redis is, as errors name it: the configured URL (or a cluster's first seed node),
@@ -217,5 +232,28 @@ impl Error {
             }
             Error::Corrupt { .. } | Error::Config(_) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_rules_apply_in_order() {
+        use Status::{Complete, Failed};
+        let judge = |now, computed, status, old| StoreOutcome::judge(now, computed, 2_000, status, old);
+        // Past its guarantee nothing is stored, whatever is there.
+        assert_eq!(judge(2_000, 1_000, Complete, None), StoreOutcome::Expired);
+        assert_eq!(judge(2_500, 1_000, Complete, Some((900, Failed))), StoreOutcome::Expired);
+        // The newest computation wins; a tie goes to the write.
+        assert_eq!(judge(1_500, 1_000, Complete, Some((1_001, Complete))), StoreOutcome::Superseded);
+        assert_eq!(judge(1_500, 1_000, Complete, Some((1_000, Complete))), StoreOutcome::Stored);
+        // A failure never replaces what is not one, but replaces a failure, or nothing.
+        assert_eq!(judge(1_500, 1_000, Failed, Some((900, Complete))), StoreOutcome::Kept);
+        assert_eq!(judge(1_500, 1_000, Failed, Some((900, Failed))), StoreOutcome::Stored);
+        assert_eq!(judge(1_500, 1_000, Failed, None), StoreOutcome::Stored);
+        // Newest-wins comes first: an older failure over a newer answer is superseded, not kept.
+        assert_eq!(judge(1_500, 1_000, Failed, Some((1_200, Complete))), StoreOutcome::Superseded);
     }
 }

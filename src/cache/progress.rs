@@ -6,7 +6,7 @@
 //! stored) and announces it on `{prefix}:progress:<id>`, with the event in the message. A
 //! producer reads the log for a watcher that joins late and relays the announcements live,
 //! through its one subscription ([`super::Ready`]). Only a product somebody watches is logged:
-//! an event stream marks it first (`{prefix}:watched:{<id>}`, [`super::ResultStore::watch`]),
+//! an event stream marks it first (`{prefix}:watched:{<id>}`, [`super::ProgressLog::watch`]),
 //! and the consumer reads the mark with the earlier result.
 //!
 //! Events are at-least-once (a redelivered request is computed again and appends again), so a

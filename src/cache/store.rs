@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
 use redis::cluster_routing::Slot;
 use redis::{AsyncCommands, Script};
 
@@ -19,8 +18,8 @@ use super::connection::Connection;
 use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{self, Ready, Waiter};
-use super::stored::StoredResult;
-use super::{Error, Keys, StoreOutcome};
+use super::stored::{self, StoredResult};
+use super::{Announcements, Error, Keys, ProgressLog, ResultStore, StoreOutcome};
 use crate::domain::{Comparison, Failure, ProductId, Quote};
 use crate::settings::RedisSettings;
 
@@ -78,7 +77,9 @@ return out";
 /// nothing and releases the marker if the token still owns it, so the product is computed
 /// again. One script: a write that waited in a stalled Redis is judged when it runs. A `failed`
 /// result does not replace one that is not (a refresh whose sources all failed): 2.
-/// The progress log goes in every case: its computation is over.
+/// The progress log goes in every case: its computation is over. The rules are
+/// [`StoreOutcome::judge`]'s, in the same order; the stored header is read by
+/// [`stored::LUA_HEADER`]'s `pf_header`, prepended when the script is made.
 /// The quotes that outlive the result are kept beside it until their own end (`''` when none
 /// do: an older list goes).
 /// A result computed later than this one is never replaced by it: 3, the marker released.
@@ -97,24 +98,15 @@ if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) >= tonumber(ARG
   return 0
 end
 local old = redis.call('GET', KEYS[1])
-local computed = old and tonumber(string.match(old, '^#pf1 (%-?%d+) '))
-if computed and computed > tonumber(ARGV[8]) then
-  release()
-  return 3
-end
-if ARGV[5] == 'failed' then
-  if old then
-    local status = string.match(old, '^#pf1 %-?%d+ %-?%d+ ([%a_]+) ')
-    if not status then
-      local ok, decoded = pcall(cjson.decode, old)
-      if ok and type(decoded) == 'table' then
-        status = decoded.status
-      end
-    end
-    if status and status ~= 'failed' then
-      release()
-      return 2
-    end
+if old then
+  local computed, status = pf_header(old)
+  if computed and computed > tonumber(ARGV[8]) then
+    release()
+    return 3
+  end
+  if ARGV[5] == 'failed' and status and status ~= 'failed' then
+    release()
+    return 2
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
@@ -183,7 +175,7 @@ impl RedisStore {
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             lookup_or_claim_many: Script::new(LOOKUP_OR_CLAIM_MANY),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
-            store_until: Script::new(STORE_UNTIL),
+            store_until: Script::new(&format!("{}{STORE_UNTIL}", stored::LUA_HEADER)),
             progress: Script::new(PROGRESS),
         })
     }
@@ -205,26 +197,18 @@ impl RedisStore {
             Err(_) => Err(Error::Timeout { at: self.at.clone(), after: self.timeout * 2 }),
         }
     }
+}
 
-    /// Readiness: Redis answers. A cluster must also say its state is `ok` (a node answers
-    /// `PING` while the cluster refuses every key because a master is lost).
-    pub async fn ping(&self) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        if !matches!(self.conn, Connection::Cluster(_)) {
-            return self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop);
-        }
-        let info: String = self.bounded(redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn)).await?;
-        if info.lines().any(|line| line.trim() == "cluster_state:ok") {
-            Ok(())
-        } else {
-            let down = (redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown), "cluster_state is not ok");
-            Err(Error::Redis { at: self.at.clone(), source: down.into() })
-        }
-    }
+/// A result read at `key`.
+fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
+    StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
+}
 
+#[async_trait::async_trait]
+impl ResultStore for RedisStore {
     /// The result if there is one (a plain `GET`: a hit costs Redis nothing more), else whether
     /// a request for it is pending (`EXISTS`).
-    pub async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
+    async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
         let value: Option<Vec<u8>> = self.bounded(conn.get(&key)).await?;
@@ -238,7 +222,7 @@ impl RedisStore {
     /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
     /// to claim the pending marker. One script, so no result can be written between the read
     /// and the claim (which would publish work that is already done).
-    pub async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
         let mut invocation = self.lookup_or_claim.key(&key);
@@ -253,7 +237,7 @@ impl RedisStore {
 
     /// [`Self::lookup`] for many: one pipeline of `GET` + `EXISTS` per product (per hash slot on
     /// a cluster, all at once).
-    pub async fn lookup_many(&self, ids: &[ProductId]) -> Result<Vec<Result<Peek, Error>>, Error> {
+    async fn lookup_many(&self, ids: &[ProductId]) -> Result<Vec<Result<Peek, Error>>, Error> {
         let found = self
             .per_slot(
                 ids,
@@ -281,7 +265,7 @@ impl RedisStore {
     /// [`Self::lookup_or_claim`] for many: one script for all (one per hash slot on a cluster,
     /// all at once). On a cluster a slot whose script fails fails its products alone: the
     /// others' claims stand, and are theirs to publish.
-    pub async fn lookup_or_claim_many(
+    async fn lookup_or_claim_many(
         &self,
         claims: &[(ProductId, String)],
         pending_ttl: Duration,
@@ -320,6 +304,156 @@ impl RedisStore {
             .collect())
     }
 
+    /// Claims the pending marker alone (`SET NX PX`); true if this caller now owns it.
+    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.pending(id)).arg(token).arg("NX").arg("PX").arg(pending_ttl.as_millis() as u64);
+        Ok(self.bounded(set.query_async::<Option<String>>(&mut conn)).await?.is_some())
+    }
+
+    /// Releases the marker if `token` still owns it; whether it did.
+    async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.release_if_owner.key(self.keys.pending(id));
+        invocation.arg(token);
+        self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(|deleted| deleted > 0)
+    }
+
+    /// Deletes a result (one found corrupt, so it is computed again).
+    async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.del::<_, i64>(self.keys.result(id))).await.map(drop)
+    }
+
+    /// Writes the result until its `expires_at`, clears the marker and announces it; or, if
+    /// the guarantee has passed by the time Redis runs the write, releases `token`'s marker.
+    async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error> {
+        let id = &comparison.product_id;
+        let body = StoredResult::encode(comparison);
+        let expires_at_ms = comparison.expires_at.unix_timestamp_nanos() / 1_000_000;
+        let mut conn = self.conn.clone();
+        let (kept, kept_until_ms) = earlier::outliving(comparison).unwrap_or_default();
+        let mut invocation = self.store_until.key(self.keys.result(id));
+        invocation
+            .key(self.keys.pending(id))
+            .key(self.keys.progress(id))
+            .key(self.keys.quotes(id))
+            .arg(body)
+            .arg(expires_at_ms.to_string())
+            .arg(token)
+            .arg(self.keys.ready_channel(id))
+            .arg(comparison.status.as_str())
+            .arg(kept)
+            .arg(kept_until_ms.to_string())
+            .arg((comparison.computed_at.unix_timestamp_nanos() / 1_000_000).to_string());
+        match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
+            1 => Ok(StoreOutcome::Stored),
+            2 => Ok(StoreOutcome::Kept),
+            3 => Ok(StoreOutcome::Superseded),
+            _ => Ok(StoreOutcome::Expired),
+        }
+    }
+
+    /// The result, the quotes kept beside it and whether anybody watches, in one round trip
+    /// (they share a hash slot).
+    async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error> {
+        let key = self.keys.result(id);
+        let mut pipe = redis::pipe();
+        pipe.get(&key).get(self.keys.quotes(id)).exists(self.keys.watched(id));
+        let (result, kept, watched): (Option<Vec<u8>>, Option<Vec<u8>>, bool) =
+            self.bounded(pipe.query_async(&mut self.conn.clone())).await?;
+        let result = match result.map(|value| stored(key, value)).transpose() {
+            Ok(result) => result,
+            // The miss path deletes a corrupt result; here it is no result.
+            Err(e) => {
+                tracing::warn!(error = %e, "an earlier result is not readable; computing from scratch");
+                None
+            }
+        };
+        Ok(Earlier { watched, ..Earlier::read(result.as_ref(), kept.as_deref()) })
+    }
+
+    /// Readiness: Redis answers. A cluster must also say its state is `ok` (a node answers
+    /// `PING` while the cluster refuses every key because a master is lost).
+    async fn ping(&self) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        if !matches!(self.conn, Connection::Cluster(_)) {
+            return self.bounded(redis::cmd("PING").query_async::<String>(&mut conn)).await.map(drop);
+        }
+        let info: String = self.bounded(redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn)).await?;
+        if info.lines().any(|line| line.trim() == "cluster_state:ok") {
+            Ok(())
+        } else {
+            let down = (redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown), "cluster_state is not ok");
+            Err(Error::Redis { at: self.at.clone(), source: down.into() })
+        }
+    }
+
+    async fn clock(&self) -> Result<Option<SystemTime>, Error> {
+        let (secs, micros): (u64, u64) = self.bounded(redis::cmd("TIME").query_async(&mut self.conn.clone())).await?;
+        Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)))
+    }
+}
+
+#[async_trait::async_trait]
+impl ProgressLog for RedisStore {
+    /// `SET {prefix}:watched:{<id>} 1 PX ttl`.
+    async fn watch(&self, id: &ProductId, ttl: Duration) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(self.keys.watched(id)).arg(1).arg("PX").arg(ttl.as_millis().max(1) as u64);
+        self.bounded(set.query_async::<()>(&mut conn)).await
+    }
+
+    /// Appends one source's outcome to the progress log and announces it (one script).
+    async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error> {
+        let (kind, data) = Progress::encode(outcome);
+        let mut conn = self.conn.clone();
+        let mut invocation = self.progress.key(self.keys.progress(id));
+        invocation
+            .key(self.keys.pending(id))
+            .arg(kind.as_str())
+            .arg(data)
+            .arg(MAX_EVENTS)
+            .arg(ttl.as_millis() as u64)
+            .arg(self.keys.progress_channel(id));
+        self.bounded(invocation.invoke_async::<String>(&mut conn)).await.map(drop)
+    }
+
+    /// The progress log, oldest first; entries that are not events are skipped.
+    async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error> {
+        let mut conn = self.conn.clone();
+        let mut range = redis::cmd("XRANGE");
+        range.arg(self.keys.progress(id)).arg("-").arg("+").arg("COUNT").arg(MAX_EVENTS);
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self.bounded(range.query_async(&mut conn)).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(entry_id, fields)| {
+                let field = |name: &[u8]| fields.chunks_exact(2).find(|kv| kv[0] == name).map(|kv| kv[1].as_slice());
+                Progress::decode(ProgressId::parse(&entry_id)?, field(b"kind")?, field(b"data")?)
+            })
+            .collect())
+    }
+}
+
+impl Announcements for RedisStore {
+    fn waiter(&self, id: &ProductId) -> Waiter {
+        self.subscribe();
+        self.ready.waiter(id)
+    }
+
+    fn watcher(&self, id: &ProductId) -> Waiter {
+        self.subscribe();
+        self.ready.watcher(id)
+    }
+
+    fn announcements(&self) -> Option<Result<(), String>> {
+        self.subscribed.get().and_then(|()| self.ready.subscription())
+    }
+}
+
+impl RedisStore {
     /// Runs `run` once per group of [`Self::by_slot`], all at once, each bounded by the Redis
     /// timeout; `run` answers one value per index of its group. Each item gets its group's
     /// value or its group's error; the call fails only if every group did.
@@ -385,218 +519,6 @@ impl RedisStore {
         groups.into_values().collect()
     }
 
-    /// Claims the pending marker alone (`SET NX PX`); true if this caller now owns it.
-    pub async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let mut set = redis::cmd("SET");
-        set.arg(self.keys.pending(id)).arg(token).arg("NX").arg("PX").arg(pending_ttl.as_millis() as u64);
-        Ok(self.bounded(set.query_async::<Option<String>>(&mut conn)).await?.is_some())
-    }
-
-    /// Deletes a result (one found corrupt, so it is computed again).
-    pub async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        self.bounded(conn.del::<_, i64>(self.keys.result(id))).await.map(drop)
-    }
-
-    /// The result, the quotes kept beside it and whether anybody watches, in one round trip
-    /// (they share a hash slot).
-    pub async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error> {
-        let key = self.keys.result(id);
-        let mut pipe = redis::pipe();
-        pipe.get(&key).get(self.keys.quotes(id)).exists(self.keys.watched(id));
-        let (result, kept, watched): (Option<Vec<u8>>, Option<Vec<u8>>, bool) =
-            self.bounded(pipe.query_async(&mut self.conn.clone())).await?;
-        let result = match result.map(|value| stored(key, value)).transpose() {
-            Ok(result) => result,
-            // The miss path deletes a corrupt result; here it is no result.
-            Err(e) => {
-                tracing::warn!(error = %e, "an earlier result is not readable; computing from scratch");
-                None
-            }
-        };
-        Ok(Earlier { watched, ..Earlier::read(result.as_ref(), kept.as_deref()) })
-    }
-
-    /// `SET {prefix}:watched:{<id>} 1 PX ttl`.
-    pub async fn watch(&self, id: &ProductId, ttl: Duration) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let mut set = redis::cmd("SET");
-        set.arg(self.keys.watched(id)).arg(1).arg("PX").arg(ttl.as_millis().max(1) as u64);
-        self.bounded(set.query_async::<()>(&mut conn)).await
-    }
-
-    /// Releases the marker if `token` still owns it; whether it did.
-    pub async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.release_if_owner.key(self.keys.pending(id));
-        invocation.arg(token);
-        self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(|deleted| deleted > 0)
-    }
-
-    /// Writes the result until its `expires_at`, clears the marker and announces it; or, if
-    /// the guarantee has passed by the time Redis runs the write, releases `token`'s marker.
-    pub async fn store(&self, comparison: &Comparison, token: &str) -> Result<StoreOutcome, Error> {
-        let id = &comparison.product_id;
-        let body = StoredResult::encode(comparison);
-        let expires_at_ms = comparison.expires_at.unix_timestamp_nanos() / 1_000_000;
-        let mut conn = self.conn.clone();
-        let (kept, kept_until_ms) = earlier::outliving(comparison).unwrap_or_default();
-        let mut invocation = self.store_until.key(self.keys.result(id));
-        invocation
-            .key(self.keys.pending(id))
-            .key(self.keys.progress(id))
-            .key(self.keys.quotes(id))
-            .arg(body)
-            .arg(expires_at_ms.to_string())
-            .arg(token)
-            .arg(self.keys.ready_channel(id))
-            .arg(comparison.status.as_str())
-            .arg(kept)
-            .arg(kept_until_ms.to_string())
-            .arg((comparison.computed_at.unix_timestamp_nanos() / 1_000_000).to_string());
-        match self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? {
-            1 => Ok(StoreOutcome::Stored),
-            2 => Ok(StoreOutcome::Kept),
-            3 => Ok(StoreOutcome::Superseded),
-            _ => Ok(StoreOutcome::Expired),
-        }
-    }
-}
-
-impl RedisStore {
-    /// Appends one source's outcome to the progress log and announces it (one script).
-    pub async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error> {
-        let (kind, data) = Progress::encode(outcome);
-        let mut conn = self.conn.clone();
-        let mut invocation = self.progress.key(self.keys.progress(id));
-        invocation
-            .key(self.keys.pending(id))
-            .arg(kind.as_str())
-            .arg(data)
-            .arg(MAX_EVENTS)
-            .arg(ttl.as_millis() as u64)
-            .arg(self.keys.progress_channel(id));
-        self.bounded(invocation.invoke_async::<String>(&mut conn)).await.map(drop)
-    }
-
-    /// The progress log, oldest first; entries that are not events are skipped.
-    pub async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error> {
-        let mut conn = self.conn.clone();
-        let mut range = redis::cmd("XRANGE");
-        range.arg(self.keys.progress(id)).arg("-").arg("+").arg("COUNT").arg(MAX_EVENTS);
-        let entries: Vec<(String, Vec<Vec<u8>>)> = self.bounded(range.query_async(&mut conn)).await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(entry_id, fields)| {
-                let field = |name: &[u8]| fields.chunks_exact(2).find(|kv| kv[0] == name).map(|kv| kv[1].as_slice());
-                Progress::decode(ProgressId::parse(&entry_id)?, field(b"kind")?, field(b"data")?)
-            })
-            .collect())
-    }
-}
-
-/// A result read at `key`.
-fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
-    StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
-}
-
-impl super::ResultStore for RedisStore {
-    fn lookup<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Peek, Error>> {
-        Box::pin(RedisStore::lookup(self, id))
-    }
-
-    fn lookup_or_claim<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<Lookup, Error>> {
-        Box::pin(RedisStore::lookup_or_claim(self, id, token, pending_ttl))
-    }
-
-    fn delete_result<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(RedisStore::delete_result(self, id))
-    }
-
-    fn earlier<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Earlier, Error>> {
-        Box::pin(RedisStore::earlier(self, id))
-    }
-
-    fn watch<'a>(&'a self, id: &'a ProductId, ttl: Duration) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(RedisStore::watch(self, id, ttl))
-    }
-
-    fn release_pending<'a>(&'a self, id: &'a ProductId, token: &'a str) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(RedisStore::release_pending(self, id, token))
-    }
-
-    fn claim_pending<'a>(
-        &'a self,
-        id: &'a ProductId,
-        token: &'a str,
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<bool, Error>> {
-        Box::pin(RedisStore::claim_pending(self, id, token, pending_ttl))
-    }
-
-    fn store<'a>(&'a self, comparison: &'a Comparison, token: &'a str) -> BoxFuture<'a, Result<StoreOutcome, Error>> {
-        Box::pin(RedisStore::store(self, comparison, token))
-    }
-
-    fn ping(&self) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(RedisStore::ping(self))
-    }
-
-    fn clock(&self) -> BoxFuture<'_, Result<Option<SystemTime>, Error>> {
-        Box::pin(async move {
-            let (secs, micros): (u64, u64) =
-                self.bounded(redis::cmd("TIME").query_async(&mut self.conn.clone())).await?;
-            Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros)))
-        })
-    }
-
-    fn waiter(&self, id: &ProductId) -> Waiter {
-        self.subscribe();
-        self.ready.waiter(id)
-    }
-
-    fn watcher(&self, id: &ProductId) -> Waiter {
-        self.subscribe();
-        self.ready.watcher(id)
-    }
-
-    fn announcements(&self) -> Option<Result<(), String>> {
-        self.subscribed.get().and_then(|()| self.ready.subscription())
-    }
-
-    fn progress<'a>(
-        &'a self,
-        id: &'a ProductId,
-        outcome: &'a Result<Quote, Failure>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(RedisStore::progress(self, id, outcome, ttl))
-    }
-
-    fn progress_log<'a>(&'a self, id: &'a ProductId) -> BoxFuture<'a, Result<Vec<Progress>, Error>> {
-        Box::pin(RedisStore::progress_log(self, id))
-    }
-
-    fn lookup_many<'a>(&'a self, ids: &'a [ProductId]) -> BoxFuture<'a, Result<Vec<Result<Peek, Error>>, Error>> {
-        Box::pin(RedisStore::lookup_many(self, ids))
-    }
-
-    fn lookup_or_claim_many<'a>(
-        &'a self,
-        claims: &'a [(ProductId, String)],
-        pending_ttl: Duration,
-    ) -> BoxFuture<'a, Result<Vec<Result<Lookup, Error>>, Error>> {
-        Box::pin(RedisStore::lookup_or_claim_many(self, claims, pending_ttl))
-    }
-}
-
-impl RedisStore {
     /// Starts this process's one subscription, with the first waiter (a consumer never needs
     /// one); until it is up, a waiter is woken when it is, to look again.
     fn subscribe(&self) {

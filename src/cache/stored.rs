@@ -22,6 +22,26 @@ use crate::domain::{Comparison, Status};
 /// The header's first word: the format's version.
 const MAGIC: &str = "#pf1";
 
+/// The header's reader for scripts that run inside Redis (`STORE_UNTIL` in `store.rs`, which
+/// must judge the stored result where it is, atomically): a Lua function
+/// `pf_header(value)` answering a stored value's computed_at (ms, or nil for a value without
+/// the header) and its status (nil if unreadable). It is here, beside [`StoredResult::encode`]
+/// and [`StoredResult::decode`], so one file owns the format; the store contract suite
+/// (`tests/it/stores.rs`) runs it on what `encode` writes.
+pub(super) const LUA_HEADER: &str = r"
+local function pf_header(value)
+  local computed, status = string.match(value, '^#pf1 (%-?%d+) %-?%d+ ([%a_]+) ')
+  if computed then
+    return tonumber(computed), status
+  end
+  local ok, decoded = pcall(cjson.decode, value)
+  if ok and type(decoded) == 'table' and type(decoded.status) == 'string' then
+    return nil, decoded.status
+  end
+  return nil, nil
+end
+";
+
 /// A result, ready to serve.
 #[derive(Clone, Debug)]
 pub struct StoredResult {

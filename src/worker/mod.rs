@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cache::{RedisStore, ResultStore};
+use crate::cache::{RedisStore, Store};
 use crate::observability::traces;
 use crate::providers::Quotas;
 use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
@@ -93,7 +93,7 @@ impl Worker {
     /// A consumer over any store, quotas and queue (the standalone demo's in-memory ones).
     pub fn with(
         settings: &Settings,
-        store: Arc<dyn ResultStore>,
+        store: Arc<dyn Store>,
         quotas: Arc<dyn Quotas>,
         dead_letters: Arc<dyn RequestQueue>,
         inbox: Box<dyn Inbox>,

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Health;
-use crate::cache::{ResultStore, StoreOutcome};
+use crate::cache::{Store, StoreOutcome};
 use crate::domain::{Comparison, Failure, FailureReason, ProductId, Quote, Rates, TtlPolicy};
 use crate::fx::Fx;
 use crate::providers::{PriceSources, Quotas};
@@ -75,7 +75,7 @@ enum Failed {
 }
 
 pub struct Processor {
-    pub store: Arc<dyn ResultStore>,
+    pub store: Arc<dyn Store>,
     pub sources: PriceSources,
     pub dead_letters: Arc<dyn RequestQueue>,
     pub dlq_topic: String,
@@ -103,7 +103,7 @@ impl Processor {
     /// `quotas`, dead-lettering to `dead_letters`.
     pub fn new(
         settings: &Settings,
-        store: Arc<dyn ResultStore>,
+        store: Arc<dyn Store>,
         quotas: Arc<dyn Quotas>,
         dead_letters: Arc<dyn RequestQueue>,
     ) -> Result<Self, crate::providers::BuildError> {

@@ -178,7 +178,7 @@ async fn two_hundred_concurrent_pages_sharing_products_publish_each_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_look_and_one_batch_claim_tell_cached_pending_and_absent_apart() {
-    use pricefront::cache::{Lookup, Peek, RedisStore};
+    use pricefront::cache::{Lookup, Peek, RedisStore, ResultStore};
     use pricefront::domain::{Comparison, ProductId, Rates};
     let env = env().start().await;
     let store = RedisStore::connect_lazy(&env.settings.redis).unwrap();

@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pricefront::cache::{MemoryStore, Peek, RedisStore, ResultStore, StoreOutcome};
+use pricefront::cache::{MemoryStore, Peek, RedisStore, ResultStore, Store, StoreOutcome};
 use pricefront::domain::{Comparison, Currency, Failure, FailureReason, ProductId, Quote, TtlPolicy};
 use pricefront::settings::Settings;
 use time::OffsetDateTime;
 
-fn redis_store() -> Arc<dyn ResultStore> {
+fn redis_store() -> Arc<dyn Store> {
     let env: HashMap<String, String> = [
         ("PRICEFRONT__REDIS__URL".to_owned(), crate::helpers::redis_url()),
         ("PRICEFRONT__REDIS__KEY_PREFIX".to_owned(), format!("it-stores-{}", uuid::Uuid::new_v4().simple())),
@@ -35,14 +35,14 @@ fn quote(provider: &str, cents: i64) -> Result<Quote, Failure> {
     Ok(Quote::new(provider, rust_decimal::Decimal::new(cents, 2), Currency::parse("EUR").unwrap(), 1))
 }
 
-async fn stored(store: &dyn ResultStore, id: &ProductId) -> Option<Comparison> {
+async fn stored(store: &dyn Store, id: &ProductId) -> Option<Comparison> {
     match store.lookup(id).await.unwrap() {
         Peek::Hit(hit) => Some(hit.comparison().unwrap()),
         _ => None,
     }
 }
 
-async fn contract(store: Arc<dyn ResultStore>) {
+async fn contract(store: Arc<dyn Store>) {
     let id = ProductId::parse(&format!("contract-{}", uuid::Uuid::new_v4().simple())).unwrap();
     let now = OffsetDateTime::now_utc();
 
