@@ -1,5 +1,6 @@
 //! One-off administration (`admin --help`, arguments by clap):
-//! - `admin create-topics`: creates the request topic and its DLQ with `kafka.partitions` partitions.
+//! - `admin create-topics`: creates the request topic, the refresh topic and the DLQ with
+//!   `kafka.partitions` partitions each.
 //! - `admin get KEY`: prints one effective setting (after file and env layering), or a table of
 //!   them (`admin get cache`), for scripts; secrets `<redacted>`. A price source's by name,
 //!   `providers.NAME.FIELD[.FIELD…]` (e.g. `providers.ebay.response.price`), defaults filled in.
@@ -27,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Creates the request topic and its DLQ with `kafka.partitions` partitions.
+    /// Creates the request topic, the refresh topic and the DLQ with `kafka.partitions` partitions each.
     CreateTopics,
     /// Prints one effective setting (`cache.l1_ttl_ms`), or a table of them (`cache`), for
     /// scripts; secrets `<redacted>`. A price source's by name, defaults filled in:

@@ -22,9 +22,10 @@
 //!   computation's progress, quotes kept past a brief result for the next computation, the
 //!   fleet's quota limiters. The store is a trait per role (results and markers, progress,
 //!   announcements), held by one contract suite in both implementations.
-//! - [`queue`]: message envelope, each Kafka client's configuration, publisher, the Kafka
-//!   group member on its own thread, the acknowledgement that alone moves offsets, topics,
-//!   listing and replaying dead letters; the in-memory queue.
+//! - [`queue`]: message envelope, each Kafka client's configuration, publisher (refreshes to a
+//!   topic of their own), the Kafka group member on its own thread, refreshes served before new
+//!   work, the acknowledgement that alone moves offsets, topics, listing and replaying dead
+//!   letters; the in-memory queue.
 //! - [`providers`]: price API clients (request templates with credentials from the
 //!   environment, tokens that renew themselves, JSON Pointer response mapping with offer lists,
 //!   not-found, quotas and `Retry-After`, a breaker that counts only what says a source is
@@ -32,7 +33,8 @@
 //! - [`api`]: the producer's HTTP router (the price route's hits dispatched past it), the hit
 //!   path and its time-dependent headers, HTTP caching (ETag, 304), catalogue
 //!   pages (many products in one request), event streams (SSE), one miss path for all three
-//!   (look, claim, the limits on misses, publish, `Prefer: wait`), refresh ahead, per-route metrics, errors as problem+json, `X-Request-Id` on every
+//!   (look, claim, the limits on misses, publish, `Prefer: wait`), admission control (new
+//!   products shed past what the consumers compute in time), refresh ahead, per-route metrics, errors as problem+json, `X-Request-Id` on every
 //!   answer (handed on to the consumer with a miss); the comparison widget; the HTTP/1.1 server
 //!   with the public port's limits (header-read and idle timeouts, a connection cap) and the
 //!   ops port (`/metrics`, health with details)

@@ -25,6 +25,12 @@ WANTED = [
     ("consumer in-flight", "pricefront_messages_in_flight", {}, None),
     ("consumer lag", "pricefront_consumer_lag", {}, "partition"),
     ("DLQ rate", "pricefront_messages_total", {"outcome": "dead_lettered"}, None),
+    # Overload (issue 25): lag, outstanding claims, shed misses, refresh latency, oldest request.
+    ("admission", "pricefront_admission_open", {}, None),
+    ("shed misses", "pricefront_limited_total", {"limit": "backlog"}, None),
+    ("outstanding requests", "pricefront_backlog_requests", {}, None),
+    ("oldest queued request", "pricefront_backlog_oldest_seconds", {}, None),
+    ("refresh latency", "pricefront_refresh_seconds_bucket", {}, "le"),
 ]
 
 try:

@@ -46,6 +46,9 @@ pub struct Details {
     /// The subscription that wakes waiting requests and feeds event streams: `ok`, `idle`
     /// (none started yet: nobody has waited), or what is wrong with it.
     pub announcements: String,
+    /// Admission control: whether new products are admitted, and the backlog it judges by
+    /// (see `api::admission`). It does not make the producer unready: hits are still served.
+    pub admission: super::admission::Snapshot,
 }
 
 impl Details {
@@ -68,6 +71,7 @@ impl Default for Probe {
                 redis: unknown(),
                 kafka: unknown(),
                 announcements: unknown(),
+                admission: Default::default(),
             }),
         }
     }
@@ -94,7 +98,13 @@ impl Probe {
             Some(Err(e)) => e,
         };
         let ready = redis == "ok" && kafka == "ok" && matches!(announcements.as_str(), "ok" | "idle");
-        let details = Details { status: if ready { "ready" } else { "unavailable" }, redis, kafka, announcements };
+        let details = Details {
+            status: if ready { "ready" } else { "unavailable" },
+            redis,
+            kafka,
+            announcements,
+            admission: state.admission.snapshot(),
+        };
         let was_ready = std::mem::replace(&mut *self.last.write().expect("probe lock"), details.clone()).ready();
         if was_ready && !ready {
             tracing::warn!(redis = %details.redis, kafka = %details.kafka, announcements = %details.announcements, "not ready");

@@ -88,6 +88,9 @@ pub enum Reason {
     MissLimit,
     /// This producer publishes as many new requests as it may (`producer.max_publish_rate`).
     PublishLimit,
+    /// The consumers' backlog would not be computed within `cache.pending_ttl_secs`: new
+    /// products are shed until it is (see `admission`).
+    Backlog,
 }
 
 /// A failure shared by every product (and caller) it befell, with its cause chain.
@@ -144,7 +147,7 @@ impl From<Unavailable> for ApiError {
         let retry_after_secs = u.retry_after_secs;
         match u.reason {
             Reason::MissLimit => ApiError::TooManyMisses { retry_after_secs },
-            Reason::PublishLimit => ApiError::Overloaded { retry_after_secs },
+            Reason::PublishLimit | Reason::Backlog => ApiError::Overloaded { retry_after_secs },
             Reason::Cache | Reason::Queue => ApiError::Unavailable {
                 what: if u.reason == Reason::Cache { "cache" } else { "queue" },
                 retry_after_secs,
@@ -369,13 +372,20 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         tracing::debug!(%client, "claim refused: the client is over its miss limit");
         return ids.iter().map(|_| Found::Unavailable(Unavailable::refused(refused))).collect();
     }
+    // Shed at the door: nothing claimed, nothing published, nothing for a client to wait on.
+    if let Err(retry_after_secs) = state.admission.admit(ids.len()) {
+        metrics::counter!("pricefront_limited_total", "limit" => "backlog").increment(ids.len() as u64);
+        tracing::debug!(products = ids.len(), retry_after_secs, "new products shed: the backlog is full");
+        let shed = Unavailable { reason: Reason::Backlog, retry_after_secs, cause: None };
+        return ids.iter().map(|_| Found::Unavailable(shed.clone())).collect();
+    }
     let requests: Vec<PriceRequest> = ids.iter().map(|id| PriceRequest::new(id.clone())).collect();
     if let [request] = requests.as_slice() {
         tracing::Span::current().record("message_id", request.request_id.to_string().as_str());
     }
     let claims: Vec<(ProductId, String)> =
         requests.iter().map(|r| (r.product_id.clone(), r.request_id.to_string())).collect();
-    let lookups = match state.store.lookup_or_claim_many(&claims, state.pending_ttl).await {
+    let lookups = match state.store.lookup_or_claim_many(&claims, state.hold).await {
         Ok(lookups) => lookups,
         Err(e) => {
             tracing::warn!(error = %e, products = ids.len(), "cannot claim in Redis; answering unavailable");
@@ -437,6 +447,9 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         return found;
     }
     let batch: Vec<PriceRequest> = publish.iter().map(|&i| requests[i].clone()).collect();
+    let published: Vec<ProductId> = batch.iter().map(|r| r.product_id.clone()).collect();
+    state.admission.admitted(published.len());
+    enqueued(&state, &published).await;
     let delivered = state.publisher.publish_many(&batch, asker.caller()).await;
     let (mut failed, mut first_error) = (Vec::new(), None);
     for (&i, delivery) in publish.iter().zip(delivered) {
@@ -467,11 +480,30 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         tracing::info!(published = publish.len() - failed.len(), failed = failed.len(), "requests published");
     }
     if !failed.is_empty() {
+        dequeued(&state, failed.iter().map(|&i| ids[i].clone()).collect());
         // In the background: the broker is in trouble, the answer must not wait on Redis too.
         let state = state.clone();
         tokio::spawn(async move { release_all(&state, &claims, &failed).await });
     }
     found
+}
+
+/// Counts `ids` into the fleet's backlog before their requests are published (so a consumer's
+/// count out always comes after). Best effort: a backlog that misses one only under-counts.
+pub(super) async fn enqueued(state: &AppState, ids: &[ProductId]) {
+    if let Err(e) = state.store.enqueued(ids, std::time::SystemTime::now()).await {
+        tracing::debug!(error = %e, products = ids.len(), "cannot count requests into the backlog");
+    }
+}
+
+/// Counts `ids` out of the backlog again (their publish failed), in the background.
+pub(super) fn dequeued(state: &AppState, ids: Vec<ProductId>) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = state.store.dequeued(&ids).await {
+            tracing::debug!(error = %e, products = ids.len(), "cannot count requests out of the backlog");
+        }
+    });
 }
 
 /// Releases the claims at `which` (those tokens' markers only), all at once; those Redis

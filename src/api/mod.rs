@@ -6,6 +6,7 @@
 //! and the CORS rules for the API, `web`. Every answer names its request (`X-Request-Id`,
 //! `request_id`).
 
+mod admission;
 mod catalogue;
 mod dispatch;
 mod docs;
@@ -67,6 +68,10 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub publisher: Arc<dyn RequestQueue>,
     pub pending_ttl: Duration,
+    /// How long a won claim holds its product (marker, queued mark).
+    pub hold: crate::cache::Hold,
+    /// Whether new products are admitted ([`admission`]).
+    pub admission: admission::Admission,
     pub retry_after_secs: u64,
     /// `Prefer: wait` is granted up to this long.
     pub max_wait: Duration,
@@ -127,6 +132,8 @@ impl AppState {
             store,
             publisher,
             pending_ttl: settings.cache.pending_ttl,
+            hold: settings.cache.hold(),
+            admission: admission::Admission::new(settings.cache.pending_ttl, settings.cache.queued_ttl),
             retry_after_secs: settings.producer.retry_after_secs,
             max_wait: settings.producer.max_wait,
             wait_places: wait::Places::new(
@@ -283,6 +290,7 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: Cancellatio
         }
     });
     health::Probe::spawn(state.clone(), shutdown.clone());
+    admission::Admission::spawn(state.clone(), shutdown.clone());
     crate::cache::clock::spawn_watch(state.store.clone(), shutdown.clone());
     let (limits, stop) = (state.limits.clone(), shutdown.clone());
     tokio::spawn(async move {

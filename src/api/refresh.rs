@@ -101,7 +101,7 @@ pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
     }
     let request = PriceRequest::refresh(id.clone());
     let token = request.request_id.to_string();
-    match state.store.claim_pending(&id, &token, state.pending_ttl).await {
+    match state.store.claim_pending(&id, &token, state.hold).await {
         Ok(true) => {}
         // Another producer refreshes it, or a request for it is pending anyway.
         Ok(false) => return,
@@ -119,7 +119,11 @@ pub async fn refresh(state: AppState, id: ProductId, client: IpAddr) {
         release(&state, &id, token).await;
         return;
     }
+    super::miss::enqueued(&state, std::slice::from_ref(&id)).await;
     let published = state.publisher.publish(&request, Caller::default()).await.map(drop).map_err(|e| e.to_string());
+    if published.is_err() {
+        super::miss::dequeued(&state, vec![id.clone()]);
+    }
     match published {
         Ok(()) => {
             tracing::debug!(product_id = %id, "refresh published");

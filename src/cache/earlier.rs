@@ -20,6 +20,8 @@ use super::StoredResult;
 pub struct Earlier {
     /// A result is stored now.
     pub has_result: bool,
+    /// When the stored result's quotes were gathered (ms since the Unix epoch), if there is one.
+    pub computed_at_ms: Option<i64>,
     /// Somebody watches the product's event stream ([`super::ProgressLog::watch`]): the
     /// computation's progress is worth logging.
     pub watched: bool,
@@ -69,7 +71,7 @@ impl Earlier {
             quoted.is_none_or(|q| q.expires_at < f.expires_at)
         });
         quotes.retain(|q| !not_found.iter().any(|f| f.provider == q.provider));
-        Self { has_result: result.is_some(), watched: false, quotes, not_found }
+        Self { has_result: result.is_some(), computed_at_ms: result.map(|r| r.computed_at_ms), watched: false, quotes, not_found }
     }
 }
 

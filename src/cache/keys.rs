@@ -10,7 +10,9 @@ use crate::domain::ProductId;
 
 /// Builds `{prefix}:result:{<id>}`, `{prefix}:pending:{<id>}`, `{prefix}:progress:{<id>}`,
 /// `{prefix}:watched:{<id>}`, `{prefix}:quotes:{<id>}`, the channels `{prefix}:ready:<id>` and `{prefix}:progress:<id>`,
-/// and a source's quota `{prefix}:quota:{<source>}` and pause `{prefix}:pause:{<source>}`.
+/// a source's quota `{prefix}:quota:{<source>}` and pause `{prefix}:pause:{<source>}`, and the
+/// fleet's backlog `{prefix}:backlog:{fleet}` and count of finished requests
+/// `{prefix}:finished:{fleet}`, and a product's queued request `{prefix}:queued:{<id>}`.
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
@@ -74,6 +76,32 @@ impl Keys {
         self.tagged("quotes", id.as_str())
     }
 
+    /// Set while a request for the product is published and not yet finished, holding the
+    /// token of its claim: no other request for it is published meanwhile, however long the
+    /// queue is (up to `cache.queued_ttl_secs`).
+    pub fn queued(&self, id: &ProductId) -> String {
+        self.tagged("queued", id.as_str())
+    }
+
+    /// The fleet's backlog: a sorted set of the products whose requests are published and not
+    /// yet finished, scored by when they were published (ms since the Unix epoch). Tagged
+    /// `{fleet}` like [`Self::finished`], so both are in one slot.
+    pub fn backlog(&self) -> String {
+        self.tagged("backlog", "fleet")
+    }
+
+    /// Each consumer's capacity report (a hash: member → `<requests per second> <ms since the
+    /// Unix epoch>`), for admission control.
+    pub fn consumers(&self) -> String {
+        self.tagged("consumers", "fleet")
+    }
+
+    /// How many requests the fleet's consumers have finished, ever: its rate is their
+    /// throughput.
+    pub fn finished(&self) -> String {
+        self.tagged("finished", "fleet")
+    }
+
     /// A source's quota limiter (its GCRA arrival time), shared by the fleet. The source's name
     /// (`[A-Za-z0-9_-]`, checked at load) is its hash tag.
     pub fn quota(&self, source: &str) -> String {
@@ -113,6 +141,10 @@ mod tests {
         assert_eq!(keys.quotes(&id), "pf:quotes:{sku-1}");
         assert_eq!(keys.quota("ebay"), "pf:quota:{ebay}");
         assert_eq!(keys.pause("ebay"), "pf:pause:{ebay}");
+        assert_eq!(keys.queued(&id), "pf:queued:{sku-1}");
+        assert_eq!(keys.backlog(), "pf:backlog:{fleet}");
+        assert_eq!(keys.finished(), "pf:finished:{fleet}");
+        assert_eq!(keys.consumers(), "pf:consumers:{fleet}");
     }
 
     /// Redis Cluster hashes only what is inside the first `{…}`: both keys hash the id alone.
@@ -129,5 +161,6 @@ mod tests {
         assert_eq!(tag(&keys.pending(&id)), "A.b_c-9");
         assert_eq!(tag(&keys.progress(&id)), "A.b_c-9");
         assert_eq!(tag(&keys.quotes(&id)), "A.b_c-9");
+        assert_eq!(tag(&keys.queued(&id)), "A.b_c-9");
     }
 }

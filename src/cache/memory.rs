@@ -19,7 +19,9 @@ use moka::sync::Cache;
 use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{Ready, Waiter};
-use super::{Announcements, Error, Lookup, Peek, ProgressLog, ResultStore, StoreOutcome, StoredResult};
+use super::{
+    Announcements, Backlog, BacklogState, CAPACITY_FRESH, Error, Hold, Lookup, Peek, ProgressLog, ResultStore, StoreOutcome, StoredResult,
+};
 use crate::domain::{Comparison, Failure, ProductId, Quote};
 
 struct UntilExpiry;
@@ -99,24 +101,48 @@ fn unix_ms(t: time::OffsetDateTime) -> i64 {
 /// The smallest marker map that is swept.
 const SWEEP_FLOOR: usize = 1024;
 
-/// Product → (token, expiry), swept of expired markers as it grows.
+/// Product → (token, expiry): pending markers in `live`, queued marks in `queued`, each swept
+/// of expired entries as it grows.
 #[derive(Default)]
 struct Markers {
     live: HashMap<ProductId, (String, Instant)>,
+    queued: HashMap<ProductId, (String, Instant)>,
     sweep_at: usize,
 }
 
 impl Markers {
-    fn claim(&mut self, id: &ProductId, token: &str, until: Instant, now: Instant) {
-        if self.live.len() >= self.sweep_at.max(SWEEP_FLOOR) {
+    /// Claims `id` for `token`: its marker, and (`queued_until`) its queued mark.
+    fn claim(&mut self, id: &ProductId, token: &str, until: Instant, queued_until: Option<Instant>, now: Instant) {
+        if self.live.len() + self.queued.len() >= self.sweep_at.max(SWEEP_FLOOR) {
             self.live.retain(|_, (_, until)| *until > now);
-            self.sweep_at = 2 * self.live.len();
+            self.queued.retain(|_, (_, until)| *until > now);
+            self.sweep_at = 2 * (self.live.len() + self.queued.len());
         }
         self.live.insert(id.clone(), (token.to_owned(), until));
+        if let Some(queued_until) = queued_until {
+            self.queued.insert(id.clone(), (token.to_owned(), queued_until));
+        }
     }
 
-    /// Whether `token`'s live marker was there to release.
+    fn pending(&self, id: &ProductId, now: Instant) -> bool {
+        self.live.get(id).is_some_and(|(_, until)| *until > now)
+    }
+
+    /// The token of `id`'s live queued mark.
+    fn queued(&self, id: &ProductId, now: Instant) -> Option<&str> {
+        self.queued.get(id).filter(|(_, until)| *until > now).map(|(token, _)| token.as_str())
+    }
+
+    /// Releases `token`'s queued mark of `id`, if it holds it.
+    fn unqueue(&mut self, id: &ProductId, token: &str) {
+        if self.queued.get(id).is_some_and(|(owner, _)| owner == token) {
+            self.queued.remove(id);
+        }
+    }
+
+    /// Releases `token`'s marker and queued mark; whether its live marker was there to release.
     fn release(&mut self, id: &ProductId, token: &str) -> bool {
+        self.unqueue(id, token);
         if self.live.get(id).is_some_and(|(owner, _)| owner == token) {
             let (_, until) = self.live.remove(id).expect("just seen");
             return until > Instant::now();
@@ -138,6 +164,11 @@ pub struct MemoryStore {
     progress_seq: AtomicU64,
     /// A stored result, and each progress event, is announced here directly.
     ready: Ready,
+    /// Outstanding requests, by when they were published.
+    backlog: Mutex<HashMap<ProductId, SystemTime>>,
+    finished: AtomicU64,
+    /// Consumers' capacity reports: member → (requests per second, when).
+    capacities: Mutex<HashMap<String, (f64, SystemTime)>>,
 }
 
 impl MemoryStore {
@@ -150,6 +181,9 @@ impl MemoryStore {
             watched: Cache::builder().max_capacity(max_entries).expire_after(UntilWatchEnds).build(),
             progress_seq: AtomicU64::new(1),
             ready: Ready::default(),
+            backlog: Mutex::default(),
+            finished: AtomicU64::new(0),
+            capacities: Mutex::default(),
         }
     }
 
@@ -162,26 +196,29 @@ impl MemoryStore {
 impl ResultStore for MemoryStore {
     async fn lookup(&self, id: &ProductId) -> Result<Peek, Error> {
         let pending = self.pending.lock().expect("pending lock");
+        let now = Instant::now();
         Ok(match self.live_result(id) {
             Some(s) => Peek::Hit(Box::new(s)),
-            None if pending.live.get(id).is_some_and(|(_, until)| *until > Instant::now()) => Peek::Pending,
+            None if pending.pending(id, now) || pending.queued(id, now).is_some() => Peek::Pending,
             None => Peek::Absent,
         })
     }
 
-    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, hold: Hold) -> Result<Lookup, Error> {
         let mut pending = self.pending.lock().expect("pending lock");
         if let Some(s) = self.live_result(id) {
             return Ok(Lookup::Hit(Box::new(s)));
         }
         let now = Instant::now();
-        match pending.live.get(id) {
-            Some((_, until)) if *until > now => Ok(Lookup::AlreadyPending),
-            _ => {
-                pending.claim(id, token, now + pending_ttl, now);
-                Ok(Lookup::Claimed)
-            }
+        if pending.pending(id, now) {
+            return Ok(Lookup::AlreadyPending);
         }
+        if let Some(queued) = pending.queued(id, now).map(str::to_owned) {
+            pending.claim(id, &queued, now + hold.pending, None, now);
+            return Ok(Lookup::AlreadyPending);
+        }
+        pending.claim(id, token, now + hold.pending, Some(now + hold.queued), now);
+        Ok(Lookup::Claimed)
     }
 
     async fn delete_result(&self, id: &ProductId) -> Result<(), Error> {
@@ -201,13 +238,13 @@ impl ResultStore for MemoryStore {
         Ok(self.pending.lock().expect("pending lock").release(id, token))
     }
 
-    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
+    async fn claim_pending(&self, id: &ProductId, token: &str, hold: Hold) -> Result<bool, Error> {
         let mut pending = self.pending.lock().expect("pending lock");
         let now = Instant::now();
-        if pending.live.get(id).is_some_and(|(_, until)| *until > now) {
+        if pending.pending(id, now) || pending.queued(id, now).is_some() {
             return Ok(false);
         }
-        pending.claim(id, token, now + pending_ttl, now);
+        pending.claim(id, token, now + hold.pending, Some(now + hold.queued), now);
         Ok(true)
     }
 
@@ -216,6 +253,7 @@ impl ResultStore for MemoryStore {
         let mut pending = self.pending.lock().expect("pending lock");
         // Its computation is over, whatever becomes of the result.
         self.progress.invalidate(id);
+        pending.unqueue(id, token);
         let old = self.live_result(id).map(|old| (old.computed_at_ms, old.status));
         let outcome = StoreOutcome::judge(
             unix_ms(time::OffsetDateTime::now_utc()),
@@ -285,6 +323,58 @@ impl ProgressLog for MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
+impl Backlog for MemoryStore {
+    async fn enqueued(&self, ids: &[ProductId], at: SystemTime) -> Result<(), Error> {
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        for id in ids {
+            backlog.entry(id.clone()).or_insert(at);
+        }
+        Ok(())
+    }
+
+    async fn dequeued(&self, ids: &[ProductId]) -> Result<(), Error> {
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        for id in ids {
+            backlog.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn finished(&self, id: &ProductId) -> Result<(), Error> {
+        self.backlog.lock().expect("backlog lock").remove(id);
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn report_capacity(&self, member: &str, per_sec: f64, now: SystemTime) -> Result<(), Error> {
+        self.capacities.lock().expect("capacities lock").insert(member.to_owned(), (per_sec, now));
+        Ok(())
+    }
+
+    async fn leave(&self, member: &str) -> Result<(), Error> {
+        self.capacities.lock().expect("capacities lock").remove(member);
+        Ok(())
+    }
+
+    async fn backlog(&self, now: SystemTime, horizon: Duration) -> Result<BacklogState, Error> {
+        let age = |at: &SystemTime| now.duration_since(*at).unwrap_or_default();
+        let mut capacities = self.capacities.lock().expect("capacities lock");
+        capacities.retain(|_, (_, at)| age(at) <= 10 * CAPACITY_FRESH);
+        let fresh = capacities.values().filter(|(_, at)| age(at) <= CAPACITY_FRESH);
+        let (capacity_per_sec, consumers) = fresh.fold((0.0, 0), |(sum, n), (rate, _)| (sum + rate, n + 1));
+        let mut backlog = self.backlog.lock().expect("backlog lock");
+        backlog.retain(|_, at| age(at) <= horizon);
+        Ok(BacklogState {
+            outstanding: backlog.len() as u64,
+            oldest: backlog.values().map(age).max(),
+            finished: self.finished.load(Ordering::Relaxed),
+            capacity_per_sec,
+            consumers,
+        })
+    }
+}
+
 impl Announcements for MemoryStore {
     fn waiter(&self, id: &ProductId) -> Waiter {
         self.ready.waiter(id)
@@ -299,6 +389,10 @@ impl Announcements for MemoryStore {
 mod tests {
     use super::*;
     use crate::domain::TtlPolicy;
+
+    fn hold(secs: u64) -> Hold {
+        Hold { pending: Duration::from_secs(secs), queued: Duration::from_secs(10 * secs) }
+    }
 
     fn id() -> ProductId {
         ProductId::parse("p").unwrap()
@@ -319,7 +413,7 @@ mod tests {
             Comparison::aggregate(id(), [Ok(quote)], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&good, "a").await.unwrap(), StoreOutcome::Stored);
         // A refresh claims the marker while the result exists, once.
-        let ttl = Duration::from_secs(30);
+        let ttl = hold(30);
         assert!(store.claim_pending(&id(), "r", ttl).await.unwrap());
         assert!(!store.claim_pending(&id(), "s", ttl).await.unwrap());
         let failure = Failure::new("a", FailureReason::Timeout, "slow");
@@ -334,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn claims_are_exclusive_and_released_only_by_their_owner() {
         let store = MemoryStore::new(100);
-        let ttl = Duration::from_secs(30);
+        let ttl = hold(30);
         assert!(matches!(store.lookup_or_claim(&id(), "a", ttl).await.unwrap(), Lookup::Claimed));
         assert!(matches!(store.lookup_or_claim(&id(), "b", ttl).await.unwrap(), Lookup::AlreadyPending));
         assert!(!store.release_pending(&id(), "b").await.unwrap(), "not b's to release");
@@ -344,9 +438,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_product_is_pending_after_its_marker_ends_until_its_request_finishes() {
+        let store = MemoryStore::new(100);
+        let brief = Hold { pending: Duration::from_millis(20), queued: Duration::from_secs(30) };
+        assert!(matches!(store.lookup_or_claim(&id(), "a", brief).await.unwrap(), Lookup::Claimed));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert!(matches!(store.lookup(&id()).await.unwrap(), Peek::Pending), "its request is still queued");
+        assert!(matches!(store.lookup_or_claim(&id(), "b", brief).await.unwrap(), Lookup::AlreadyPending));
+        assert!(!store.claim_pending(&id(), "r", brief).await.unwrap(), "no refresh either");
+        // The marker was set again, to the queued request's token: its owner releases both.
+        assert!(store.release_pending(&id(), "a").await.unwrap());
+        assert!(matches!(store.lookup_or_claim(&id(), "c", brief).await.unwrap(), Lookup::Claimed));
+    }
+
+    #[tokio::test]
     async fn a_stored_result_is_a_hit_until_its_ttl_and_clears_the_marker() {
         let store = MemoryStore::new(100);
-        store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
+        store.lookup_or_claim(&id(), "a", hold(30)).await.unwrap();
         let policy = TtlPolicy {
             answered: Duration::from_secs(300),
             transient: Duration::from_secs(300),
@@ -356,19 +464,19 @@ mod tests {
         let failed = Comparison::aggregate(id(), [], time::OffsetDateTime::now_utc(), &policy, &Default::default());
         assert_eq!(store.store(&failed, "a").await.unwrap(), StoreOutcome::Stored);
         assert!(store.earlier(&id()).await.unwrap().has_result);
-        let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap() else {
+        let Lookup::Hit(hit) = store.lookup_or_claim(&id(), "b", hold(30)).await.unwrap() else {
             panic!("expected a hit")
         };
         assert_eq!(hit.comparison().unwrap(), failed);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert!(!store.earlier(&id()).await.unwrap().has_result, "expired with its TTL");
-        assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
+        assert!(matches!(store.lookup_or_claim(&id(), "b", hold(30)).await.unwrap(), Lookup::Claimed));
     }
 
     #[tokio::test]
     async fn a_result_past_its_guarantee_is_not_stored_and_its_marker_is_released() {
         let store = MemoryStore::new(100);
-        store.lookup_or_claim(&id(), "a", Duration::from_secs(30)).await.unwrap();
+        store.lookup_or_claim(&id(), "a", hold(30)).await.unwrap();
         let policy = TtlPolicy {
             answered: Duration::from_secs(1),
             transient: Duration::from_secs(1),
@@ -379,7 +487,7 @@ mod tests {
         let stale = Comparison::aggregate(id(), [], long_ago, &policy, &Default::default());
         assert_eq!(store.store(&stale, "a").await.unwrap(), StoreOutcome::Expired);
         assert!(!store.earlier(&id()).await.unwrap().has_result);
-        assert!(matches!(store.lookup_or_claim(&id(), "b", Duration::from_secs(30)).await.unwrap(), Lookup::Claimed));
+        assert!(matches!(store.lookup_or_claim(&id(), "b", hold(30)).await.unwrap(), Lookup::Claimed));
     }
 
     #[tokio::test]
@@ -409,7 +517,7 @@ mod tests {
         let store = MemoryStore::new(100);
         for i in 0..10 * SWEEP_FLOOR {
             let id = ProductId::parse(&format!("p{i}")).unwrap();
-            store.lookup_or_claim(&id, "t", Duration::ZERO).await.unwrap();
+            store.lookup_or_claim(&id, "t", Hold { pending: Duration::ZERO, queued: Duration::ZERO }).await.unwrap();
         }
         let live = store.pending.lock().unwrap().live.len();
         assert!(live <= SWEEP_FLOOR, "{live} markers kept, all of them expired");

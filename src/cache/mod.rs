@@ -38,9 +38,19 @@ use crate::domain::{Comparison, Failure, ProductId, Quote, Status};
 /// ([`ResultStore`]), each computation's progress ([`ProgressLog`]), and waiting for what is
 /// announced ([`Announcements`]). Redis ([`RedisStore`]) in production, [`MemoryStore`] in the
 /// standalone demo; one contract suite (`tests/it/stores.rs`) runs against both.
-pub trait Store: ResultStore + ProgressLog + Announcements {}
+pub trait Store: ResultStore + ProgressLog + Announcements + Backlog {}
 
-impl<T: ResultStore + ProgressLog + Announcements> Store for T {}
+impl<T: ResultStore + ProgressLog + Announcements + Backlog> Store for T {}
+
+/// How long a won claim holds its product: its pending marker (`cache.pending_ttl_secs`: after
+/// it, waiters and event streams stop waiting for this computation) and its queued mark
+/// (`cache.queued_ttl_secs`: while it lasts, no other request for the product is published,
+/// however long the queue; it goes when the request finishes).
+#[derive(Clone, Copy, Debug)]
+pub struct Hold {
+    pub pending: Duration,
+    pub queued: Duration,
+}
 
 /// Results and their pending markers. Implementations keep the pending-marker semantics:
 /// claims are exclusive, and a marker is released only by the token that claimed it.
@@ -48,8 +58,9 @@ impl<T: ResultStore + ProgressLog + Announcements> Store for T {}
 pub trait ResultStore: Send + Sync + 'static {
     /// The result if there is one, else whether a request for it is pending.
     async fn lookup(&self, id: &ProductId) -> Result<Peek, Error>;
-    /// The result if there is one, else an attempt to claim the pending marker, atomically.
-    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error>;
+    /// The result if there is one, else an attempt to claim the pending marker, atomically. A
+    /// product whose request is still queued is pending, not claimed: its marker is set again.
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, hold: Hold) -> Result<Lookup, Error>;
     /// Deletes a result (one found corrupt, so it is computed again).
     async fn delete_result(&self, id: &ProductId) -> Result<(), Error>;
     /// What an earlier computation left: whether a result is stored, and its quotes (those
@@ -57,9 +68,10 @@ pub trait ResultStore: Send + Sync + 'static {
     /// anybody watches the product ([`ProgressLog::watch`]).
     async fn earlier(&self, id: &ProductId) -> Result<Earlier, Error>;
     /// Claims the pending marker alone (a refresh: the result exists); true if this caller
-    /// now owns it.
-    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error>;
-    /// Releases the marker if `token` still owns it; whether it did.
+    /// now owns it; never while a request for it is queued.
+    async fn claim_pending(&self, id: &ProductId, token: &str, hold: Hold) -> Result<bool, Error>;
+    /// Releases the marker, and the queued mark, if `token` still owns them; whether the marker
+    /// went.
     async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error>;
     /// Writes the result to live until its `expires_at` (never longer), keeps its quotes that
     /// outlive it until their own end (see [`Earlier`]), clears the marker and the progress
@@ -93,11 +105,11 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn lookup_or_claim_many(
         &self,
         claims: &[(ProductId, String)],
-        pending_ttl: Duration,
+        hold: Hold,
     ) -> Result<Vec<Result<Lookup, Error>>, Error> {
         let mut lookups = Vec::with_capacity(claims.len());
         for (id, token) in claims {
-            lookups.push(self.lookup_or_claim(id, token, pending_ttl).await);
+            lookups.push(self.lookup_or_claim(id, token, hold).await);
         }
         Ok(lookups)
     }
@@ -116,6 +128,49 @@ pub trait ProgressLog: Send + Sync + 'static {
     async fn progress(&self, id: &ProductId, outcome: &Result<Quote, Failure>, ttl: Duration) -> Result<(), Error>;
     /// `id`'s progress log so far, oldest first.
     async fn progress_log(&self, id: &ProductId) -> Result<Vec<Progress>, Error>;
+}
+
+/// The fleet's backlog: the requests published and not yet finished, and how many the consumers
+/// finish. The producers' admission control reads it (`api::admission`); it is a count, not a
+/// queue: the broker holds the requests.
+#[async_trait::async_trait]
+pub trait Backlog: Send + Sync + 'static {
+    /// `ids`' requests are being published at `at`: each counts as outstanding from then (a
+    /// product counted already keeps its time).
+    async fn enqueued(&self, ids: &[ProductId], at: std::time::SystemTime) -> Result<(), Error>;
+    /// `ids`' requests were not published after all.
+    async fn dequeued(&self, ids: &[ProductId]) -> Result<(), Error>;
+    /// A consumer is done with a request for `id` (whatever became of it): it is no longer
+    /// outstanding, and one more is finished.
+    async fn finished(&self, id: &ProductId) -> Result<(), Error>;
+    /// Consumer `member` can finish about `per_sec` requests a second (its in-flight bound over
+    /// its mean time per request), as of `now`; reported every second or so.
+    async fn report_capacity(&self, member: &str, per_sec: f64, now: std::time::SystemTime) -> Result<(), Error>;
+    /// Consumer `member` is leaving: its capacity goes with it.
+    async fn leave(&self, member: &str) -> Result<(), Error>;
+    /// The backlog at `now`. Requests outstanding for longer than `horizon` are dropped from it
+    /// first: their queued marks are gone too, so they count as lost. The capacity is the sum of
+    /// the consumers' reports no older than [`CAPACITY_FRESH`].
+    async fn backlog(&self, now: std::time::SystemTime, horizon: Duration) -> Result<BacklogState, Error>;
+}
+
+/// A consumer's capacity report counts this long; one that stops reporting (killed) drops out
+/// of the fleet's capacity after it.
+pub const CAPACITY_FRESH: Duration = Duration::from_secs(5);
+
+/// What [`Backlog::backlog`] read.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BacklogState {
+    /// Requests published and not yet finished.
+    pub outstanding: u64,
+    /// How long the oldest of them has been outstanding.
+    pub oldest: Option<Duration>,
+    /// Requests the fleet finished, ever (a counter: its rate is the fleet's throughput).
+    pub finished: u64,
+    /// What the consumers reporting now can finish, requests per second (0: none reports).
+    pub capacity_per_sec: f64,
+    /// How many consumers report now.
+    pub consumers: u64,
 }
 
 /// Waiting for what the store announces: a stored result, a progress event.

@@ -19,7 +19,9 @@ use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{self, Ready, Waiter};
 use super::stored::{self, StoredResult};
-use super::{Announcements, Error, Keys, ProgressLog, ResultStore, StoreOutcome};
+use super::{
+    Announcements, Backlog, BacklogState, CAPACITY_FRESH, Error, Hold, Keys, ProgressLog, ResultStore, StoreOutcome,
+};
 use crate::domain::{Comparison, Failure, ProductId, Quote};
 use crate::settings::RedisSettings;
 
@@ -43,34 +45,63 @@ pub enum Lookup {
     AlreadyPending,
 }
 
-/// KEYS: result, pending; ARGV: token, pending TTL in ms.
+/// A product whose request is still queued is not claimed again, however long the queue: its
+/// marker is set again (to the queued request's token) and it is pending. A won claim marks the
+/// product queued too, until its request finishes (or `queued_ttl`).
+/// KEYS: result, pending, queued; ARGV: token, pending TTL in ms, queued TTL in ms.
 const LOOKUP_OR_CLAIM: &str = r"
 local body = redis.call('GET', KEYS[1])
 if body then
   return {1, body}
 end
+local queued = redis.call('GET', KEYS[3])
+if queued then
+  redis.call('SET', KEYS[2], queued, 'NX', 'PX', ARGV[2])
+  return {0, false}
+end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
   return {2, false}
 end
 return {0, false}";
 
 /// [`LOOKUP_OR_CLAIM`] for several products at once, each as that script would (one hash slot
 /// on a cluster: the caller groups them).
-/// KEYS: result and pending of each product in turn; ARGV: pending TTL in ms, then each
-/// product's token. Returns each product's outcome and body, flattened.
+/// KEYS: result, pending and queued of each product in turn; ARGV: pending TTL in ms, queued
+/// TTL in ms, then each product's token. Returns each product's outcome and body, flattened.
 const LOOKUP_OR_CLAIM_MANY: &str = r"
 local out = {}
-for i = 1, #KEYS / 2 do
-  local body = redis.call('GET', KEYS[2 * i - 1])
+for i = 1, #KEYS / 3 do
+  local result, pending, queued, token = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[i + 2]
+  local body = redis.call('GET', result)
+  out[2 * i - 1] = 0
+  out[2 * i] = false
   if body then
     out[2 * i - 1] = 1
     out[2 * i] = body
   else
-    out[2 * i - 1] = redis.call('SET', KEYS[2 * i], ARGV[i + 1], 'NX', 'PX', ARGV[1]) and 2 or 0
-    out[2 * i] = false
+    local held = redis.call('GET', queued)
+    if held then
+      redis.call('SET', pending, held, 'NX', 'PX', ARGV[1])
+    elseif redis.call('SET', pending, token, 'NX', 'PX', ARGV[1]) then
+      redis.call('SET', queued, token, 'PX', ARGV[2])
+      out[2 * i - 1] = 2
+    end
   end
 end
 return out";
+
+/// A refresh's claim: the marker, unless a request for the product is queued; a won claim marks
+/// it queued too. KEYS: pending, queued; ARGV: token, pending TTL in ms, queued TTL in ms.
+const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+  return 1
+end
+return 0";
 
 /// Writes a result to expire at its guarantee's end (absolute, on Redis's clock), clears the
 /// marker and announces it; or, if the guarantee has passed already (the write waited), writes
@@ -83,10 +114,15 @@ return out";
 /// The quotes that outlive the result are kept beside it until their own end (`''` when none
 /// do: an older list goes).
 /// A result computed later than this one is never replaced by it: 3, the marker released.
-/// KEYS: result, pending, progress, quotes; ARGV: body, expires_at in ms since the epoch, token,
-/// channel, status, kept quotes, their end in ms since the epoch, computed_at in ms.
+/// The product stops being queued if this request's claim queued it.
+/// KEYS: result, pending, progress, quotes, queued; ARGV: body, expires_at in ms since the
+/// epoch, token, channel, status, kept quotes, their end in ms since the epoch, computed_at in
+/// ms.
 const STORE_UNTIL: &str = r"
 redis.call('DEL', KEYS[3])
+if redis.call('GET', KEYS[5]) == ARGV[3] then
+  redis.call('DEL', KEYS[5])
+end
 local function release()
   if redis.call('GET', KEYS[2]) == ARGV[3] then
     redis.call('DEL', KEYS[2])
@@ -133,13 +169,18 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[5], id .. ' ' .. ARGV[1] .. ' ' .. ARGV[2])
 return id";
 
-/// Deletes the pending marker only if it still holds our token, so a producer whose claim
-/// expired never releases somebody else's.
+/// Deletes the pending marker, and the queued mark, each only if it still holds our token, so a
+/// producer whose claim expired never releases somebody else's. Whether the marker went.
+/// KEYS: pending, queued; ARGV: token.
 const RELEASE_IF_OWNER: &str = r"
+local released = 0
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  released = redis.call('DEL', KEYS[1])
 end
-return 0";
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+return released";
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -155,6 +196,7 @@ pub struct RedisStore {
     lookup_or_claim: Script,
     lookup_or_claim_many: Script,
     release_if_owner: Script,
+    claim: Script,
     store_until: Script,
     progress: Script,
 }
@@ -175,6 +217,7 @@ impl RedisStore {
             lookup_or_claim: Script::new(LOOKUP_OR_CLAIM),
             lookup_or_claim_many: Script::new(LOOKUP_OR_CLAIM_MANY),
             release_if_owner: Script::new(RELEASE_IF_OWNER),
+            claim: Script::new(CLAIM),
             store_until: Script::new(&format!("{}{STORE_UNTIL}", stored::LUA_HEADER)),
             progress: Script::new(PROGRESS),
         })
@@ -199,6 +242,10 @@ impl RedisStore {
     }
 }
 
+fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+}
+
 /// A result read at `key`.
 fn stored(key: String, value: Vec<u8>) -> Result<StoredResult, Error> {
     StoredResult::decode(Bytes::from(value), SystemTime::now()).map_err(|source| Error::Corrupt { key, source })
@@ -215,18 +262,19 @@ impl ResultStore for RedisStore {
         if let Some(value) = value {
             return Ok(Peek::Hit(Box::new(stored(key, value)?)));
         }
-        let pending: bool = self.bounded(conn.exists(self.keys.pending(id))).await?;
-        Ok(if pending { Peek::Pending } else { Peek::Absent })
+        let held: i64 = self.bounded(conn.exists(&[self.keys.pending(id), self.keys.queued(id)])).await?;
+        Ok(if held > 0 { Peek::Pending } else { Peek::Absent })
     }
 
     /// The miss path's one round trip: the result and its TTL if there is one, else an attempt
     /// to claim the pending marker. One script, so no result can be written between the read
     /// and the claim (which would publish work that is already done).
-    async fn lookup_or_claim(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<Lookup, Error> {
+    async fn lookup_or_claim(&self, id: &ProductId, token: &str, hold: Hold) -> Result<Lookup, Error> {
         let key = self.keys.result(id);
         let mut conn = self.conn.clone();
         let mut invocation = self.lookup_or_claim.key(&key);
-        invocation.key(self.keys.pending(id)).arg(token).arg(pending_ttl.as_millis() as u64);
+        invocation.key(self.keys.pending(id)).key(self.keys.queued(id)).arg(token);
+        invocation.arg(hold.pending.as_millis() as u64).arg(hold.queued.as_millis() as u64);
         let (outcome, body): (i64, Option<Vec<u8>>) = self.bounded(invocation.invoke_async(&mut conn)).await?;
         match (outcome, body) {
             (1, Some(body)) => Ok(Lookup::Hit(Box::new(stored(key, body)?))),
@@ -245,9 +293,10 @@ impl ResultStore for RedisStore {
                 |group| async move {
                     let mut pipe = redis::pipe();
                     for &i in &group {
-                        pipe.get(self.keys.result(&ids[i])).exists(self.keys.pending(&ids[i]));
+                        let id = &ids[i];
+                        pipe.get(self.keys.result(id)).exists(&[self.keys.pending(id), self.keys.queued(id)]);
                     }
-                    pipe.query_async::<Vec<(Option<Vec<u8>>, bool)>>(&mut self.conn.clone()).await
+                    pipe.query_async::<Vec<(Option<Vec<u8>>, i64)>>(&mut self.conn.clone()).await
                 },
             )
             .await?;
@@ -256,8 +305,8 @@ impl ResultStore for RedisStore {
             .zip(found)
             .map(|(id, found)| match found? {
                 (Some(value), _) => stored(self.keys.result(id), value).map(|s| Peek::Hit(Box::new(s))),
-                (None, true) => Ok(Peek::Pending),
-                (None, false) => Ok(Peek::Absent),
+                (None, held) if held > 0 => Ok(Peek::Pending),
+                (None, _) => Ok(Peek::Absent),
             })
             .collect())
     }
@@ -268,7 +317,7 @@ impl ResultStore for RedisStore {
     async fn lookup_or_claim_many(
         &self,
         claims: &[(ProductId, String)],
-        pending_ttl: Duration,
+        hold: Hold,
     ) -> Result<Vec<Result<Lookup, Error>>, Error> {
         let outcomes = self
             .per_slot(
@@ -276,10 +325,10 @@ impl ResultStore for RedisStore {
                 |(id, _)| id,
                 |group| async move {
                     let mut invocation = self.lookup_or_claim_many.prepare_invoke();
-                    invocation.arg(pending_ttl.as_millis() as u64);
+                    invocation.arg(hold.pending.as_millis() as u64).arg(hold.queued.as_millis() as u64);
                     for &i in &group {
                         let (id, token) = &claims[i];
-                        invocation.key(self.keys.result(id)).key(self.keys.pending(id)).arg(token);
+                        invocation.key(self.keys.result(id)).key(self.keys.pending(id)).key(self.keys.queued(id)).arg(token);
                     }
                     let values: Vec<redis::Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
                     values
@@ -304,19 +353,20 @@ impl ResultStore for RedisStore {
             .collect())
     }
 
-    /// Claims the pending marker alone (`SET NX PX`); true if this caller now owns it.
-    async fn claim_pending(&self, id: &ProductId, token: &str, pending_ttl: Duration) -> Result<bool, Error> {
+    /// Claims the pending marker alone ([`CLAIM`]); true if this caller now owns it.
+    async fn claim_pending(&self, id: &ProductId, token: &str, hold: Hold) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
-        let mut set = redis::cmd("SET");
-        set.arg(self.keys.pending(id)).arg(token).arg("NX").arg("PX").arg(pending_ttl.as_millis() as u64);
-        Ok(self.bounded(set.query_async::<Option<String>>(&mut conn)).await?.is_some())
+        let mut invocation = self.claim.key(self.keys.pending(id));
+        invocation.key(self.keys.queued(id)).arg(token);
+        invocation.arg(hold.pending.as_millis() as u64).arg(hold.queued.as_millis() as u64);
+        Ok(self.bounded(invocation.invoke_async::<i64>(&mut conn)).await? == 1)
     }
 
     /// Releases the marker if `token` still owns it; whether it did.
     async fn release_pending(&self, id: &ProductId, token: &str) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let mut invocation = self.release_if_owner.key(self.keys.pending(id));
-        invocation.arg(token);
+        invocation.key(self.keys.queued(id)).arg(token);
         self.bounded(invocation.invoke_async::<i64>(&mut conn)).await.map(|deleted| deleted > 0)
     }
 
@@ -339,6 +389,7 @@ impl ResultStore for RedisStore {
             .key(self.keys.pending(id))
             .key(self.keys.progress(id))
             .key(self.keys.quotes(id))
+            .key(self.keys.queued(id))
             .arg(body)
             .arg(expires_at_ms.to_string())
             .arg(token)
@@ -434,6 +485,74 @@ impl ProgressLog for RedisStore {
                 Progress::decode(ProgressId::parse(&entry_id)?, field(b"kind")?, field(b"data")?)
             })
             .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backlog for RedisStore {
+    async fn enqueued(&self, ids: &[ProductId], at: SystemTime) -> Result<(), Error> {
+        let at_ms = epoch_ms(at);
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(self.keys.backlog()).arg("NX");
+        for id in ids {
+            zadd.arg(at_ms).arg(id.as_str());
+        }
+        self.bounded(zadd.query_async::<i64>(&mut self.conn.clone())).await.map(drop)
+    }
+
+    async fn dequeued(&self, ids: &[ProductId]) -> Result<(), Error> {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(self.keys.backlog());
+        for id in ids {
+            zrem.arg(id.as_str());
+        }
+        self.bounded(zrem.query_async::<i64>(&mut self.conn.clone())).await.map(drop)
+    }
+
+    async fn finished(&self, id: &ProductId) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.keys.backlog(), id.as_str()).ignore().incr(self.keys.finished(), 1).ignore();
+        self.bounded(pipe.query_async::<()>(&mut self.conn.clone())).await
+    }
+
+    async fn report_capacity(&self, member: &str, per_sec: f64, now: SystemTime) -> Result<(), Error> {
+        let report = format!("{per_sec} {}", epoch_ms(now));
+        let mut conn = self.conn.clone();
+        self.bounded(conn.hset::<_, _, _, i64>(self.keys.consumers(), member, report)).await.map(drop)
+    }
+
+    async fn leave(&self, member: &str) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        self.bounded(conn.hdel::<_, _, i64>(self.keys.consumers(), member)).await.map(drop)
+    }
+
+    async fn backlog(&self, now: SystemTime, horizon: Duration) -> Result<BacklogState, Error> {
+        let now_ms = epoch_ms(now);
+        let oldest_kept = epoch_ms(now.checked_sub(horizon).unwrap_or(SystemTime::UNIX_EPOCH));
+        let backlog = self.keys.backlog();
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE").arg(&backlog).arg("-inf").arg(format!("({oldest_kept}")).ignore();
+        pipe.zcard(&backlog).zrange_withscores(&backlog, 0, 0).get(self.keys.finished()).hgetall(self.keys.consumers());
+        let (outstanding, oldest, finished, reports): (u64, Vec<(String, f64)>, Option<u64>, Vec<(String, String)>) =
+            self.bounded(pipe.query_async(&mut self.conn.clone())).await?;
+        let oldest = oldest.first().map(|(_, at)| Duration::from_millis((now_ms - *at as i64).max(0) as u64));
+        let (mut capacity_per_sec, mut consumers, mut gone) = (0.0, 0, Vec::new());
+        for (member, report) in reports {
+            match report.split_once(' ').and_then(|(rate, at)| Some((rate.parse::<f64>().ok()?, at.parse::<i64>().ok()?))) {
+                Some((rate, at)) if now_ms - at <= CAPACITY_FRESH.as_millis() as i64 => {
+                    capacity_per_sec += rate;
+                    consumers += 1;
+                }
+                // Long silent (killed without leaving): forgotten.
+                Some((_, at)) if now_ms - at <= 10 * CAPACITY_FRESH.as_millis() as i64 => {}
+                _ => gone.push(member),
+            }
+        }
+        if !gone.is_empty() {
+            let mut conn = self.conn.clone();
+            self.bounded(conn.hdel::<_, _, i64>(self.keys.consumers(), gone)).await?;
+        }
+        Ok(BacklogState { outstanding, oldest, finished: finished.unwrap_or(0), capacity_per_sec, consumers })
     }
 }
 

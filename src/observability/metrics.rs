@@ -169,7 +169,30 @@ fn describe() {
     describe_gauge!("pricefront_circuit_open", "1 while a provider's circuit breaker is open");
     describe_counter!(
         "pricefront_limited_total",
-        "Misses (and refreshes) a limit refused, by limit: client_misses (producer.miss_rate_per_client) or publishes (producer.max_publish_rate)"
+        "Misses (and refreshes) a limit refused, by limit: client_misses (producer.miss_rate_per_client), publishes (producer.max_publish_rate) or backlog (admission control: new products shed while the backlog would not be computed within cache.pending_ttl_secs)"
+    );
+    describe_gauge!("pricefront_backlog_requests", "Requests published and not yet finished, fleet-wide, as this producer last read it");
+    describe_gauge!("pricefront_backlog_oldest_seconds", "How long the oldest outstanding request has waited");
+    describe_gauge!(
+        "pricefront_backlog_capacity_per_second",
+        "The fleet's throughput while busy, requests per second, as this producer estimates it (0: not known yet)"
+    );
+    describe_gauge!(
+        "pricefront_backlog_wait_seconds",
+        "How long a request admitted now would wait for a consumer (backlog / capacity, or the oldest request's age while no capacity is known)"
+    );
+    describe_gauge!(
+        "pricefront_backlog_finished_per_second",
+        "Requests the fleet finished per second lately, as this producer measured it"
+    );
+    describe_gauge!(
+        "pricefront_consumer_capacity_per_second",
+        "What this consumer can finish, requests per second: consumer.max_in_flight over its mean time per request (reported for admission control)"
+    );
+    describe_gauge!("pricefront_admission_open", "1 while this producer admits new products, 0 while it sheds them (503)");
+    describe_histogram!(
+        "pricefront_refresh_seconds",
+        "From a refresh's publish to its result stored: how far ahead of expiry a refresh must start (consumer)"
     );
     describe_gauge!(
         "pricefront_fx_rates_age_seconds",

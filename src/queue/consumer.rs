@@ -75,7 +75,33 @@ struct Shared {
     /// Set by each assignment, so the poll loop re-applies a pause to the new partitions.
     reassigned: AtomicBool,
     topic: String,
+    kind: Subscription,
     drain_timeout: Duration,
+}
+
+/// What a group member reads: the requests, or the refreshes (served first; see
+/// [`super::Prioritized`]). Each has gauges of its own, so the request topic's keep their
+/// meaning (readiness, the dashboards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    Requests,
+    Refreshes,
+}
+
+impl Subscription {
+    fn assigned_gauge(self) -> &'static str {
+        match self {
+            Subscription::Requests => "pricefront_partition_assigned",
+            Subscription::Refreshes => "pricefront_refresh_partition_assigned",
+        }
+    }
+
+    fn lag_gauge(self) -> &'static str {
+        match self {
+            Subscription::Requests => "pricefront_consumer_lag",
+            Subscription::Refreshes => "pricefront_refresh_consumer_lag",
+        }
+    }
 }
 
 struct GroupContext {
@@ -89,7 +115,7 @@ impl ClientContext for GroupContext {
         let Some(topic) = statistics.topics.get(&self.shared.topic) else { return };
         for (partition, stats) in &topic.partitions {
             if *partition >= 0 && stats.consumer_lag >= 0 {
-                metrics::gauge!("pricefront_consumer_lag", "partition" => partition.to_string())
+                metrics::gauge!(self.shared.kind.lag_gauge(), "partition" => partition.to_string())
                     .set(stats.consumer_lag as f64);
             }
         }
@@ -122,8 +148,8 @@ impl ConsumerContext for GroupContext {
                     tracing::warn!(error = %e, "cannot resume revoked partitions");
                 }
                 for p in &partitions {
-                    metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(0.0);
-                    metrics::gauge!("pricefront_consumer_lag", "partition" => p.to_string()).set(0.0);
+                    metrics::gauge!(shared.kind.assigned_gauge(), "partition" => p.to_string()).set(0.0);
+                    metrics::gauge!(shared.kind.lag_gauge(), "partition" => p.to_string()).set(0.0);
                 }
                 tracing::info!(partitions = ?partitions, unfinished, "partitions revoked");
             }
@@ -137,7 +163,7 @@ impl ConsumerContext for GroupContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions = partitions_of(tpl, &self.shared.topic);
             for p in &partitions {
-                metrics::gauge!("pricefront_partition_assigned", "partition" => p.to_string()).set(1.0);
+                metrics::gauge!(self.shared.kind.assigned_gauge(), "partition" => p.to_string()).set(1.0);
             }
             self.shared.assigned.lock().extend(&partitions);
             self.shared.reassigned.store(true, Ordering::Release);
@@ -175,19 +201,29 @@ pub struct KafkaInbox {
     stopped: Option<oneshot::Receiver<()>>,
 }
 
-/// Joins `kafka.group_id`, subscribed to `kafka.topic` (the join completes on the thread's
-/// first polls).
-pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration, max_in_flight: usize) -> Result<KafkaInbox, Error> {
+/// Joins `kafka.group_id` subscribed to `kafka.topic`, or for the refreshes the refresh group
+/// subscribed to the refresh topic (the join completes on the thread's first polls).
+pub fn subscribe(
+    settings: &KafkaSettings,
+    kind: Subscription,
+    drain_timeout: Duration,
+    max_in_flight: usize,
+) -> Result<KafkaInbox, Error> {
+    let (topic, group) = match kind {
+        Subscription::Requests => (settings.topic.clone(), settings.group_id.clone()),
+        Subscription::Refreshes => (settings.refresh_topic(), settings.refresh_group()),
+    };
     let shared = Arc::new(Shared {
         in_flight: Arc::default(),
         assigned: Assigned::default(),
         closing: AtomicBool::new(false),
         reassigned: AtomicBool::new(false),
-        topic: settings.topic.clone(),
+        topic: topic.clone(),
+        kind,
         drain_timeout,
     });
     let ours = [
-        ("group.id", settings.group_id.clone()),
+        ("group.id", group),
         ("enable.auto.commit", "true".into()),
         ("auto.commit.interval.ms", "1000".into()),
         ("enable.auto.offset.store", "false".into()),
@@ -204,7 +240,7 @@ pub fn subscribe(settings: &KafkaSettings, drain_timeout: Duration, max_in_fligh
     let consumer: BaseConsumer<GroupContext> = client_config(settings, KafkaRole::Consumer, &ours)?
         .create_with_context(GroupContext { shared: shared.clone() })
         .map_err(|e| creation_error(e, KafkaRole::Consumer))?;
-    consumer.subscribe(&[&settings.topic])?;
+    consumer.subscribe(&[&topic])?;
     let (sender, messages) = mpsc::channel(max_in_flight.max(1) * HAND_OFF_PER_IN_FLIGHT);
     let (stopped_tx, stopped) = oneshot::channel();
     std::thread::Builder::new()

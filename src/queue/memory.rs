@@ -1,4 +1,5 @@
-//! The in-process queue of the standalone demo: one bounded channel, and a bounded
+//! The in-process queue of the standalone demo: a bounded channel for requests and one for
+//! refreshes (taken first, as the consumer takes the refresh topic first), and a bounded
 //! in-memory DLQ. A full channel refuses at once, as a full Kafka producer queue does.
 //!
 //! Unlike Kafka nothing survives the process, and a message being processed at shutdown is
@@ -22,6 +23,7 @@ const DLQ_KEEP: usize = 1000;
 pub struct MemoryQueue {
     topic: String,
     sender: mpsc::Sender<Message>,
+    refreshes: mpsc::Sender<Message>,
     next_offset: AtomicI64,
     capacity: usize,
     dead_letters: Mutex<VecDeque<Message>>,
@@ -30,20 +32,23 @@ pub struct MemoryQueue {
 /// The consuming end of a [`MemoryQueue`].
 pub struct MemoryInbox {
     receiver: mpsc::Receiver<Message>,
+    refreshes: mpsc::Receiver<Message>,
 }
 
 impl MemoryQueue {
     /// A queue holding up to `capacity` unconsumed messages, and its consuming end.
     pub fn new(topic: &str, capacity: usize) -> (Self, MemoryInbox) {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
+        let (refreshes, refresh_receiver) = mpsc::channel(capacity.max(1));
         let queue = Self {
             topic: topic.to_owned(),
             sender,
+            refreshes,
             next_offset: AtomicI64::new(0),
             capacity: capacity.max(1),
             dead_letters: Mutex::default(),
         };
-        (queue, MemoryInbox { receiver })
+        (queue, MemoryInbox { receiver, refreshes: refresh_receiver })
     }
 
     /// The dead letters kept so far (newest last).
@@ -63,7 +68,8 @@ impl RequestQueue for MemoryQueue {
             origin: Origin { topic: self.topic.clone(), partition: 0, offset },
         };
         // Full or closed: the caller answers 503 rather than queue without bound.
-        let outcome = match self.sender.try_send(message) {
+        let sender = if request.refresh { &self.refreshes } else { &self.sender };
+        let outcome = match sender.try_send(message) {
             Ok(()) => Ok(Delivery { partition: 0, offset }),
             Err(mpsc::error::TrySendError::Full(_)) => Err(Error::QueueFull(self.capacity)),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
@@ -103,11 +109,19 @@ impl RequestQueue for MemoryQueue {
 
 impl Inbox for MemoryInbox {
     fn next(&mut self) -> BoxFuture<'_, Option<Incoming>> {
-        Box::pin(async move { Some(Incoming { message: self.receiver.recv().await?, ack: Ack::none() }) })
+        Box::pin(async move {
+            let message = tokio::select! {
+                biased;
+                Some(refresh) = self.refreshes.recv() => refresh,
+                request = self.receiver.recv() => request?,
+            };
+            Some(Incoming { message, ack: Ack::none() })
+        })
     }
 
     fn close(&mut self, _: Duration) -> BoxFuture<'_, ()> {
         self.receiver.close();
+        self.refreshes.close();
         Box::pin(async {})
     }
 }

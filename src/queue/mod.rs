@@ -7,7 +7,8 @@
 //!
 //! Two traits hide Kafka behind our own types ([`Message`], [`Headers`], [`Incoming`]):
 //! [`RequestQueue`], what the API and the worker need to publish, and [`Inbox`], what the
-//! worker consumes. [memory] implements both in process for the standalone demo.
+//! worker consumes. [memory] implements both in process for the standalone demo; [`Prioritized`]
+//! serves one inbox (the refresh topic's) before another.
 
 mod ack;
 pub mod admin;
@@ -18,6 +19,7 @@ pub mod envelope;
 mod memory;
 mod message;
 mod offsets;
+mod priority;
 mod publisher;
 
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub use consumer::{Assigned, KafkaInbox};
 pub use envelope::{Caller, DecodeError, PriceRequest};
 pub use memory::{MemoryInbox, MemoryQueue};
 pub use message::{Headers, Incoming, Message, Origin};
+pub use priority::Prioritized;
 pub use publisher::{Delivery, Publisher};
 
 /// Publishing requests (and dead letters), acknowledged: Kafka, or the in-process queue.

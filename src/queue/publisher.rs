@@ -62,6 +62,8 @@ pub struct Publisher {
     producer: Arc<RwLock<Arc<Client>>>,
     config: ClientConfig,
     topic: String,
+    /// Where refreshes go (`kafka.refresh_topic`).
+    refresh_topic: String,
     timeout: Duration,
     queue_max: usize,
     consecutive_timeouts: Arc<AtomicU32>,
@@ -89,6 +91,7 @@ impl Publisher {
             producer: Arc::new(RwLock::new(Arc::new(Client(Some(producer))))),
             config,
             topic: settings.topic.clone(),
+            refresh_topic: settings.refresh_topic(),
             timeout: settings.publish_timeout,
             queue_max: settings.producer_queue_max_messages as usize,
             consecutive_timeouts: Arc::default(),
@@ -100,10 +103,12 @@ impl Publisher {
         self.producer.read().expect("producer lock").clone()
     }
 
-    /// Publishes a request keyed by its product id and waits for the broker's ack.
+    /// Publishes a request keyed by its product id and waits for the broker's ack: to the
+    /// request topic, or a refresh to the refresh topic.
     pub async fn publish(&self, request: &PriceRequest, caller: Caller<'_>) -> Result<Delivery, Error> {
         let headers = caller.headers();
-        self.send(&self.topic, request.product_id.as_str().as_bytes(), &request.encode(), &headers).await
+        let topic = if request.refresh { &self.refresh_topic } else { &self.topic };
+        self.send(topic, request.product_id.as_str().as_bytes(), &request.encode(), &headers).await
     }
 
     /// Sends raw bytes to `topic` (the DLQ path) and waits for the broker's ack.

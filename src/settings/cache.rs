@@ -41,12 +41,24 @@ pub struct CacheSettings {
     #[serde(rename = "pending_ttl_secs")]
     #[serde_as(as = "DurationSeconds<u64>")]
     pub pending_ttl: Duration,
+    /// `PRICEFRONT__CACHE__QUEUED_TTL_SECS`: the longest a published request counts as queued.
+    /// While it does, no other request for its product is published (however long the queue),
+    /// and it counts in the fleet's backlog; past it, it counts as lost (the broker lost it) and
+    /// the product may be asked for again. At least `pending_ttl_secs`.
+    #[serde(rename = "queued_ttl_secs")]
+    #[serde_as(as = "DurationSeconds<u64>")]
+    pub queued_ttl: Duration,
     /// `PRICEFRONT__CACHE__REFRESH_AHEAD`: a hit served in the last this fraction of its
     /// result's guarantee window starts a background refresh (0 turns it off).
     pub refresh_ahead: f64,
 }
 
 impl CacheSettings {
+    /// How long a won claim holds its product.
+    pub fn hold(&self) -> crate::cache::Hold {
+        crate::cache::Hold { pending: self.pending_ttl, queued: self.queued_ttl }
+    }
+
     pub fn ttl_policy(&self) -> TtlPolicy {
         TtlPolicy {
             answered: self.ttl,
@@ -65,6 +77,13 @@ impl CacheSettings {
         let ttls = [self.l1_ttl, self.ttl, self.partial_ttl, self.failed_ttl, self.not_found_ttl];
         if ttls.iter().any(Duration::is_zero) {
             return Err("cache TTLs must be positive".into());
+        }
+        if self.queued_ttl < self.pending_ttl {
+            return Err(format!(
+                "cache.queued_ttl_secs ({}) must be at least cache.pending_ttl_secs ({})",
+                self.queued_ttl.as_secs(),
+                self.pending_ttl.as_secs()
+            ));
         }
         Ok(())
     }

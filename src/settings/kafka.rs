@@ -18,6 +18,11 @@ pub struct KafkaSettings {
     pub topic: String,
     /// `PRICEFRONT__KAFKA__DLQ_TOPIC`: where undecodable requests go.
     pub dlq_topic: String,
+    /// `PRICEFRONT__KAFKA__REFRESH_TOPIC`: where refreshes go, served first by every consumer
+    /// (its group: `group_id` + `.refresh`); empty: `topic` + `.refresh`. See
+    /// [`Self::refresh_topic`].
+    #[serde(rename = "refresh_topic")]
+    pub refresh_topic_name: String,
     /// `PRICEFRONT__KAFKA__GROUP_ID`: the consumer group.
     pub group_id: String,
     /// `PRICEFRONT__KAFKA__PARTITIONS`: partitions created for both topics; the most consumers that get work.
@@ -93,7 +98,24 @@ impl KafkaSettings {
         if self.topic == self.dlq_topic {
             return Err("kafka.dlq_topic must differ from kafka.topic".into());
         }
+        let refresh = self.refresh_topic();
+        if refresh == self.topic || refresh == self.dlq_topic {
+            return Err("kafka.refresh_topic must differ from kafka.topic and kafka.dlq_topic".into());
+        }
         Ok(())
+    }
+
+    /// The refresh topic: `refresh_topic`, or `topic` + `.refresh` when that is empty.
+    pub fn refresh_topic(&self) -> String {
+        match self.refresh_topic_name.as_str() {
+            "" => format!("{}.refresh", self.topic),
+            name => name.to_owned(),
+        }
+    }
+
+    /// The consumer group that reads the refresh topic: `group_id` + `.refresh`.
+    pub fn refresh_group(&self) -> String {
+        format!("{}.refresh", self.group_id)
     }
 }
 

@@ -33,7 +33,8 @@ use crate::cache::{RedisStore, Store};
 use crate::observability::traces;
 use crate::providers::Quotas;
 use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
-use crate::queue::{Assigned, Inbox, Incoming, Publisher, RequestQueue, consumer};
+use crate::queue::consumer::{self, Subscription};
+use crate::queue::{Assigned, Inbox, Incoming, Prioritized, Publisher, RequestQueue};
 use crate::settings::Settings;
 
 pub use health::Health;
@@ -43,6 +44,9 @@ pub use process::{Counters, Processor};
 pub const MIN_LEAVE_TIME: Duration = Duration::from_secs(1);
 /// How often a loop held by a failing Redis checks whether it is back.
 const REDIS_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a consumer reports its capacity (see `api::admission`); well within
+/// `cache::CAPACITY_FRESH`.
+const CAPACITY_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -84,9 +88,14 @@ impl Worker {
         let dead_letters = Arc::new(Publisher::new(&settings.kafka)?);
         // The sources first: a configuration error must stop us before we join the group.
         let processor = Processor::new(settings, Arc::new(store), quotas, dead_letters)?;
-        let inbox =
-            consumer::subscribe(&settings.kafka, settings.consumer.drain_timeout, settings.consumer.max_in_flight)?;
-        let assigned = inbox.assigned();
+        let (kafka, consumer) = (&settings.kafka, &settings.consumer);
+        let subscribe = |kind| consumer::subscribe(kafka, kind, consumer.drain_timeout, consumer.max_in_flight);
+        let requests = subscribe(Subscription::Requests)?;
+        // A member of a group of its own: the requests' backlog pauses its partitions when the
+        // hand-off is full, which must never hold up a refresh.
+        let refreshes = subscribe(Subscription::Refreshes)?;
+        let assigned = requests.assigned();
+        let inbox = Prioritized::new(Box::new(refreshes), Box::new(requests));
         Ok(Self { assigned: Some(assigned), ..Self::from_parts(settings, processor, Box::new(inbox)) })
     }
 
@@ -138,6 +147,23 @@ impl Worker {
         self.processor.dlq_health.healthy().await;
     }
 
+    /// Reports this consumer's capacity every [`CAPACITY_EVERY`] for admission control: its
+    /// in-flight bound over its mean time per request, once one was timed.
+    fn spawn_capacity_reports(&self, member: String, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (processor, max_in_flight) = (self.processor.clone(), self.max_in_flight);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CAPACITY_EVERY);
+            while tokio::select! { _ = every.tick() => true, _ = shutdown.cancelled() => false } {
+                let Some(mean) = processor.service.mean() else { continue };
+                let per_sec = max_in_flight as f64 / mean.as_secs_f64().max(1e-3);
+                metrics::gauge!("pricefront_consumer_capacity_per_second").set(per_sec);
+                if let Err(e) = processor.store.report_capacity(&member, per_sec, std::time::SystemTime::now()).await {
+                    tracing::debug!(error = %e, "cannot report this consumer's capacity");
+                }
+            }
+        })
+    }
+
     /// Consumes until `shutdown` fires, then drains and closes. Fails if the queue stopped
     /// delivering on its own (its client thread died): the process should exit non-zero and be
     /// restarted, after the same drain.
@@ -147,9 +173,13 @@ impl Worker {
         let mut tasks = JoinSet::new();
         tracing::info!(max_in_flight = self.max_in_flight, sources = self.processor.sources.len(), "consumer started");
         self.processor.fx.spawn_refresh(shutdown.clone());
+        let member = uuid::Uuid::new_v4().simple().to_string();
+        let reporting = self.spawn_capacity_reports(member.clone(), shutdown.clone());
         crate::cache::clock::spawn_watch(self.processor.store.clone(), shutdown.clone());
         // Present from the start, so the first dead letter shows as a rate, not as a new series.
         metrics::counter!("pricefront_messages_total", "outcome" => "dead_lettered").increment(0);
+        // Likewise the refreshes' latency (registered, so it renders before the first refresh).
+        let _ = metrics::histogram!("pricefront_refresh_seconds");
         self.processor.dlq_health.show();
         loop {
             while let Some(joined) = tasks.try_join_next() {
@@ -243,6 +273,10 @@ impl Worker {
         }
         let leave_by = deadline.max(Instant::now() + MIN_LEAVE_TIME);
         self.inbox.close(leave_by - Instant::now()).await;
+        reporting.abort();
+        if let Err(e) = self.processor.store.leave(&member).await {
+            tracing::debug!(error = %e, "cannot withdraw this consumer's capacity; it lapses by itself");
+        }
         let c = &self.processor.counters;
         tracing::info!(
             computed = c.computed.load(Ordering::Relaxed),

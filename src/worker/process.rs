@@ -81,6 +81,8 @@ pub struct Processor {
     pub dlq_topic: String,
     pub ttl: TtlPolicy,
     pub counters: Counters,
+    /// How long a request takes here, on average: the consumer's capacity follows from it.
+    pub service: ServiceTime,
     pub redis_health: Health,
     /// Whether the DLQ takes messages (`pricefront_dlq_blocked`).
     pub dlq_health: Health,
@@ -114,6 +116,7 @@ impl Processor {
             dlq_topic: settings.kafka.dlq_topic.clone(),
             ttl: settings.cache.ttl_policy(),
             counters: Counters::default(),
+            service: ServiceTime::default(),
             redis_health: Health::new("Redis", None),
             dlq_health: Health::new("the DLQ", Some(DLQ_BLOCKED)),
             max_attempts: settings.consumer.max_attempts,
@@ -126,18 +129,34 @@ impl Processor {
 
     /// Handles one message; true when its outcome is durable (so it may be acknowledged).
     pub async fn handle(&self, message: &Message, shutdown: &CancellationToken) -> bool {
-        let (kind, error) = match PriceRequest::decode(message.payload.as_deref()) {
-            Ok(request) => match self.compute(&request, shutdown).await {
-                Ok(()) => return true,
-                Err(Stop::Shutdown) => {
-                    metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
-                    return false;
-                }
-                Err(Stop::GaveUp(error)) => ("processing_failed", error),
-            },
-            Err(error) => (error.kind(), error.to_string()),
+        let request = match PriceRequest::decode(message.payload.as_deref()) {
+            Ok(request) => request,
+            Err(error) => return self.dead_letter(message, error.kind(), &error.to_string(), shutdown).await,
         };
-        self.dead_letter(message, kind, &error, shutdown).await
+        let started = std::time::Instant::now();
+        let done = match self.compute(&request, shutdown).await {
+            Ok(()) => true,
+            Err(Stop::Shutdown) => {
+                metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
+                return false;
+            }
+            Err(Stop::GaveUp(error)) => {
+                // Its claim must not hold the product (queued) until it expires.
+                if let Err(e) = self.store.release_pending(&request.product_id, &request.request_id.to_string()).await {
+                    tracing::debug!(error = %e, "cannot release the claim of a dead letter; it expires by itself");
+                }
+                self.dead_letter(message, "processing_failed", &error, shutdown).await
+            }
+        };
+        if done {
+            self.service.record(started.elapsed());
+            // Out of the fleet's backlog, whatever became of it; best effort (the backlog drops
+            // what it misses after `cache.queued_ttl_secs`).
+            if let Err(e) = self.store.finished(&request.product_id).await {
+                tracing::debug!(error = %e, "cannot count the request finished");
+            }
+        }
+        done
     }
 
     /// Sends the message to the DLQ, unchanged, with why (`kind`, `error`) in its headers;
@@ -180,8 +199,11 @@ impl Processor {
         // duplicate.
         let earlier = || self.store.earlier(id);
         let earlier = self.retry("look at the earlier result", shutdown, health, earlier, redis_error).await?;
-        if !request.refresh && earlier.has_result {
-            tracing::info!("fresh result exists; skipping duplicate");
+        // A refresh is late if a result computed since it was asked for is there already.
+        let late_refresh = request.refresh
+            && earlier.computed_at_ms.is_some_and(|at| i128::from(at) * 1_000_000 >= request.requested_at.unix_timestamp_nanos());
+        if (!request.refresh && earlier.has_result) || late_refresh {
+            tracing::info!(refresh = request.refresh, "fresh result exists; skipping duplicate");
             // A marker this request claimed would otherwise hold off new requests until it expires.
             if let Err(e) = self.store.release_pending(id, &token).await {
                 tracing::debug!(error = %e, "cannot release the pending marker");
@@ -285,6 +307,8 @@ impl Processor {
                     .increment(1);
                 if request.refresh {
                     metrics::counter!("pricefront_refreshes_total", "stage" => "done").increment(1);
+                    // From the refresh's publish to its store: how far ahead a refresh must start.
+                    metrics::histogram!("pricefront_refresh_seconds").record(waited_ms.max(0) as f64 / 1000.0);
                 }
                 // From the producer's publish to the result stored (two hosts' clocks).
                 metrics::histogram!("pricefront_miss_to_result_seconds", "status" => comparison.status.as_str())
@@ -452,4 +476,24 @@ fn dead_letter_headers(message: &Message, kind: &str, error: &str) -> Headers {
         .with(dlq::SOURCE_PARTITION, message.origin.partition.to_string())
         .with(dlq::SOURCE_OFFSET, message.origin.offset.to_string())
         .with(dlq::FAILED_AT, failed_at)
+}
+
+/// The mean time a request takes (an exponentially weighted mean over about the last
+/// [`ServiceTime::WEIGHT`]⁻¹ requests).
+#[derive(Default)]
+pub struct ServiceTime(std::sync::Mutex<Option<f64>>);
+
+impl ServiceTime {
+    const WEIGHT: f64 = 0.05;
+
+    pub fn record(&self, took: Duration) {
+        let mut mean = self.0.lock().expect("service time lock");
+        let took = took.as_secs_f64();
+        *mean = Some(mean.map_or(took, |mean| mean + Self::WEIGHT * (took - mean)));
+    }
+
+    /// The mean, once a request was timed.
+    pub fn mean(&self) -> Option<Duration> {
+        self.0.lock().expect("service time lock").map(Duration::from_secs_f64)
+    }
 }

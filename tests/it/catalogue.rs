@@ -184,7 +184,7 @@ async fn one_batch_look_and_one_batch_claim_tell_cached_pending_and_absent_apart
     let store = RedisStore::connect_lazy(&env.settings.redis).unwrap();
     let id = |tag: &str| ProductId::parse(&env.product(tag)).unwrap();
     let (cached, pending, absent, untouched) = (id("b-cached"), id("b-pending"), id("b-absent"), id("b-untouched"));
-    let ttl = Duration::from_secs(30);
+    let hold = pricefront::cache::Hold { pending: Duration::from_secs(30), queued: Duration::from_secs(300) };
     let comparison = Comparison::aggregate(
         cached.clone(),
         [],
@@ -193,11 +193,11 @@ async fn one_batch_look_and_one_batch_claim_tell_cached_pending_and_absent_apart
         &Rates::default(),
     );
     store.store(&comparison, "t").await.unwrap();
-    assert!(store.claim_pending(&pending, "someone-else", ttl).await.unwrap());
+    assert!(store.claim_pending(&pending, "someone-else", hold).await.unwrap());
 
     let claims: Vec<(ProductId, String)> =
         [&cached, &pending, &absent].into_iter().map(|id| (id.clone(), format!("token-{id}"))).collect();
-    let lookups = store.lookup_or_claim_many(&claims, ttl).await.unwrap();
+    let lookups = store.lookup_or_claim_many(&claims, hold).await.unwrap();
     let kinds: Vec<&str> = lookups
         .iter()
         .map(|l| match l.as_ref().unwrap() {

@@ -22,6 +22,7 @@ mod hostile;
 mod http_cache;
 mod kafka_options;
 mod marketplaces;
+mod overload;
 mod metrics;
 mod openapi;
 mod pipeline;

@@ -28,6 +28,15 @@ const LEAST_COMMANDS: &[&str] = &[
     "+psubscribe",
     "+ping",
     "+time",
+    "+zadd",
+    "+zrem",
+    "+zcard",
+    "+zrange",
+    "+zremrangebyscore",
+    "+incr",
+    "+hset",
+    "+hgetall",
+    "+hdel",
     "+cluster|info",
 ];
 

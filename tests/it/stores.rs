@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pricefront::cache::{MemoryStore, Peek, RedisStore, ResultStore, Store, StoreOutcome};
+use pricefront::cache::{BacklogState, Hold, Lookup, MemoryStore, Peek, RedisStore, ResultStore, Store, StoreOutcome};
 use pricefront::domain::{Comparison, Currency, Failure, FailureReason, ProductId, Quote, TtlPolicy};
 use pricefront::settings::Settings;
 use time::OffsetDateTime;
@@ -19,6 +19,8 @@ fn redis_store() -> Arc<dyn Store> {
     let settings = Settings::load_from(None, Some(env)).unwrap();
     Arc::new(RedisStore::connect_lazy(&settings.redis).unwrap())
 }
+
+const HOLD: Hold = Hold { pending: Duration::from_secs(30), queued: Duration::from_secs(300) };
 
 const TTL: TtlPolicy = TtlPolicy {
     answered: Duration::from_secs(300),
@@ -50,10 +52,10 @@ async fn contract(store: Arc<dyn Store>) {
     let newer = comparison(&id, now, vec![quote("a", 200)]);
     let older = comparison(&id, now - Duration::from_secs(5), vec![quote("a", 100)]);
     assert_eq!(store.store(&newer, "t1").await.unwrap(), StoreOutcome::Stored);
-    assert!(store.claim_pending(&id, "t2", Duration::from_secs(30)).await.unwrap());
+    assert!(store.claim_pending(&id, "t2", HOLD).await.unwrap());
     assert_eq!(store.store(&older, "t2").await.unwrap(), StoreOutcome::Superseded);
     assert_eq!(stored(&*store, &id).await.unwrap(), newer, "the newer result stays");
-    assert!(store.claim_pending(&id, "t3", Duration::from_secs(30)).await.unwrap(), "the marker was released");
+    assert!(store.claim_pending(&id, "t3", HOLD).await.unwrap(), "the marker was released");
     assert!(!store.release_pending(&id, "t2").await.unwrap(), "t2's marker went with its store");
     assert!(store.release_pending(&id, "t3").await.unwrap());
     // Computed at the same moment (two consumers, one millisecond): the last write wins.
@@ -98,6 +100,64 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(earlier.quotes[0].expires_at, Some(now + TTL.answered));
     assert_eq!(earlier.not_found.iter().map(|f| f.provider.as_str()).collect::<Vec<_>>(), ["c"]);
     assert_eq!(earlier.not_found[0].expires_at, Some(now + TTL.not_found));
+
+    queued(&*store).await;
+    backlog(&*store).await;
+}
+
+/// A product whose request is queued is never claimed again while it is, even after its marker
+/// ends: asking again sets its marker again, for the queued request. Its result, or its owner's
+/// release, ends it.
+async fn queued(store: &dyn Store) {
+    let id = ProductId::parse(&format!("queued-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    let brief = Hold { pending: Duration::from_millis(50), queued: Duration::from_secs(60) };
+    assert!(matches!(store.lookup_or_claim(&id, "q1", brief).await.unwrap(), Lookup::Claimed));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(matches!(store.lookup(&id).await.unwrap(), Peek::Pending), "still queued");
+    assert!(matches!(store.lookup_or_claim(&id, "q2", brief).await.unwrap(), Lookup::AlreadyPending));
+    let many = store.lookup_or_claim_many(&[(id.clone(), "q3".to_owned())], brief).await.unwrap();
+    assert!(matches!(many[0], Ok(Lookup::AlreadyPending)));
+    assert!(!store.claim_pending(&id, "r1", brief).await.unwrap(), "no refresh while queued");
+    // The result ends it: a refresh may claim it afterwards.
+    let result = comparison(&id, OffsetDateTime::now_utc(), vec![quote("a", 100)]);
+    assert_eq!(store.store(&result, "q1").await.unwrap(), StoreOutcome::Stored);
+    assert!(store.claim_pending(&id, "r2", brief).await.unwrap());
+    // A refresh's claim queues it too; its owner's release ends that.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!store.claim_pending(&id, "r3", brief).await.unwrap(), "the refresh is queued");
+    assert!(!store.release_pending(&id, "r3").await.unwrap(), "not r3's to release");
+    store.release_pending(&id, "r2").await.unwrap();
+    assert!(store.claim_pending(&id, "r3", brief).await.unwrap());
+}
+
+/// The fleet's backlog: counted in once per product, out when finished, ages read, and what is
+/// older than the horizon dropped. (The memory store's and a fresh Redis prefix's start empty.)
+async fn backlog(store: &dyn Store) {
+    let now = std::time::SystemTime::now();
+    let ids: Vec<ProductId> = (0..3).map(|i| ProductId::parse(&format!("b{i}")).unwrap()).collect();
+    let horizon = Duration::from_secs(300);
+    store.enqueued(&ids[..2], now - Duration::from_secs(10)).await.unwrap();
+    store.enqueued(&ids[1..], now).await.unwrap();
+    let read = store.backlog(now, horizon).await.unwrap();
+    assert_eq!((read.outstanding, read.finished), (3, 0));
+    assert_eq!(read.oldest.map(|d| d.as_secs()), Some(10), "b1 keeps its first time");
+    store.finished(&ids[0]).await.unwrap();
+    store.dequeued(&ids[2..]).await.unwrap();
+    let read = store.backlog(now, horizon).await.unwrap();
+    let expected = BacklogState { outstanding: 1, oldest: Some(Duration::from_secs(10)), finished: 1, ..read };
+    assert_eq!(read, expected);
+    let read = store.backlog(now + Duration::from_secs(295), horizon).await.unwrap();
+    assert_eq!(read.outstanding, 0, "older than the horizon: lost");
+
+    // The consumers' capacity: the sum of fresh reports; a silent one drops out, one leaving too.
+    store.report_capacity("c1", 40.0, now).await.unwrap();
+    store.report_capacity("c2", 25.0, now - Duration::from_secs(2)).await.unwrap();
+    store.report_capacity("c3", 99.0, now - Duration::from_secs(30)).await.unwrap();
+    let read = store.backlog(now, horizon).await.unwrap();
+    assert_eq!((read.capacity_per_sec, read.consumers), (65.0, 2));
+    store.leave("c1").await.unwrap();
+    let read = store.backlog(now, horizon).await.unwrap();
+    assert_eq!((read.capacity_per_sec, read.consumers), (25.0, 1));
 }
 
 #[tokio::test]
