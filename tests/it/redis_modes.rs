@@ -108,8 +108,9 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
         .start()
         .await;
     // The least the README says a user needs, for this test's key prefix.
-    let keys = format!("~{}:*", env.name);
-    let (ready, progress) = (format!("&{}:ready:*", env.name), format!("&{}:progress:*", env.name));
+    let scheme = env.keys();
+    let keys = format!("~{}:*", scheme.prefix());
+    let (ready, progress) = (format!("&{}*", scheme.ready_channels()), format!("&{}*", scheme.progress_channels()));
     let least = [keys.as_str(), ready.as_str(), progress.as_str()]
         .into_iter()
         .chain(LEAST_COMMANDS.iter().copied())

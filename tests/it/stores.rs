@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pricefront::cache::{MemoryStore, Peek, RedisStore, ResultStore, StoreOutcome};
+use pricefront::cache::{Keys, MemoryStore, Peek, RedisStore, ResultStore, StoreOutcome};
 use pricefront::domain::{Comparison, Currency, Failure, FailureReason, ProductId, Quote, TtlPolicy};
 use pricefront::settings::Settings;
 use time::OffsetDateTime;
@@ -123,7 +123,7 @@ async fn redis_reads_a_result_written_before_the_header() {
     let legacy = comparison(&id, now + Duration::from_secs(1), vec![quote("a", 100)]);
     let mut redis =
         redis::Client::open(crate::helpers::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}:result:{{{id}}}");
+    let key = Keys::new(prefix).result(&id);
     redis::cmd("SET")
         .arg(&key)
         .arg(serde_json::to_vec(&legacy).unwrap())

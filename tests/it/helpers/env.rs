@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use pricefront::cache::Connection;
-use pricefront::domain::Currency;
+use pricefront::cache::{Connection, Keys};
+use pricefront::domain::{Currency, ProductId};
 use pricefront::mock::{self, Mock};
 use pricefront::queue::admin;
 use pricefront::settings::{MockProviderSettings, Settings};
@@ -194,12 +194,17 @@ impl TestEnv {
         format!("{tag}-{}", &self.name[3..15])
     }
 
+    /// This test's Redis key scheme: the library's own, under its key prefix.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.settings.redis.key_prefix.clone())
+    }
+
     pub fn result_key(&self, product: &str) -> String {
-        format!("{}:result:{{{product}}}", self.settings.redis.key_prefix)
+        self.keys().result(&product_id(product))
     }
 
     pub fn pending_key(&self, product: &str) -> String {
-        format!("{}:pending:{{{product}}}", self.settings.redis.key_prefix)
+        self.keys().pending(&product_id(product))
     }
 
     /// This test's config file with `extra` TOML appended, as a new file (for a process that
@@ -232,6 +237,11 @@ impl TestEnv {
             .map(|(name, s)| (name.clone(), s["by_product"][product].as_u64().unwrap_or(0)))
             .collect()
     }
+}
+
+/// `product` as the library's validated id (a test's products are valid ids).
+pub fn product_id(product: &str) -> ProductId {
+    ProductId::parse(product).unwrap_or_else(|e| panic!("{product:?}: {e}"))
 }
 
 /// Products some provider was called for more than once (each call is one computation when

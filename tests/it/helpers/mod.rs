@@ -22,7 +22,7 @@ mod results;
 mod servers;
 mod services;
 
-pub use self::env::{TestEnv, TestEnvBuilder, computed_twice, env, provider, service_account_key};
+pub use self::env::{TestEnv, TestEnvBuilder, computed_twice, env, product_id, provider, service_account_key};
 pub use self::http::{get, max_age, request_all};
 pub use self::kafka::{dead_letter_for, key_of, message_on};
 pub use self::processes::{ConsumerProcess, wait_all_assigned};

@@ -1,10 +1,12 @@
 //! Results in Redis: read, checked against their price guarantee, and waited for.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+use pricefront::cache::{Keys, StoredResult};
 use serde_json::Value;
 
-use super::{TestEnv, wait_for};
+use super::{TestEnv, product_id, wait_for};
 
 impl TestEnv {
     /// The comparison stored at `product`'s result key (its JSON, after the `#pf1 …` header,
@@ -48,23 +50,21 @@ impl TestEnv {
     }
 }
 
-/// The comparison in a stored result value: `#pf1 <computed_at ms> <expires_at ms> <status>
-/// <etag>\n<json>`, checking that the header says what the JSON does.
+/// The comparison in a stored result value, read by the library's own [`StoredResult::decode`]
+/// (the `#pf1 …` header, then the JSON), checking that the header says what the JSON does.
 pub fn result_json(value: &str) -> Value {
-    let (header, json) = value.split_once('\n').unwrap_or_else(|| panic!("no header line: {value}"));
-    let body: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
-    let words: Vec<&str> = header.split(' ').collect();
-    assert_eq!(words.len(), 5, "{header}");
-    assert_eq!(words[0], "#pf1", "{header}");
-    let ms = |field: &str| {
-        let t =
-            time::OffsetDateTime::parse(body[field].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-                .unwrap();
-        ((t.unix_timestamp_nanos() / 1_000_000) as i64).to_string()
-    };
-    assert_eq!((words[1], words[2]), (ms("computed_at").as_str(), ms("expires_at").as_str()), "{header}");
-    assert_eq!(words[3], body["status"].as_str().unwrap(), "{header}");
-    body
+    let stored = StoredResult::decode(Bytes::copy_from_slice(value.as_bytes()), SystemTime::now())
+        .unwrap_or_else(|e| panic!("{e}: {value}"));
+    // `decode` also reads a bare JSON value (written before the header existed); ours have one.
+    assert!(stored.body.len() < value.len(), "no header line: {value}");
+    let comparison = stored.comparison().unwrap_or_else(|e| panic!("{e}: {value}"));
+    let ms = |t: time::OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    assert_eq!(
+        (stored.computed_at_ms, stored.expires_at_ms, stored.status),
+        (ms(comparison.computed_at), ms(comparison.expires_at), comparison.status),
+        "{value}"
+    );
+    serde_json::from_slice(&stored.body).unwrap()
 }
 
 /// Products among `products` with no result yet in the Redis behind `conn` (one server or a
@@ -73,11 +73,12 @@ pub async fn missing_results<C>(conn: &C, key_prefix: &str, products: &[String])
 where
     C: redis::aio::ConnectionLike + Clone + Send,
 {
+    let keys = Keys::new(key_prefix);
     let mut missing = Vec::new();
     for chunk in products.chunks(200) {
         let values = futures::future::join_all(chunk.iter().map(|p| {
             let mut conn = conn.clone();
-            let key = format!("{key_prefix}:result:{{{p}}}");
+            let key = keys.result(&product_id(p));
             async move { redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut conn).await.unwrap() }
         }))
         .await;
