@@ -306,7 +306,7 @@ async fn two_consumers_share_one_quota_and_the_source_never_answers_429() {
         .set("consumer", "provider_timeout_ms", "1500")
         .start()
         .await;
-    let consumers = [env.spawn_consumer_process(), env.spawn_consumer_process()];
+    let consumers = [env.spawn_consumer_process().await, env.spawn_consumer_process().await];
     crate::helpers::wait_all_assigned(&env.http, &[&consumers[0], &consumers[1]]).await;
     let products: Vec<String> = (0..60).map(|i| env.product(&format!("q{i}"))).collect();
     let started = Instant::now();

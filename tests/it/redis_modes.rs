@@ -119,7 +119,7 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
     // The binaries read the password from the environment, through `${NAME}` in the URL.
     let templated = format!("rediss://shop:${{PF_TEST_REDIS_PASSWORD}}@localhost:{}", redis.port());
     let vars = [("PRICEFRONT__REDIS__URL", templated), ("PF_TEST_REDIS_PASSWORD", password.clone())];
-    let _consumer = env.spawn_consumer_process_with(&vars);
+    let _consumer = env.spawn_consumer_process_with(&vars).await;
     let producer = env.spawn_producer_process_with(&vars).await;
     let clients = redis.redis_cli(&["CLIENT", "LIST"]);
     assert!(clients.contains("user=shop"), "connected as the ACL user: {clients}");

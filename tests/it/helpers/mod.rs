@@ -73,6 +73,10 @@ where
     }
 }
 
+/// A port free a moment ago: bound, released and returned, so another process may take it
+/// before the caller uses it. Only for what cannot bind port 0 and say what it got (a private
+/// `redis-server` or broker, a server restarted on the same port), or for a port that nothing
+/// must answer on; the binaries bind port 0 instead (see `processes`).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,5 +1,8 @@
 //! The real binaries as child processes, with this test's config file alone, their JSON logs
-//! in a file each. They bind port 0 and the test reads what they bound from their logs.
+//! in a file each. They bind port 0 and the test reads what they bound from their logs (the
+//! producer's `producer listening`, the consumer's `metrics listening`): no port is picked
+//! here, freed, and raced for. A process that must fail at start-up runs through
+//! [`TestEnv::run_to_exit`], which waits for no log line.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -8,31 +11,37 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::Value;
 
-use super::{TestEnv, free_port, wait_for};
+use super::{TestEnv, wait_for};
 
 impl TestEnv {
-    /// Starts the real `consumer` binary with this test's config, capturing its JSON logs;
-    /// its `/metrics` on a port of its own.
-    pub fn spawn_consumer_process(&self) -> ConsumerProcess {
-        self.spawn_consumer_process_with(&[])
+    /// Starts the real `consumer` binary with this test's config, capturing its JSON logs, and
+    /// waits until its `/metrics` listens.
+    pub async fn spawn_consumer_process(&self) -> ConsumerProcess {
+        self.spawn_consumer_process_with(&[]).await
     }
 
-    /// [`Self::spawn_consumer_process`] with more environment (which wins over ours).
-    pub fn spawn_consumer_process_with(&self, env: &[(&str, String)]) -> ConsumerProcess {
-        let port = free_port();
-        let mut vars = vec![("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))];
-        vars.extend(env.iter().cloned());
-        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars, None);
-        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics"), log }
+    /// [`Self::spawn_consumer_process`] with more environment (which wins over ours). It binds
+    /// port 0 for its metrics listener (unless `env` names one) and says in its log which port
+    /// it got, as the producer does.
+    pub async fn spawn_consumer_process_with(&self, env: &[(&str, String)]) -> ConsumerProcess {
+        self.start_consumer_process(env, None).await
     }
 
     /// [`Self::spawn_consumer_process`] with its wall clock shifted by `offset` (`+3s`, `-3s`,
     /// through libfaketime), for a clock that disagrees with Redis's.
-    pub fn spawn_consumer_process_shifted(&self, offset: &str) -> ConsumerProcess {
-        let port = free_port();
-        let vars = [("PRICEFRONT__CONSUMER__METRICS_LISTEN", format!("127.0.0.1:{port}"))];
-        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars, Some(offset));
-        ConsumerProcess { child, metrics: format!("http://127.0.0.1:{port}/metrics"), log }
+    pub async fn spawn_consumer_process_shifted(&self, offset: &str) -> ConsumerProcess {
+        self.start_consumer_process(&[], Some(offset)).await
+    }
+
+    async fn start_consumer_process(&self, env: &[(&str, String)], clock: Option<&str>) -> ConsumerProcess {
+        let mut vars = vec![("PRICEFRONT__CONSUMER__METRICS_LISTEN", "127.0.0.1:0".to_owned())];
+        vars.extend(env.iter().cloned());
+        let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_consumer"), &vars, clock);
+        // Owned before the wait, so that a failed wait kills it.
+        let mut consumer = ConsumerProcess { child, metrics: String::new(), log };
+        let [listen] = logged_addresses(&mut consumer.child, &consumer.log, "metrics listening", ["listen"]).await;
+        consumer.metrics = format!("http://{listen}/metrics");
+        consumer
     }
 
     /// Starts the real `producer` binary with this test's config on a port of its own, and
@@ -51,8 +60,10 @@ impl TestEnv {
         ];
         vars.extend(env.iter().cloned());
         let (child, log) = self.spawn_binary(env!("CARGO_BIN_EXE_producer"), &vars, None);
-        let [listen, ops] = logged_addresses(&log, "producer listening", ["listen", "ops"]).await;
-        let producer = ProducerProcess { child, base: format!("http://{listen}"), ops: format!("http://{ops}"), log };
+        let mut producer = ProducerProcess { child, base: String::new(), ops: String::new(), log };
+        let [listen, ops] =
+            logged_addresses(&mut producer.child, &producer.log, "producer listening", ["listen", "ops"]).await;
+        (producer.base, producer.ops) = (format!("http://{listen}"), format!("http://{ops}"));
         let url = format!("{}/readyz", producer.base);
         wait_for("the producer process to be ready", Duration::from_secs(60), || async {
             match self.http.get(&url).send().await {
@@ -179,20 +190,36 @@ impl Drop for ProducerProcess {
 
 /// The addresses a child process logged it listens on: the `fields` of the first line of its
 /// JSON log whose message is `message` (the binaries log what they bound, port 0 included).
-pub async fn logged_addresses<const N: usize>(log: &Path, message: &str, fields: [&str; N]) -> [String; N] {
-    wait_for(&format!("{message:?} in {}", log.display()), Duration::from_secs(60), || async {
-        let text = std::fs::read_to_string(log).map_err(|e| e.to_string())?;
-        let line = text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .find(|line| line["message"] == message)
-            .ok_or_else(|| format!("no {message:?} line yet"))?;
-        let field = |name: &str| line[name].as_str().map(str::to_owned).ok_or_else(|| format!("no {name} in {line}"));
-        let mut out = Vec::with_capacity(N);
-        for name in fields {
-            out.push(field(name)?);
+/// Fails at once, with the log, if the process exits first (a start-up failure).
+pub async fn logged_addresses<const N: usize>(
+    child: &mut Child,
+    log: &Path,
+    message: &str,
+    fields: [&str; N],
+) -> [String; N] {
+    wait_for(&format!("{message:?} in {}", log.display()), Duration::from_secs(60), || {
+        // Asked before the log is read: once it has exited, what the log holds is all there is.
+        let exited = child.try_wait().unwrap();
+        async move {
+            let text = std::fs::read_to_string(log).map_err(|e| e.to_string())?;
+            let Some(line) = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|l| l["message"] == message)
+            else {
+                if let Some(status) = exited {
+                    panic!("{} exited ({status}) before logging {message:?}; its log:\n{text}", log.display());
+                }
+                return Err(format!("no {message:?} line yet"));
+            };
+            let field =
+                |name: &str| line[name].as_str().map(str::to_owned).ok_or_else(|| format!("no {name} in {line}"));
+            let mut out = Vec::with_capacity(N);
+            for name in fields {
+                out.push(field(name)?);
+            }
+            Ok(out.try_into().expect("N fields"))
         }
-        Ok(out.try_into().expect("N fields"))
     })
     .await
 }

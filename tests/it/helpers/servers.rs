@@ -13,6 +13,8 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// On a free port: `redis-server --port 0` does not listen on TCP at all (0 turns TCP off),
+    /// so it cannot bind port 0 and report it; the port is picked here, with the race that has.
     pub async fn start(extra_args: &[&str]) -> Self {
         Self::start_on(free_port(), extra_args).await
     }
@@ -80,6 +82,8 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// On a free port: tansu must advertise the address it listens on, so the port is known
+    /// before it starts (picked here, with the race that has).
     pub async fn start() -> Self {
         Self::start_on(free_port()).await
     }
