@@ -2,7 +2,6 @@
 //! APIs) and the builder that sets it up.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -10,10 +9,11 @@ use pricefront::cache::{Connection, Keys};
 use pricefront::domain::{Currency, ProductId};
 use pricefront::mock::{self, Mock};
 use pricefront::queue::admin;
-use pricefront::settings::{MockProviderSettings, Settings};
+use pricefront::settings::{MockProviderSettings, ProviderSettings, Settings};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use toml::Table;
 
 use super::{brokers, redis_url};
 
@@ -42,17 +42,21 @@ pub fn provider(name: &str, latency_ms: u64) -> MockProviderSettings {
 pub fn env() -> TestEnvBuilder {
     TestEnvBuilder {
         providers: vec![provider("alpha", 20), provider("beta", 40), provider("gamma", 60)],
-        overrides: BTreeMap::new(),
+        overrides: Vec::new(),
         provider_options: BTreeMap::new(),
         mock_urls: Vec::new(),
     }
 }
 
-/// Builder for one test's isolated world.
+/// Builder for one test's isolated world. Its config is a TOML document built as data: the
+/// price sources and the mock's from their own settings types, this test's names and the
+/// test's overrides over them; [`Settings::load_from`] then reads it as any deployment's
+/// (unknown keys refused, every rule checked), and the binaries read the same file.
 pub struct TestEnvBuilder {
     providers: Vec<MockProviderSettings>,
-    overrides: BTreeMap<&'static str, Vec<(String, String)>>,
-    provider_options: BTreeMap<String, Vec<(String, String)>>,
+    /// `[section] key = value` over the base, in order (a later one wins).
+    overrides: Vec<(&'static str, Table)>,
+    provider_options: BTreeMap<String, Table>,
     /// `[section] key = "http://<the mock>/<path>"`, set once the mock listens.
     mock_urls: Vec<(&'static str, String, String)>,
 }
@@ -64,17 +68,16 @@ impl TestEnvBuilder {
         self
     }
 
-    /// Sets `[section] key = value`; `value` is a TOML literal (`1500`, `"x"`).
+    /// Sets `[section] key = value` as the config file would say it: `section` may be dotted
+    /// (`kafka.options`), `key` quoted (`"linger.ms"`), `value` is a TOML literal (`1500`, `"x"`).
     pub fn set(mut self, section: &'static str, key: &str, value: &str) -> Self {
-        let entries = self.overrides.entry(section).or_default();
-        entries.retain(|(k, _)| k != key);
-        entries.push((key.into(), value.into()));
+        self.overrides.push((section, entry(key, value)));
         self
     }
 
     /// Sets a resilience key of one `[[providers]]` entry (`retries`, `breaker_failures`, …).
     pub fn provider_option(mut self, provider: &str, key: &str, value: &str) -> Self {
-        self.provider_options.entry(provider.into()).or_default().push((key.into(), value.into()));
+        self.provider_options.entry(provider.into()).or_default().extend(entry(key, value));
         self
     }
 
@@ -93,73 +96,61 @@ impl TestEnvBuilder {
         let mock = Mock::new(&self.providers).expect("valid mock providers");
         tokio::spawn(mock::serve(listener, mock, mock_shutdown.clone()));
 
-        let mut base: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
-        let mut put =
-            |section, key: &str, value: String| base.entry(section).or_default().push((key.to_owned(), value));
-        put("producer", "listen", "\"127.0.0.1:0\"".into());
-        put("redis", "url", format!("{:?}", redis_url()));
-        put("redis", "key_prefix", format!("{name:?}"));
-        put("kafka", "brokers", format!("{:?}", brokers()));
-        put("kafka", "topic", format!("{name:?}"));
-        put("kafka", "dlq_topic", format!("\"{name}.dlq\""));
-        put("kafka", "group_id", format!("\"{name}-group\""));
-        put("kafka", "session_timeout_ms", "6000".into());
-        put("consumer", "drain_timeout_ms", "3000".into());
-        put("consumer", "metrics_listen", "\"127.0.0.1:0\"".into());
-        put("log", "format", "\"json\"".into());
-        put("mock", "listen", "\"127.0.0.1:0\"".into());
-        // The tests send all their traffic as one client: no limits unless a test sets them.
-        put("producer.miss_rate_per_client", "per_second", "1000000".into());
-        put("producer.miss_rate_per_client", "burst", "1000000".into());
-        put("producer", "max_publish_rate", "1000000".into());
-        let mut overrides = self.overrides;
-        for (section, key, path) in self.mock_urls {
-            overrides.entry(section).or_default().push((key, format!("\"http://{mock_addr}{path}\"")));
-        }
-        for (section, entries) in overrides {
-            for (key, value) in entries {
-                let list = base.entry(section).or_default();
-                list.retain(|(k, _)| *k != key);
-                list.push((key, value));
-            }
-        }
-        let mut toml = String::new();
-        for (section, entries) in &base {
-            writeln!(toml, "[{section}]").unwrap();
-            for (key, value) in entries {
-                writeln!(toml, "{key} = {value}").unwrap();
-            }
-        }
-        for p in &self.providers {
-            writeln!(
-                toml,
-                "[[providers]]\nname = {:?}\nurl = \"http://{mock_addr}/{}/prices/{{product_id}}\"",
-                p.name, p.name
-            )
-            .unwrap();
-            for (key, value) in self.provider_options.get(&p.name).into_iter().flatten() {
-                writeln!(toml, "{key} = {value}").unwrap();
-            }
-        }
+        // The price sources on this test's mock, as the real settings type writes them.
+        let sources: Vec<ProviderSettings> = self
+            .providers
+            .iter()
+            .map(|p| ProviderSettings::new(&p.name, &format!("http://{mock_addr}/{}/prices/{{product_id}}", p.name)))
+            .collect();
+        let mut config = Table::try_from(serde_json::json!({
+            "producer": {
+                "listen": "127.0.0.1:0",
+                // The tests send all their traffic as one client: no limits unless a test sets them.
+                "max_publish_rate": 1_000_000,
+                "miss_rate_per_client": {"per_second": 1_000_000, "burst": 1_000_000},
+            },
+            "redis": {"url": redis_url(), "key_prefix": name},
+            "kafka": {
+                "brokers": brokers(),
+                "topic": name,
+                "dlq_topic": format!("{name}.dlq"),
+                "group_id": format!("{name}-group"),
+                "session_timeout_ms": 6000,
+            },
+            "consumer": {"drain_timeout_ms": 3000, "metrics_listen": "127.0.0.1:0"},
+            "log": {"format": "json"},
+            "mock": {"listen": "127.0.0.1:0"},
+        }))
+        .expect("test settings are a TOML document");
+        // Straight to TOML, which leaves out what is `None` (JSON would say `null`).
+        config.insert("providers".into(), toml::Value::try_from(&sources).expect("sources serialize"));
         // The mock's sources from their own settings type: every field the mock takes.
-        #[derive(serde::Serialize)]
-        struct Doc<'a> {
-            mock: Sources<'a>,
-        }
-        #[derive(serde::Serialize)]
-        struct Sources<'a> {
-            providers: &'a [MockProviderSettings],
-        }
-        let mut mock = ::toml::Value::try_from(Doc { mock: Sources { providers: &self.providers } })
-            .expect("mock settings serialize");
+        let mock_sources = toml::Value::try_from(&self.providers).expect("mock settings serialize");
+        config["mock"].as_table_mut().unwrap().insert("providers".into(), mock_sources);
         // A secret serializes redacted: the mock needs the real one.
-        let tables = mock["mock"]["providers"].as_array_mut().expect("a list");
+        let tables = config["mock"]["providers"].as_array_mut().expect("a list");
         for (p, table) in self.providers.iter().zip(tables.iter_mut()) {
             if let Some(secret) = p.auth.as_ref().and_then(|a| a.client_secret.as_ref()) {
-                table["auth"]["client_secret"] = ::toml::Value::String(secret.expose().to_owned());
+                table["auth"]["client_secret"] = toml::Value::String(secret.expose().to_owned());
             }
         }
-        toml.push_str(&::toml::to_string(&mock).expect("mock settings serialize"));
+        let tables = config["providers"].as_array_mut().expect("a list");
+        for (p, table) in self.providers.iter().zip(tables.iter_mut()) {
+            let table = table.as_table_mut().expect("a table");
+            table.extend(self.provider_options.get(&p.name).cloned().unwrap_or_default());
+        }
+        let mock_urls = (self.mock_urls.into_iter()).map(|(section, key, path)| {
+            (section, Table::from_iter([(key, format!("http://{mock_addr}{path}").into())]))
+        });
+        for (section, entries) in self.overrides.into_iter().chain(mock_urls) {
+            let mut table = &mut config;
+            for name in section.split('.') {
+                let next = table.entry(name).or_insert_with(|| Table::new().into());
+                table = next.as_table_mut().unwrap_or_else(|| panic!("[{section}]: {name} is not a table"));
+            }
+            table.extend(entries);
+        }
+        let toml = config.to_string();
         let config_path = std::env::temp_dir().join(format!("{name}.toml"));
         std::fs::write(&config_path, &toml).unwrap();
         let settings = Settings::load_from(Some(&config_path), Some(Default::default()))
@@ -208,7 +199,9 @@ impl TestEnv {
     }
 
     /// This test's config file with `extra` TOML appended, as a new file (for a process that
-    /// must see settings the test itself cannot start with).
+    /// must see settings the test itself cannot start with). Text, not data: what it adds is
+    /// mostly what the binaries must refuse (unknown librdkafka properties, a `${NAME}` that is
+    /// not set), which no settings value can hold.
     pub fn config_with(&self, extra: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("{}-{}.toml", self.name, uuid::Uuid::new_v4().simple()));
         let base = std::fs::read_to_string(&self.config_path).unwrap();
@@ -237,6 +230,11 @@ impl TestEnv {
             .map(|(name, s)| (name.clone(), s["by_product"][product].as_u64().unwrap_or(0)))
             .collect()
     }
+}
+
+/// `key = value`, one line of TOML, read as TOML reads it.
+fn entry(key: &str, value: &str) -> Table {
+    format!("{key} = {value}").parse().unwrap_or_else(|e| panic!("`{key} = {value}` is not TOML: {e}"))
 }
 
 /// `product` as the library's validated id (a test's products are valid ids).
