@@ -25,7 +25,11 @@ async fn chaos_sigkill_one_of_three_consumers_loses_nothing() {
         .start()
         .await;
     let producer = env.spawn_producer().await;
-    let mut consumers = vec![env.spawn_consumer_process(), env.spawn_consumer_process(), env.spawn_consumer_process()];
+    let mut consumers = vec![
+        env.spawn_consumer_process().await,
+        env.spawn_consumer_process().await,
+        env.spawn_consumer_process().await,
+    ];
     wait_all_assigned(&env.http, &consumers.iter().collect::<Vec<_>>()).await;
 
     let products: Vec<String> = (0..2000).map(|i| env.product(&format!("c1-{i}"))).collect();
@@ -40,7 +44,7 @@ async fn chaos_sigkill_one_of_three_consumers_loses_nothing() {
     .await;
     consumers[1].kill9();
     let killed = Instant::now();
-    consumers.push(env.spawn_consumer_process());
+    consumers.push(env.spawn_consumer_process().await);
     assert!(done_at_kill < products.len(), "the kill must land mid-run");
 
     wait_all_results(&env, &products, Duration::from_secs(120)).await;
@@ -58,7 +62,11 @@ async fn chaos_sigkill_one_of_three_consumers_loses_nothing() {
 async fn chaos_rolling_restart_loses_nothing() {
     let env = env().providers(vec![provider("alpha", 30), provider("beta", 60)]).start().await;
     let producer = env.spawn_producer().await;
-    let mut consumers = vec![env.spawn_consumer_process(), env.spawn_consumer_process(), env.spawn_consumer_process()];
+    let mut consumers = vec![
+        env.spawn_consumer_process().await,
+        env.spawn_consumer_process().await,
+        env.spawn_consumer_process().await,
+    ];
     wait_all_assigned(&env.http, &consumers.iter().collect::<Vec<_>>()).await;
 
     // Requests flow the whole time: 20 new products every 100 ms.
@@ -83,7 +91,7 @@ async fn chaos_rolling_restart_loses_nothing() {
     for i in 0..3 {
         let status = consumers[i].terminate();
         assert!(status.success(), "consumer {i} exited with {status}");
-        let replacement = env.spawn_consumer_process();
+        let replacement = env.spawn_consumer_process().await;
         wait_all_assigned(&env.http, &[&replacement]).await;
         consumers.push(replacement);
     }

@@ -97,7 +97,7 @@ async fn while_the_dlq_cannot_be_written_nothing_is_lost_and_no_new_message_is_t
     let dlq = env.settings.kafka.dlq_topic.clone();
     delete_topic(&env, &dlq).await;
     let producer = env.spawn_producer().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     crate::helpers::warm_up(&env, &producer.base).await;
     let blocked = || async {
         let text = env.http.get(&consumer.metrics).send().await.unwrap().text().await.unwrap();

@@ -70,10 +70,7 @@ async fn each_source_is_streamed_as_it_answers_then_the_result_and_the_stream_en
     assert_eq!(body["status"], "partial");
     // Its log is gone with the computation.
     let log: i64 = redis::cmd("EXISTS")
-        .arg(
-            pricefront::cache::Keys::new(env.settings.redis.key_prefix.clone())
-                .progress(&pricefront::domain::ProductId::parse(&product).unwrap()),
-        )
+        .arg(env.keys().progress(&crate::helpers::product_id(&product)))
         .query_async(&mut env.redis.clone())
         .await
         .unwrap();
@@ -250,7 +247,7 @@ async fn progress_is_logged_only_for_a_product_somebody_watches() {
     // Every progress announcement of this test's products, as the producers would hear them.
     let client = redis::Client::open(env.settings.redis.url.as_str()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
-    let channels = pricefront::cache::Keys::new(env.settings.redis.key_prefix.clone()).progress_channels();
+    let channels = env.keys().progress_channels();
     pubsub.psubscribe(format!("{channels}*")).await.unwrap();
     let mut announced = pubsub.into_on_message();
 

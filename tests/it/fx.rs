@@ -107,7 +107,7 @@ async fn quotes_in_other_currencies_are_compared_in_the_base_one() {
 async fn live_rates_from_the_ecb_file_replace_the_configured_ones() {
     let sources = vec![source("euro", "EUR"), source("dollar", "USD"), source("franc", "CHF")];
     let env = env().providers(sources).mock_url("fx", "url", ECB_PATH).start().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     let producer = env.spawn_producer().await;
     wait_for("the consumer to load the mock's rates", Duration::from_secs(60), || async {
         let text = scrape(&env.http, &consumer.metrics).await;
@@ -145,7 +145,7 @@ async fn a_failing_rates_url_keeps_the_last_good_rates_and_their_age_grows() {
 
     let sources = vec![source("euro", "EUR"), source("dollar", "USD")];
     let env = env().providers(sources).set("fx", "url", &url).set("fx", "refresh_secs", "1").start().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     let producer = env.spawn_producer().await;
     let metrics = || async { scrape(&env.http, &consumer.metrics).await };
     wait_for("a first load", Duration::from_secs(60), || async {
@@ -179,7 +179,7 @@ async fn a_rates_url_that_never_loads_leaves_the_configured_rates() {
     // The mock answers 404 there.
     let env =
         env().providers(sources).mock_url("fx", "url", "/fx/missing.xml").set("fx", "refresh_secs", "1").start().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     let producer = env.spawn_producer().await;
     wait_for("a failed load", Duration::from_secs(60), || async {
         let failed = sample(

@@ -15,8 +15,8 @@ async fn a_consumer_killed_mid_run_loses_no_request() {
         .start()
         .await;
     let producer = env.spawn_producer().await;
-    let first = env.spawn_consumer_process();
-    let mut second = env.spawn_consumer_process();
+    let first = env.spawn_consumer_process().await;
+    let mut second = env.spawn_consumer_process().await;
 
     let held = wait_all_assigned(&env.http, &[&first, &second]).await;
     let split = (held[0].clone(), held[1].clone());
@@ -99,12 +99,12 @@ async fn a_backlogged_consumer_keeps_every_partition_flowing_across_rebalances()
     // in flight: its partitions are paused while the work waits, then a member joins and
     // leaves again.
     let env = env().providers(vec![provider("alpha", 20)]).set("consumer", "max_in_flight", "1").start().await;
-    let mut first = env.spawn_consumer_process();
+    let mut first = env.spawn_consumer_process().await;
     wait_all_assigned(&env.http, &[&first]).await;
     let products: Vec<String> = (0..300).map(|i| env.product(&format!("b{i}"))).collect();
     env.request_directly(&products).await;
     let started = std::time::Instant::now();
-    let mut second = env.spawn_consumer_process();
+    let mut second = env.spawn_consumer_process().await;
     let held = wait_all_assigned(&env.http, &[&first, &second]).await;
     println!("{:?}: while both run: {held:?}", started.elapsed());
     assert!(second.terminate().success());
@@ -133,10 +133,10 @@ async fn readiness(http: &reqwest::Client, consumer: &crate::helpers::ConsumerPr
 async fn a_consumer_is_ready_only_while_it_holds_partitions() {
     // One partition, two members: one holds it, the other has nothing to do.
     let env = env().set("kafka", "partitions", "1").start().await;
-    let first = env.spawn_consumer_process();
+    let first = env.spawn_consumer_process().await;
     wait_all_assigned(&env.http, &[&first]).await;
     assert_eq!(readiness(&env.http, &first).await, (200, serde_json::json!({"status": "ready", "partitions": [0]})));
-    let second = env.spawn_consumer_process();
+    let second = env.spawn_consumer_process().await;
     wait_for("the second consumer to answer, not ready", Duration::from_secs(30), || async {
         match readiness(&env.http, &second).await {
             (503, body) => Ok(body),

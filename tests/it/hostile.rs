@@ -349,7 +349,7 @@ async fn clock_skew_is_logged_whichever_clock_is_ahead() {
     for (offset, says) in
         [("+3s", "Redis's clock is behind this process's"), ("-3s", "Redis's clock is ahead of this process's")]
     {
-        let consumer = env.spawn_consumer_process_shifted(offset);
+        let consumer = env.spawn_consumer_process_shifted(offset).await;
         let log = consumer.log.clone();
         wait_for("the consumer to compare its clock with Redis's", Duration::from_secs(30), || async {
             let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -56,7 +56,7 @@ async fn consumer_options_show_in_the_consumers_effective_configuration_with_sec
         ("PF_TEST_KAFKA_PASSWORD", secret.clone()),
         ("RUST_LOG", "info,pricefront::queue=debug,librdkafka=warn,rdkafka=warn".to_owned()),
     ];
-    let consumer = env.spawn_consumer_process_with(&vars);
+    let consumer = env.spawn_consumer_process_with(&vars).await;
     let line = wait_for("the consumer's kafka configuration in its log", Duration::from_secs(30), || async {
         let log = std::fs::read_to_string(&consumer.log).unwrap_or_default();
         log.lines()
@@ -88,7 +88,7 @@ async fn the_pipeline_runs_on_kafka_over_mutual_tls_configured_by_options_alone(
     }
     // Topics are created through TLS too (`admin::ensure_topics` with the same options).
     let env = builder.start().await;
-    let _consumer = env.spawn_consumer_process();
+    let _consumer = env.spawn_consumer_process().await;
     let producer = env.spawn_producer_process().await;
 
     let product = env.product("over-tls");

@@ -1,5 +1,6 @@
 //! Integration suite: real Redis and a real Kafka-protocol broker over the network.
-//! Start them with `scripts/test.sh` (which then runs this suite).
+//! Start them with `scripts/test.sh` (which then runs this suite). The harness every test
+//! uses is `helpers/` (its module doc lists its files).
 
 mod certs;
 mod helpers;

@@ -306,7 +306,7 @@ async fn two_consumers_share_one_quota_and_the_source_never_answers_429() {
         .set("consumer", "provider_timeout_ms", "1500")
         .start()
         .await;
-    let consumers = [env.spawn_consumer_process(), env.spawn_consumer_process()];
+    let consumers = [env.spawn_consumer_process().await, env.spawn_consumer_process().await];
     crate::helpers::wait_all_assigned(&env.http, &[&consumers[0], &consumers[1]]).await;
     let products: Vec<String> = (0..60).map(|i| env.product(&format!("q{i}"))).collect();
     let started = Instant::now();
@@ -366,8 +366,7 @@ async fn a_result_with_a_passing_failure_is_kept_briefly_and_recomputed_from_the
     assert_eq!(failure(&first, "unsold")["reason"], "not_found", "{first}");
     assert_eq!(crate::helpers::guarantee_window(&first), 4, "a 503 may pass: {first}");
     let steady_ends = first["quotes"][0]["expires_at"].as_str().unwrap().to_owned();
-    let keys = pricefront::cache::Keys::new(env.settings.redis.key_prefix.clone());
-    assert!(env.redis_get(&keys.quotes(&id(&product))).await.is_some(), "steady's quote outlives the result");
+    assert!(env.redis_get(&env.keys().quotes(&id(&product))).await.is_some(), "steady's quote outlives the result");
 
     // The source recovers; the result ends by itself; the next computation asks it alone.
     env.set_faults("flaky", json!({"error_rate": 0.0})).await;

@@ -27,7 +27,7 @@ async fn scrape(http: &reqwest::Client, url: &str) -> String {
 async fn metrics_move_with_traffic() {
     let env = env().start().await;
     let producer = env.spawn_producer_process().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     wait_all_assigned(&env.http, &[&consumer]).await;
 
     let product = env.product("metrics");

@@ -146,7 +146,7 @@ async fn sigterm_with_the_broker_gone_exits_within_the_drain_bound() {
     let broker = Broker::start().await;
     let env = hanging_env().set("kafka", "brokers", &broker.toml()).start().await;
     env.set_faults("stuck", json!({"hang_rate": 1.0})).await;
-    let mut consumer = env.spawn_consumer_process();
+    let mut consumer = env.spawn_consumer_process().await;
     wait_all_assigned(&env.http, &[&consumer]).await;
     let product = env.product("inflight");
     env.request_directly(std::slice::from_ref(&product)).await;
@@ -164,7 +164,7 @@ async fn sigterm_with_the_broker_gone_exits_within_the_drain_bound() {
 async fn work_given_up_at_shutdown_is_redelivered_not_skipped() {
     let env = hanging_env().start().await;
     env.set_faults("stuck", json!({"hang_rate": 1.0})).await;
-    let mut first = env.spawn_consumer_process();
+    let mut first = env.spawn_consumer_process().await;
     wait_all_assigned(&env.http, &[&first]).await;
     let product = env.product("given-up");
     env.request_directly(std::slice::from_ref(&product)).await;

@@ -117,8 +117,9 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
         .start()
         .await;
     // The least the README says a user needs, for this test's key prefix.
-    let keys = format!("~{}:*", env.name);
-    let (ready, progress) = (format!("&{}:ready:*", env.name), format!("&{}:progress:*", env.name));
+    let scheme = env.keys();
+    let keys = format!("~{}:*", scheme.prefix());
+    let (ready, progress) = (format!("&{}*", scheme.ready_channels()), format!("&{}*", scheme.progress_channels()));
     let least = [keys.as_str(), ready.as_str(), progress.as_str()]
         .into_iter()
         .chain(LEAST_COMMANDS.iter().copied())
@@ -127,7 +128,7 @@ async fn the_pipeline_runs_on_tls_redis_as_an_acl_user_with_a_client_certificate
     // The binaries read the password from the environment, through `${NAME}` in the URL.
     let templated = format!("rediss://shop:${{PF_TEST_REDIS_PASSWORD}}@localhost:{}", redis.port());
     let vars = [("PRICEFRONT__REDIS__URL", templated), ("PF_TEST_REDIS_PASSWORD", password.clone())];
-    let _consumer = env.spawn_consumer_process_with(&vars);
+    let _consumer = env.spawn_consumer_process_with(&vars).await;
     let producer = env.spawn_producer_process_with(&vars).await;
     let clients = redis.redis_cli(&["CLIENT", "LIST"]);
     assert!(clients.contains("user=shop"), "connected as the ACL user: {clients}");

@@ -761,7 +761,10 @@ async fn cluster_serves_hash_tagged_keys_and_recovers_from_a_dead_master() {
     let mut cluster = RedisCluster::start().await;
     let ports = cluster.ports();
     assert_eq!(cluster.urls(), ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect::<Vec<_>>());
-    let (result, pending) = ("pf:result:{sku-1}", "pf:pending:{sku-1}");
+    // The library's own keys for one product: hash-tagged by its id.
+    let (keys, id) = (pricefront::cache::Keys::new("pf"), pricefront::domain::ProductId::parse("sku-1").unwrap());
+    let (result, pending) = (keys.result(&id), keys.pending(&id));
+    let (result, pending) = (result.as_str(), pending.as_str());
 
     // Few, short retries so that a command against the dead master fails at once. With the
     // defaults (`builder(urls).build()`: 16 retries, waits from 1.28 s growing to minutes) a

@@ -86,7 +86,7 @@ fn lines_of(path: &std::path::Path, id: &str) -> Vec<Value> {
 async fn a_misss_request_id_follows_its_message_into_the_consumers_logs() {
     let env = env().start().await;
     let producer = env.spawn_producer_process().await;
-    let consumer = env.spawn_consumer_process();
+    let consumer = env.spawn_consumer_process().await;
     let product = env.product("rid-follow");
     let id = format!("shop-{}", uuid::Uuid::new_v4().simple());
     let res = env

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pricefront::cache::{BacklogState, Hold, Lookup, MemoryStore, Peek, RedisStore, ResultStore, Store, StoreOutcome};
+use pricefront::cache::{
+    BacklogState, Hold, Keys, Lookup, MemoryStore, Peek, RedisStore, ResultStore, Store, StoreOutcome,
+};
 use pricefront::domain::{Comparison, Currency, Failure, FailureReason, ProductId, Quote, TtlPolicy};
 use pricefront::settings::Settings;
 use time::OffsetDateTime;
@@ -183,7 +185,7 @@ async fn redis_reads_a_result_written_before_the_header() {
     let legacy = comparison(&id, now + Duration::from_secs(1), vec![quote("a", 100)]);
     let mut redis =
         redis::Client::open(crate::helpers::redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}:result:{{{id}}}");
+    let key = Keys::new(prefix).result(&id);
     redis::cmd("SET")
         .arg(&key)
         .arg(serde_json::to_vec(&legacy).unwrap())

@@ -20,7 +20,7 @@ async fn a_cold_request_is_one_trace_across_producer_queue_consumer_and_every_so
         // Send batches soon, not every 5 s.
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ];
-    let _consumer = env.spawn_consumer_process_with(&vars);
+    let _consumer = env.spawn_consumer_process_with(&vars).await;
     let producer = env.spawn_producer_process_with(&vars).await;
 
     let product = env.product("traced");
