@@ -1,6 +1,6 @@
 //! Admission control: past what the consumers can compute within `cache.pending_ttl_secs`, a
-//! miss for a product nobody has asked for yet is refused at once (503, `Retry-After`), rather
-//! than accepted with a 202 that will not finish in time. No number to set by hand: it follows
+//! miss for a product neither cached nor pending is refused at once (503, `Retry-After`),
+//! rather than accepted with a 202 that will not finish in time. No number to set by hand: it follows
 //! the fleet's backlog and the consumers' measured throughput.
 //!
 //! - **The signal** is the fleet's backlog in the store ([`crate::cache::Backlog`]): every
@@ -15,13 +15,19 @@
 //! - **The rule:** a new request would wait about `outstanding / capacity`. The door is open
 //!   while that wait and the oldest request's age are both within [`BUDGET_SHARE`] of
 //!   `pending_ttl` (the rest is for the computation itself and the estimate's error). While no
-//!   consumer reports (none runs, or none has finished a request yet), only the oldest request's
-//!   age decides: if nothing is taken, the door closes once the oldest request has waited its
-//!   share.
-//! - **Between reads**, what this producer admitted since the last read counts as
-//!   outstanding, so a burst cannot slip through between two reads.
+//!   consumer reports (none runs, or none has timed a request yet), the oldest request's age
+//!   decides instead: if nothing is taken, the door closes once the oldest request has waited
+//!   its share. (Not while consumers report: one request whose finish was never counted would
+//!   then shut the door for everybody until the backlog's horizon drops it.)
+//! - **Between reads**, what this producer admits is reserved as it is admitted and counts as
+//!   outstanding, so a burst cannot slip through between two reads (other producers' show at
+//!   the next read, within [`EVERY`]).
+//! - **If the backlog cannot be read** (Redis, or its `{fleet}` slot, is away), the door stays
+//!   as it was for [`crate::cache::CAPACITY_FRESH`], then opens: admission must not outlast
+//!   the knowledge it rests on.
 //! - Refreshes are never refused here: they keep popular products warm, and consumers serve
-//!   them first. A product already pending costs nothing and is not refused either.
+//!   them first. Neither is a product already pending, nor one this producer tried to refresh
+//!   lately (a popular product whose refresh failed: see `miss::claim`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +80,8 @@ struct Estimate {
     snapshot: Snapshot,
     /// The last read's finished count and time.
     last: Option<(u64, Instant)>,
+    /// Since when the backlog cannot be read.
+    failing_since: Option<Instant>,
     retry_after_secs: u64,
 }
 
@@ -88,25 +96,30 @@ impl Admission {
         }
     }
 
-    /// Whether `n` more new products may be admitted now; if not, when to ask again (seconds).
+    /// Admits `n` more new products now, reserving them in the count of outstanding requests
+    /// (give back with [`Self::unreserve`] what is not published); if not, when to ask again
+    /// (seconds).
     pub fn admit(&self, n: usize) -> Result<(), u64> {
         if !self.open.load(Ordering::Relaxed) {
             return Err(self.retry_after_secs());
         }
+        let reserved = self.admitted.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         let estimate = self.estimate.lock().expect("admission lock");
         let capacity = estimate.snapshot.capacity_per_sec;
         if capacity > 0.0 {
-            let outstanding = estimate.snapshot.outstanding + self.admitted.load(Ordering::Relaxed) + n as u64;
+            let outstanding = estimate.snapshot.outstanding + reserved;
             if outstanding as f64 / capacity > self.budget.as_secs_f64() {
+                self.unreserve(n);
                 return Err(retry_after(outstanding, capacity, self.budget));
             }
         }
         Ok(())
     }
 
-    /// `n` new products were claimed and are being published.
-    pub fn admitted(&self, n: usize) {
-        self.admitted.fetch_add(n as u64, Ordering::Relaxed);
+    /// Gives back `n` of what [`Self::admit`] reserved: they were not published (pending
+    /// already, refused by a limit, or their publish failed).
+    pub fn unreserve(&self, n: usize) {
+        let _ = self.admitted.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(n as u64)));
     }
 
     fn retry_after_secs(&self) -> u64 {
@@ -123,10 +136,19 @@ impl Admission {
         let state = match read {
             Ok(state) => state,
             Err(e) => {
+                let failing_since = *estimate.failing_since.get_or_insert(at);
                 estimate.snapshot.error = Some(e);
+                if at.duration_since(failing_since) >= crate::cache::CAPACITY_FRESH && !self.open.load(Ordering::Relaxed) {
+                    tracing::warn!(error = ?estimate.snapshot.error, "the backlog cannot be read: admitting new products again");
+                    // What it knew is stale: no capacity, no backlog, until a read succeeds.
+                    estimate.snapshot = Snapshot { open: true, error: estimate.snapshot.error.take(), ..Snapshot::default() };
+                    self.open.store(true, Ordering::Relaxed);
+                    metrics::gauge!("pricefront_admission_open").set(1.0);
+                }
                 return;
             }
         };
+        estimate.failing_since = None;
         self.admitted.store(0, Ordering::Relaxed);
         let previous = estimate.snapshot.clone();
         let capacity = state.capacity_per_sec;
@@ -197,11 +219,12 @@ struct Decision {
 /// The rule (see the module doc), for the backlog `state` and the estimated `capacity`.
 fn decide(state: BacklogState, capacity: f64, budget: Duration) -> Decision {
     let oldest = state.oldest.unwrap_or_default();
+    // The oldest request's age only while no consumer reports (see the module doc).
     let wait = match capacity > 0.0 {
         true => Duration::from_secs_f64(state.outstanding as f64 / capacity),
         false => oldest,
     };
-    let open = wait <= budget && oldest <= budget;
+    let open = wait <= budget;
     let retry_after_secs = match capacity > 0.0 {
         true => retry_after(state.outstanding, capacity, budget),
         // Nothing finishes: ask again once a tenth of the budget passed.
@@ -236,7 +259,7 @@ mod tests {
         assert!(!full.open, "25 s of work");
         assert_eq!(full.wait, Duration::from_secs(25));
         assert_eq!(full.retry_after_secs, 5, "until 800 are left");
-        assert!(!decide(backlog(10, 21, 40.0)).open, "a request waited past the budget");
+        assert!(decide(backlog(10, 100, 40.0)).open, "one old request (its finish not counted) closes nothing");
         // No consumer reports: the oldest request's age alone decides.
         assert!(decide(backlog(500, 3, 0.0)).open);
         assert!(!decide(backlog(5, 25, 0.0)).open);
@@ -249,8 +272,10 @@ mod tests {
         let start = Instant::now();
         admission.update(Ok(backlog(300, 2, 40.0)), start);
         assert!(admission.admit(1).is_ok(), "300 at 40/s is 7.5 s of work, within 15 s");
-        admission.admitted(300);
+        assert!(admission.admit(299).is_ok(), "reserved: 600 is 15 s");
         assert_eq!(admission.admit(1), Err(1), "601 is 15.03 s: over by one request, so 1 s");
+        admission.unreserve(10);
+        assert!(admission.admit(10).is_ok(), "what was given back may be admitted again");
         admission.update(Err("Redis away".into()), start + EVERY);
         assert_eq!(admission.snapshot().error.as_deref(), Some("Redis away"));
         assert!(admission.snapshot().open, "as it was");
@@ -261,10 +286,16 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_door_refuses_with_the_time_the_backlog_needs() {
+    fn a_closed_door_refuses_with_the_time_the_backlog_needs_and_opens_when_it_cannot_be_read() {
         let admission = Admission::new(Duration::from_secs(20), Duration::from_secs(300));
-        admission.update(Ok(backlog(1000, 1, 40.0)), Instant::now());
+        let start = Instant::now();
+        admission.update(Ok(backlog(1000, 1, 40.0)), start);
         assert!(!admission.snapshot().open);
         assert_eq!(admission.admit(1), Err(10), "1000 at 40/s: 400 over the 15 s budget, 10 s");
+        // Unreadable for a moment: as it was; for longer than a capacity report lasts: open.
+        admission.update(Err("Redis away".into()), start + EVERY);
+        assert!(admission.admit(1).is_err());
+        admission.update(Err("Redis away".into()), start + crate::cache::CAPACITY_FRESH + EVERY);
+        assert!(admission.admit(1).is_ok());
     }
 }

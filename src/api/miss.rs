@@ -362,9 +362,10 @@ async fn claim_shared(state: &AppState, id: &ProductId, asker: Asker) -> Found {
     })
 }
 
-/// Stages 2 and 3 for products neither cached nor pending (one, or a page's): one script
-/// claims them all, the limits take their share, the won claims are published as one batch,
-/// and what was claimed but not published is released. Their entries, in order.
+/// Stages 2 and 3 for products neither cached nor pending (one, or a page's): admission
+/// control sheds what the consumers would not compute in time, one script claims the rest, the
+/// limits take their share, the won claims are published as one batch, and what was claimed
+/// but not published is released. Their entries, in order.
 async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found> {
     let client = asker.client;
     if let Some(refused) = state.limits.still_refused(client) {
@@ -372,13 +373,35 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         tracing::debug!(%client, "claim refused: the client is over its miss limit");
         return ids.iter().map(|_| Found::Unavailable(Unavailable::refused(refused))).collect();
     }
-    // Shed at the door: nothing claimed, nothing published, nothing for a client to wait on.
-    if let Err(retry_after_secs) = state.admission.admit(ids.len()) {
-        metrics::counter!("pricefront_limited_total", "limit" => "backlog").increment(ids.len() as u64);
-        tracing::debug!(products = ids.len(), retry_after_secs, "new products shed: the backlog is full");
-        let shed = Unavailable { reason: Reason::Backlog, retry_after_secs, cause: None };
-        return ids.iter().map(|_| Found::Unavailable(shed.clone())).collect();
+    // A product this producer tried to refresh lately is popular, not new (its refresh failed
+    // or was refused, and its result ended): never shed.
+    let new: Vec<bool> = ids.iter().map(|id| !state.refresh.tried_lately(id)).collect();
+    let reserved = new.iter().filter(|&&new| new).count();
+    if reserved > 0
+        && let Err(retry_after_secs) = state.admission.admit(reserved)
+    {
+        // Shed at the door: nothing claimed, nothing published, nothing for a client to wait on.
+        metrics::counter!("pricefront_limited_total", "limit" => "backlog").increment(reserved as u64);
+        tracing::debug!(products = reserved, retry_after_secs, "new products shed: the backlog is full");
+        let shed = Found::Unavailable(Unavailable { reason: Reason::Backlog, retry_after_secs, cause: None });
+        let popular: Vec<ProductId> = ids.iter().zip(&new).filter(|(_, new)| !**new).map(|(id, _)| id.clone()).collect();
+        let mut claimed = match popular.is_empty() {
+            true => Vec::new(),
+            false => claim_admitted(state, popular, asker).await.0,
+        }
+        .into_iter();
+        return new.iter().map(|&new| if new { shed.clone() } else { claimed.next().expect("one each") }).collect();
     }
+    let (found, published) = claim_admitted(state.clone(), ids, asker).await;
+    // What was published stays reserved until the next read of the backlog counts it; the rest
+    // goes back.
+    state.admission.unreserve(reserved - reserved.min(published));
+    found
+}
+
+/// [`claim`] past admission control; also how many requests it published.
+async fn claim_admitted(state: AppState, ids: Vec<ProductId>, asker: Asker) -> (Vec<Found>, usize) {
+    let client = asker.client;
     let requests: Vec<PriceRequest> = ids.iter().map(|id| PriceRequest::new(id.clone())).collect();
     if let [request] = requests.as_slice() {
         tracing::Span::current().record("message_id", request.request_id.to_string().as_str());
@@ -397,7 +420,7 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
             let cause = Cause::from(e);
             let unavailable =
                 Unavailable { reason: Reason::Cache, retry_after_secs: state.retry_after_secs, cause: Some(cause) };
-            return ids.iter().map(|_| Found::Unavailable(unavailable.clone())).collect();
+            return (ids.iter().map(|_| Found::Unavailable(unavailable.clone())).collect(), 0);
         }
     };
     let (mut found, mut publish, mut release) = (Vec::with_capacity(ids.len()), Vec::new(), Vec::new());
@@ -444,11 +467,10 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         release_all(&state, &claims, &release).await;
     }
     if publish.is_empty() {
-        return found;
+        return (found, 0);
     }
     let batch: Vec<PriceRequest> = publish.iter().map(|&i| requests[i].clone()).collect();
     let published: Vec<ProductId> = batch.iter().map(|r| r.product_id.clone()).collect();
-    state.admission.admitted(published.len());
     enqueued(&state, &published).await;
     let delivered = state.publisher.publish_many(&batch, asker.caller()).await;
     let (mut failed, mut first_error) = (Vec::new(), None);
@@ -479,13 +501,14 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
     if ids.len() > 1 && failed.len() < publish.len() {
         tracing::info!(published = publish.len() - failed.len(), failed = failed.len(), "requests published");
     }
+    let published = publish.len() - failed.len();
     if !failed.is_empty() {
         dequeued(&state, failed.iter().map(|&i| ids[i].clone()).collect());
         // In the background: the broker is in trouble, the answer must not wait on Redis too.
         let state = state.clone();
         tokio::spawn(async move { release_all(&state, &claims, &failed).await });
     }
-    found
+    (found, published)
 }
 
 /// Counts `ids` into the fleet's backlog before their requests are published (so a consumer's
@@ -529,10 +552,11 @@ const RELEASE_MAX: Duration = Duration::from_secs(2);
 
 /// Releases `claims` (each only if its token still holds the marker: safe whether or not the
 /// claim was made) as soon as Redis answers, trying with back-off until it does or the markers
-/// would have expired anyway (`cache.pending_ttl_secs`). A claim whose answer was lost
-/// therefore holds its product for about as long as Redis was away, not for the whole TTL.
+/// would have expired anyway (`cache.queued_ttl_secs`, the queued mark's life). A claim whose
+/// answer was lost therefore holds its product for about as long as Redis was away, not for the
+/// whole TTL.
 pub(super) async fn release_when_back(state: AppState, mut claims: Vec<(ProductId, String)>) {
-    let give_up = tokio::time::Instant::now() + state.pending_ttl;
+    let give_up = tokio::time::Instant::now() + state.hold.queued;
     let mut delay = RELEASE_FIRST;
     while !claims.is_empty() && tokio::time::Instant::now() < give_up {
         tokio::time::sleep(delay).await;

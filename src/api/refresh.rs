@@ -56,6 +56,12 @@ impl RefreshAhead {
         (self.permille > 0).then(|| self.window(stored).as_secs())
     }
 
+    /// Whether this process tried to refresh `id` lately (within `pending_ttl`): it is popular,
+    /// whatever became of that refresh.
+    pub fn tried_lately(&self, id: &ProductId) -> bool {
+        self.tried.contains_key(id)
+    }
+
     /// Forgets that a refresh of `id` was tried (it was refused by a limit): the next hit may
     /// try again.
     pub fn forget(&self, id: &ProductId) {

@@ -328,7 +328,7 @@ impl Backlog for MemoryStore {
     async fn enqueued(&self, ids: &[ProductId], at: SystemTime) -> Result<(), Error> {
         let mut backlog = self.backlog.lock().expect("backlog lock");
         for id in ids {
-            backlog.entry(id.clone()).or_insert(at);
+            backlog.insert(id.clone(), at);
         }
         Ok(())
     }

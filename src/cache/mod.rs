@@ -136,7 +136,8 @@ pub trait ProgressLog: Send + Sync + 'static {
 #[async_trait::async_trait]
 pub trait Backlog: Send + Sync + 'static {
     /// `ids`' requests are being published at `at`: each counts as outstanding from then (a
-    /// product counted already keeps its time).
+    /// product counted already takes the new time: its earlier request was lost, or it would
+    /// not be published again).
     async fn enqueued(&self, ids: &[ProductId], at: std::time::SystemTime) -> Result<(), Error>;
     /// `ids`' requests were not published after all.
     async fn dequeued(&self, ids: &[ProductId]) -> Result<(), Error>;

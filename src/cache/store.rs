@@ -493,7 +493,7 @@ impl Backlog for RedisStore {
     async fn enqueued(&self, ids: &[ProductId], at: SystemTime) -> Result<(), Error> {
         let at_ms = epoch_ms(at);
         let mut zadd = redis::cmd("ZADD");
-        zadd.arg(self.keys.backlog()).arg("NX");
+        zadd.arg(self.keys.backlog());
         for id in ids {
             zadd.arg(at_ms).arg(id.as_str());
         }

@@ -149,11 +149,16 @@ impl Worker {
 
     /// Reports this consumer's capacity every [`CAPACITY_EVERY`] for admission control: its
     /// in-flight bound over its mean time per request, once one was timed.
+    /// A member holding none of the request topic's partitions reports nothing: it could not
+    /// use its capacity.
     fn spawn_capacity_reports(&self, member: String, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let (processor, max_in_flight) = (self.processor.clone(), self.max_in_flight);
+        let (processor, max_in_flight, assigned) = (self.processor.clone(), self.max_in_flight, self.assigned.clone());
         tokio::spawn(async move {
             let mut every = tokio::time::interval(CAPACITY_EVERY);
             while tokio::select! { _ = every.tick() => true, _ = shutdown.cancelled() => false } {
+                if assigned.as_ref().is_some_and(|a| a.partitions().is_empty()) {
+                    continue;
+                }
                 let Some(mean) = processor.service.mean() else { continue };
                 let per_sec = max_in_flight as f64 / mean.as_secs_f64().max(1e-3);
                 metrics::gauge!("pricefront_consumer_capacity_per_second").set(per_sec);
@@ -242,7 +247,7 @@ impl Worker {
                         Err(panic) => {
                             let what = panic_message(panic.as_ref());
                             tracing::error!(panic = %what, "processing the message panicked");
-                            processor.dead_letter(&message, "panicked", &what, &shutdown).await
+                            processor.give_up(&message, "panicked", &what, &shutdown).await
                         }
                     };
                     drop(permit);

@@ -134,29 +134,47 @@ impl Processor {
             Err(error) => return self.dead_letter(message, error.kind(), &error.to_string(), shutdown).await,
         };
         let started = std::time::Instant::now();
-        let done = match self.compute(&request, shutdown).await {
-            Ok(()) => true,
+        match self.compute(&request, shutdown).await {
+            Ok(asked) => {
+                // Only what asked the sources says how long a request takes (a skipped duplicate
+                // takes a millisecond, and would make this consumer look a thousand times faster).
+                if asked {
+                    self.service.record(started.elapsed());
+                }
+                self.finished(&request).await;
+                true
+            }
             Err(Stop::Shutdown) => {
                 metrics::counter!("pricefront_messages_total", "outcome" => "unfinished").increment(1);
-                return false;
+                false
             }
-            Err(Stop::GaveUp(error)) => {
-                // Its claim must not hold the product (queued) until it expires.
-                if let Err(e) = self.store.release_pending(&request.product_id, &request.request_id.to_string()).await {
-                    tracing::debug!(error = %e, "cannot release the claim of a dead letter; it expires by itself");
-                }
-                self.dead_letter(message, "processing_failed", &error, shutdown).await
-            }
-        };
-        if done {
-            self.service.record(started.elapsed());
-            // Out of the fleet's backlog, whatever became of it; best effort (the backlog drops
-            // what it misses after `cache.queued_ttl_secs`).
-            if let Err(e) = self.store.finished(&request.product_id).await {
-                tracing::debug!(error = %e, "cannot count the request finished");
-            }
+            Err(Stop::GaveUp(error)) => self.give_up(message, "processing_failed", &error, shutdown).await,
         }
-        done
+    }
+
+    /// A message that cannot be computed (its processing failed, or panicked): its claim is
+    /// released, so its product is not held queued until `cache.queued_ttl_secs`; it goes to the
+    /// DLQ ([`Self::dead_letter`]); and it is counted out of the backlog once the DLQ has it.
+    pub async fn give_up(&self, message: &Message, kind: &str, error: &str, shutdown: &CancellationToken) -> bool {
+        let request = PriceRequest::decode(message.payload.as_deref()).ok();
+        if let Some(request) = &request
+            && let Err(e) = self.store.release_pending(&request.product_id, &request.request_id.to_string()).await
+        {
+            tracing::warn!(error = %e, "cannot release the claim of a dead letter; it expires by itself");
+        }
+        let durable = self.dead_letter(message, kind, error, shutdown).await;
+        if let (true, Some(request)) = (durable, &request) {
+            self.finished(request).await;
+        }
+        durable
+    }
+
+    /// Counts `request` out of the fleet's backlog, whatever became of it; best effort (the
+    /// backlog drops what it misses after `cache.queued_ttl_secs`).
+    async fn finished(&self, request: &PriceRequest) {
+        if let Err(e) = self.store.finished(&request.product_id).await {
+            tracing::warn!(error = %e, "cannot count the request finished (the backlog drops it after cache.queued_ttl_secs)");
+        }
     }
 
     /// Sends the message to the DLQ, unchanged, with why (`kind`, `error`) in its headers;
@@ -185,7 +203,9 @@ impl Processor {
         }
     }
 
-    async fn compute(&self, request: &PriceRequest, shutdown: &CancellationToken) -> Result<(), Stop> {
+    /// Computes and stores `request`'s product; whether it asked the sources (a duplicate or a
+    /// late refresh does not).
+    async fn compute(&self, request: &PriceRequest, shutdown: &CancellationToken) -> Result<bool, Stop> {
         let span = tracing::Span::current();
         span.record("product_id", request.product_id.as_str());
         span.record("message_id", tracing::field::display(request.request_id));
@@ -210,7 +230,7 @@ impl Processor {
             }
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pricefront_messages_total", "outcome" => "duplicate").increment(1);
-            return Ok(());
+            return Ok(false);
         }
         // One set of rates for the whole computation: its progress and its result agree.
         let rates = self.fx.current();
@@ -261,7 +281,7 @@ impl Processor {
             }
             self.counters.computed.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pricefront_refreshes_total", "stage" => "discarded").increment(1);
-            return Ok(());
+            return Ok(true);
         }
         let mut kept = 0;
         let fresh = fresh.into_iter().map(|outcome| match outcome {
@@ -349,7 +369,7 @@ impl Processor {
                 metrics::counter!("pricefront_messages_total", "outcome" => "expired").increment(1);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Fans out to the sources `ask` names, logging each source's outcome as progress the

@@ -130,6 +130,17 @@ async fn queued(store: &dyn Store) {
     assert!(!store.release_pending(&id, "r3").await.unwrap(), "not r3's to release");
     store.release_pending(&id, "r2").await.unwrap();
     assert!(store.claim_pending(&id, "r3", brief).await.unwrap());
+
+    // A request whose result is not stored (its guarantee passed) is finished too: its queued
+    // mark goes with it, but only its own.
+    let late = ProductId::parse(&format!("late-{}", uuid::Uuid::new_v4().simple())).unwrap();
+    assert!(matches!(store.lookup_or_claim(&late, "l1", brief).await.unwrap(), Lookup::Claimed));
+    let stale = comparison(&late, OffsetDateTime::now_utc() - Duration::from_secs(400), vec![quote("a", 100)]);
+    assert_eq!(store.store(&stale, "someone-else").await.unwrap(), StoreOutcome::Expired);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(matches!(store.lookup(&late).await.unwrap(), Peek::Pending), "not someone else's to clear");
+    assert_eq!(store.store(&stale, "l1").await.unwrap(), StoreOutcome::Expired);
+    assert!(matches!(store.lookup_or_claim(&late, "l2", brief).await.unwrap(), Lookup::Claimed));
 }
 
 /// The fleet's backlog: counted in once per product, out when finished, ages read, and what is
@@ -142,13 +153,13 @@ async fn backlog(store: &dyn Store) {
     store.enqueued(&ids[1..], now).await.unwrap();
     let read = store.backlog(now, horizon).await.unwrap();
     assert_eq!((read.outstanding, read.finished), (3, 0));
-    assert_eq!(read.oldest.map(|d| d.as_secs()), Some(10), "b1 keeps its first time");
+    assert_eq!(read.oldest.map(|d| d.as_secs()), Some(10), "b0");
     store.finished(&ids[0]).await.unwrap();
     store.dequeued(&ids[2..]).await.unwrap();
     let read = store.backlog(now, horizon).await.unwrap();
-    let expected = BacklogState { outstanding: 1, oldest: Some(Duration::from_secs(10)), finished: 1, ..read };
-    assert_eq!(read, expected);
-    let read = store.backlog(now + Duration::from_secs(295), horizon).await.unwrap();
+    let expected = BacklogState { outstanding: 1, oldest: Some(Duration::ZERO), finished: 1, ..read };
+    assert_eq!(read, expected, "b1 took its second, later time");
+    let read = store.backlog(now + Duration::from_secs(301), horizon).await.unwrap();
     assert_eq!(read.outstanding, 0, "older than the horizon: lost");
 
     // The consumers' capacity: the sum of fresh reports; a silent one drops out, one leaving too.
