@@ -92,7 +92,10 @@ impl Admission {
             horizon,
             open: AtomicBool::new(true),
             admitted: AtomicU64::new(0),
-            estimate: Mutex::new(Estimate { snapshot: Snapshot { open: true, ..Snapshot::default() }, ..Default::default() }),
+            estimate: Mutex::new(Estimate {
+                snapshot: Snapshot { open: true, ..Snapshot::default() },
+                ..Default::default()
+            }),
         }
     }
 
@@ -138,10 +141,13 @@ impl Admission {
             Err(e) => {
                 let failing_since = *estimate.failing_since.get_or_insert(at);
                 estimate.snapshot.error = Some(e);
-                if at.duration_since(failing_since) >= crate::cache::CAPACITY_FRESH && !self.open.load(Ordering::Relaxed) {
+                if at.duration_since(failing_since) >= crate::cache::CAPACITY_FRESH
+                    && !self.open.load(Ordering::Relaxed)
+                {
                     tracing::warn!(error = ?estimate.snapshot.error, "the backlog cannot be read: admitting new products again");
                     // What it knew is stale: no capacity, no backlog, until a read succeeds.
-                    estimate.snapshot = Snapshot { open: true, error: estimate.snapshot.error.take(), ..Snapshot::default() };
+                    estimate.snapshot =
+                        Snapshot { open: true, error: estimate.snapshot.error.take(), ..Snapshot::default() };
                     self.open.store(true, Ordering::Relaxed);
                     metrics::gauge!("pricefront_admission_open").set(1.0);
                 }
@@ -173,7 +179,11 @@ impl Admission {
         };
         if decision.open != previous.open {
             if decision.open {
-                tracing::info!(outstanding = state.outstanding, capacity_per_sec = capacity, "admitting new products again");
+                tracing::info!(
+                    outstanding = state.outstanding,
+                    capacity_per_sec = capacity,
+                    "admitting new products again"
+                );
             } else {
                 tracing::warn!(
                     outstanding = state.outstanding,

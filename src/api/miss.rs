@@ -384,7 +384,8 @@ async fn claim(state: AppState, ids: Vec<ProductId>, asker: Asker) -> Vec<Found>
         metrics::counter!("pricefront_limited_total", "limit" => "backlog").increment(reserved as u64);
         tracing::debug!(products = reserved, retry_after_secs, "new products shed: the backlog is full");
         let shed = Found::Unavailable(Unavailable { reason: Reason::Backlog, retry_after_secs, cause: None });
-        let popular: Vec<ProductId> = ids.iter().zip(&new).filter(|(_, new)| !**new).map(|(id, _)| id.clone()).collect();
+        let popular: Vec<ProductId> =
+            ids.iter().zip(&new).filter(|(_, new)| !**new).map(|(id, _)| id.clone()).collect();
         let mut claimed = match popular.is_empty() {
             true => Vec::new(),
             false => claim_admitted(state, popular, asker).await.0,

@@ -71,7 +71,13 @@ impl Earlier {
             quoted.is_none_or(|q| q.expires_at < f.expires_at)
         });
         quotes.retain(|q| !not_found.iter().any(|f| f.provider == q.provider));
-        Self { has_result: result.is_some(), computed_at_ms: result.map(|r| r.computed_at_ms), watched: false, quotes, not_found }
+        Self {
+            has_result: result.is_some(),
+            computed_at_ms: result.map(|r| r.computed_at_ms),
+            watched: false,
+            quotes,
+            not_found,
+        }
     }
 }
 

@@ -20,7 +20,8 @@ use super::earlier::{self, Earlier};
 use super::progress::{MAX_EVENTS, Progress, ProgressId};
 use super::ready::{Ready, Waiter};
 use super::{
-    Announcements, Backlog, BacklogState, CAPACITY_FRESH, Error, Hold, Lookup, Peek, ProgressLog, ResultStore, StoreOutcome, StoredResult,
+    Announcements, Backlog, BacklogState, CAPACITY_FRESH, Error, Hold, Lookup, Peek, ProgressLog, ResultStore,
+    StoreOutcome, StoredResult,
 };
 use crate::domain::{Comparison, Failure, ProductId, Quote};
 
@@ -273,7 +274,9 @@ impl ResultStore for MemoryStore {
         match earlier::outliving(comparison) {
             Some((json, until_ms)) => {
                 let left = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(until_ms) * 1_000_000)
-                    .map_or(Duration::ZERO, |end| (end - time::OffsetDateTime::now_utc()).try_into().unwrap_or_default());
+                    .map_or(Duration::ZERO, |end| {
+                        (end - time::OffsetDateTime::now_utc()).try_into().unwrap_or_default()
+                    });
                 self.kept.insert(id.clone(), Kept { json: Bytes::from(json), until: Instant::now() + left });
             }
             None => self.kept.invalidate(id),

@@ -229,7 +229,13 @@ impl StoreOutcome {
     /// `old` (the stored result's `computed_at_ms` and status, if there is one). The memory
     /// store applies them through this; Redis applies the same rules inside `STORE_UNTIL`
     /// (`store.rs`), and the contract suite holds both to them.
-    pub fn judge(now_ms: i64, computed_at_ms: i64, expires_at_ms: i64, status: Status, old: Option<(i64, Status)>) -> Self {
+    pub fn judge(
+        now_ms: i64,
+        computed_at_ms: i64,
+        expires_at_ms: i64,
+        status: Status,
+        old: Option<(i64, Status)>,
+    ) -> Self {
         if now_ms >= expires_at_ms {
             return StoreOutcome::Expired;
         }

@@ -328,7 +328,11 @@ impl ResultStore for RedisStore {
                     invocation.arg(hold.pending.as_millis() as u64).arg(hold.queued.as_millis() as u64);
                     for &i in &group {
                         let (id, token) = &claims[i];
-                        invocation.key(self.keys.result(id)).key(self.keys.pending(id)).key(self.keys.queued(id)).arg(token);
+                        invocation
+                            .key(self.keys.result(id))
+                            .key(self.keys.pending(id))
+                            .key(self.keys.queued(id))
+                            .arg(token);
                     }
                     let values: Vec<redis::Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
                     values
@@ -538,7 +542,10 @@ impl Backlog for RedisStore {
         let oldest = oldest.first().map(|(_, at)| Duration::from_millis((now_ms - *at as i64).max(0) as u64));
         let (mut capacity_per_sec, mut consumers, mut gone) = (0.0, 0, Vec::new());
         for (member, report) in reports {
-            match report.split_once(' ').and_then(|(rate, at)| Some((rate.parse::<f64>().ok()?, at.parse::<i64>().ok()?))) {
+            match report
+                .split_once(' ')
+                .and_then(|(rate, at)| Some((rate.parse::<f64>().ok()?, at.parse::<i64>().ok()?)))
+            {
                 Some((rate, at)) if now_ms - at <= CAPACITY_FRESH.as_millis() as i64 => {
                     capacity_per_sec += rate;
                     consumers += 1;

@@ -171,7 +171,10 @@ fn describe() {
         "pricefront_limited_total",
         "Misses (and refreshes) a limit refused, by limit: client_misses (producer.miss_rate_per_client), publishes (producer.max_publish_rate) or backlog (admission control: new products shed while the backlog would not be computed within cache.pending_ttl_secs)"
     );
-    describe_gauge!("pricefront_backlog_requests", "Requests published and not yet finished, fleet-wide, as this producer last read it");
+    describe_gauge!(
+        "pricefront_backlog_requests",
+        "Requests published and not yet finished, fleet-wide, as this producer last read it"
+    );
     describe_gauge!("pricefront_backlog_oldest_seconds", "How long the oldest outstanding request has waited");
     describe_gauge!(
         "pricefront_backlog_capacity_per_second",
@@ -189,7 +192,10 @@ fn describe() {
         "pricefront_consumer_capacity_per_second",
         "What this consumer can finish, requests per second: consumer.max_in_flight over its mean time per request (reported for admission control)"
     );
-    describe_gauge!("pricefront_admission_open", "1 while this producer admits new products, 0 while it sheds them (503)");
+    describe_gauge!(
+        "pricefront_admission_open",
+        "1 while this producer admits new products, 0 while it sheds them (503)"
+    );
     describe_histogram!(
         "pricefront_refresh_seconds",
         "From a refresh's publish to its result stored: how far ahead of expiry a refresh must start (consumer)"

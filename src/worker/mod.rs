@@ -32,8 +32,8 @@ use tracing::Instrument;
 use crate::cache::{RedisStore, Store};
 use crate::observability::traces;
 use crate::providers::Quotas;
-use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
 use crate::queue::consumer::{self, Subscription};
+use crate::queue::envelope::{REQUEST_ID_HEADER, TRACEPARENT_HEADER, valid_request_id, valid_traceparent};
 use crate::queue::{Assigned, Inbox, Incoming, Prioritized, Publisher, RequestQueue};
 use crate::settings::Settings;
 

@@ -221,7 +221,9 @@ impl Processor {
         let earlier = self.retry("look at the earlier result", shutdown, health, earlier, redis_error).await?;
         // A refresh is late if a result computed since it was asked for is there already.
         let late_refresh = request.refresh
-            && earlier.computed_at_ms.is_some_and(|at| i128::from(at) * 1_000_000 >= request.requested_at.unix_timestamp_nanos());
+            && earlier
+                .computed_at_ms
+                .is_some_and(|at| i128::from(at) * 1_000_000 >= request.requested_at.unix_timestamp_nanos());
         if (!request.refresh && earlier.has_result) || late_refresh {
             tracing::info!(refresh = request.refresh, "fresh result exists; skipping duplicate");
             // A marker this request claimed would otherwise hold off new requests until it expires.

@@ -25,8 +25,7 @@ impl Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_capacity_hot_products_stay_warm_new_ones_are_computed_in_time_or_refused_and_none_is_published_twice()
-{
+async fn past_capacity_hot_products_stay_warm_new_ones_are_computed_in_time_or_refused_and_none_is_published_twice() {
     const PENDING_TTL: Duration = Duration::from_secs(4);
     const OVERLOAD: Duration = Duration::from_secs(20);
     const NEW_PER_SEC: u64 = 25;
@@ -149,8 +148,7 @@ async fn past_capacity_hot_products_stay_warm_new_ones_are_computed_in_time_or_r
     let computed = accepted.iter().filter(|(product, _)| announced.contains_key(product)).count();
 
     let published = env.messages_by_key(&env.settings.kafka.topic).await;
-    let new_published: usize =
-        published.iter().filter(|(key, _)| key.starts_with("new")).map(|(_, count)| count).sum();
+    let new_published: usize = published.iter().filter(|(key, _)| key.starts_with("new")).map(|(_, count)| count).sum();
     let twice: Vec<_> = published.iter().filter(|(key, count)| key.starts_with("new") && **count > 1).collect();
 
     let hot_tally = std::mem::take(&mut *hot_tally.lock().unwrap());
